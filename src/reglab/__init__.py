@@ -1,0 +1,57 @@
+"""reglab: composable, exact regularizers for PyTorch, and a lab that shows whether they help."""
+
+from .augment import GaussianNoise, gaussian_noise
+from .clipping import ClipGradNorm
+from .core import (
+    Chain,
+    ConfigError,
+    Regularizer,
+    Selection,
+    chain,
+    from_config,
+    param_groups,
+    select_params,
+    to_config,
+)
+from .dropout import Dropout, DropoutLayer, dropout
+from .penalties import L1, L2, WeightDecay, l1_penalty, l2_penalty
+from .serialize import load_recipe, recipe_from_toml, recipe_to_toml, save_recipe
+from .stopping import EarlyStopping, StopReason
+from .targets import LabelSmoothing, smooth_labels
+from .train import History, evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "L1",
+    "L2",
+    "Chain",
+    "ClipGradNorm",
+    "ConfigError",
+    "Dropout",
+    "DropoutLayer",
+    "EarlyStopping",
+    "GaussianNoise",
+    "History",
+    "LabelSmoothing",
+    "Regularizer",
+    "Selection",
+    "StopReason",
+    "WeightDecay",
+    "chain",
+    "dropout",
+    "evaluate",
+    "fit",
+    "from_config",
+    "gaussian_noise",
+    "l1_penalty",
+    "l2_penalty",
+    "load_recipe",
+    "param_groups",
+    "recipe_from_toml",
+    "recipe_to_toml",
+    "save_recipe",
+    "select_params",
+    "smooth_labels",
+    "to_config",
+]

@@ -1,0 +1,96 @@
+"""Recipes to and from TOML: a list of ``[[regularizers]]`` tables, each with its ``type``.
+
+Example file::
+
+    [[regularizers]]
+    type = "L2"
+    strength = 0.0001
+
+    [[regularizers]]
+    type = "EarlyStopping"
+    patience = 10
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+
+from .core import Chain, ConfigError, Regularizer, from_config, to_config
+
+__all__ = ["load_recipe", "recipe_from_specs", "recipe_from_toml", "recipe_to_toml", "save_recipe"]
+
+
+def _plain(value: Any, where: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ConfigError(
+                f"The {where!r} parameter of recipe_to_toml must be a number to "
+                f"write it to TOML. Got a tensor of shape {tuple(value.shape)}."
+            )
+        return value.item()
+    if value is None:
+        raise ConfigError(
+            f"The {where!r} parameter of recipe_to_toml is None, which TOML cannot "
+            "hold: leave it at its default instead."
+        )
+    if callable(value):
+        raise ConfigError(
+            f"The {where!r} parameter of recipe_to_toml must be plain data to "
+            f"write it to TOML. Got the callable {value!r}."
+        )
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    return value
+
+
+def _specs(recipe: Regularizer) -> list[dict[str, Any]]:
+    members = recipe.regularizers if isinstance(recipe, Chain) else (recipe,)
+    out = []
+    for reg in members:
+        config = to_config(reg)
+        out.append({k: _plain(v, k) for k, v in config.items() if v is not None})
+    return out
+
+
+def recipe_to_toml(recipe: Regularizer) -> str:
+    """The recipe as TOML text (arguments left at None are omitted: they are the defaults)."""
+    return tomli_w.dumps({"regularizers": _specs(recipe)})
+
+
+def recipe_from_specs(specs: Sequence[Mapping[str, Any]]) -> Chain:
+    """A chain from a list of ``{"type": ..., **arguments}`` tables."""
+    if isinstance(specs, (str, bytes)) or not isinstance(specs, Sequence):
+        raise ConfigError(
+            "The 'regularizers' parameter of a recipe must be a list of tables "
+            f"with a 'type' key. Got {specs!r}."
+        )
+    return Chain(*(from_config(s) for s in specs))
+
+
+def recipe_from_toml(text: str) -> Chain:
+    """Parse :func:`recipe_to_toml` output (or a hand-written file) into a chain.
+
+    Raises:
+        ConfigError: for a TOML syntax error or an unknown regularizer or argument.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The recipe is not valid TOML: {exc}.") from None
+    return recipe_from_specs(data.get("regularizers", []))
+
+
+def save_recipe(recipe: Regularizer, path: str | Path) -> None:
+    """Write ``recipe`` to ``path`` as TOML."""
+    Path(path).write_text(recipe_to_toml(recipe))
+
+
+def load_recipe(path: str | Path) -> Chain:
+    """Read a recipe written by :func:`save_recipe`."""
+    return recipe_from_toml(Path(path).read_text())

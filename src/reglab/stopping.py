@@ -1,0 +1,170 @@
+"""Early stopping that restores the best weights."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .core import Choice, ConfigError, Interval, Predicate, Regularizer
+
+__all__ = ["EarlyStopping", "StopReason", "infer_mode"]
+
+_MAX_HINTS = ("acc", "r2", "auc", "f1", "precision", "recall", "score")
+
+
+def infer_mode(monitor: str) -> str:
+    """``'max'`` for names like accuracy, r2, auc, f1; ``'min'`` otherwise (losses, errors)."""
+    lowered = monitor.lower()
+    return "max" if any(h in lowered for h in _MAX_HINTS) else "min"
+
+
+class StopReason(enum.Enum):
+    """Why training ended."""
+
+    NOT_STOPPED = "not_stopped"
+    PATIENCE_EXHAUSTED = "patience_exhausted"
+
+
+class EarlyStopping(Regularizer):
+    """Stop after ``patience`` epochs in a row without improvement; restore the best weights.
+
+    An epoch improves when its value beats the best so far by more than ``min_delta``
+    (``value < best - min_delta`` in ``'min'`` mode, ``value > best + min_delta`` in ``'max'``).
+    A non-finite value never improves. With ``restore_best`` the weights of the best epoch are
+    loaded at the end of training, whether or not training stopped early (Prechelt 1998,
+    https://doi.org/10.1007/3-540-49430-8_3).
+
+    Args:
+        monitor: a metric logged each epoch, e.g. ``'val_loss'``, ``'val_accuracy'``.
+        patience: stop at the ``patience``-th epoch in a row without improvement (as Keras
+            and Lightning count); ``0`` stops at the first. ``>= 0``.
+        min_delta: the least change that counts as an improvement, ``>= 0``.
+        mode: ``'min'``, ``'max'``, or None to infer it from the name (:func:`infer_mode`).
+        restore_best: load the best epoch's weights in ``on_fit_end``.
+
+    Raises:
+        ConfigError: for a bad argument; at the first epoch end, a ``monitor`` that is not among
+            the logged metrics (the message lists them).
+
+    Example:
+        >>> stopper = reglab.EarlyStopping("val_loss", patience=10)
+        >>> stopper.stop_reason, stopper.best_epoch
+    """
+
+    constraints = {
+        "monitor": Predicate(lambda v: isinstance(v, str) and v != "", "a metric name"),
+        "patience": Interval(int, 0, None),
+        "min_delta": Interval(float, 0, None),
+        "mode": Choice("min", "max", None),
+        "restore_best": Predicate(lambda v: isinstance(v, bool), "a bool"),
+    }
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        patience: int = 10,
+        min_delta: float = 0.0,
+        mode: str | None = None,
+        restore_best: bool = True,
+    ) -> None:
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode = mode or infer_mode(monitor)
+        self.restore_best = restore_best
+        self._model: nn.Module | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best: float = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.wait = 0
+        self.epochs_seen = 0
+        self.stopped_epoch: int | None = None
+        self.stop_reason = StopReason.NOT_STOPPED
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def message(self) -> str:
+        """A readable account of the decision."""
+        if self.stop_reason is StopReason.PATIENCE_EXHAUSTED:
+            return (
+                f"{self.monitor} did not improve by more than {self.min_delta} for "
+                f"{self.patience} epochs; best {self.best:.6g} at epoch {self.best_epoch}"
+            )
+        if self.best_epoch is None:
+            return "not stopped; no epoch seen"
+        return f"not stopped; best {self.monitor} {self.best:.6g} at epoch {self.best_epoch}"
+
+    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
+        self._model = model
+        self._reset()
+
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, metrics: Mapping[str, float]) -> bool:
+        if self.monitor not in metrics:
+            available = ", ".join(repr(k) for k in metrics if k != "epoch")
+            raise ConfigError(
+                f"The 'monitor' parameter of EarlyStopping must be one of {available}. "
+                f"Got {self.monitor!r}."
+            )
+        value = float(metrics[self.monitor])
+        self.epochs_seen += 1
+        epoch = int(metrics.get("epoch", self.epochs_seen))
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best and self._model is not None:
+                self._snapshot()
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.stop_reason = StopReason.PATIENCE_EXHAUSTED
+            return True
+        return False
+
+    def _snapshot(self) -> None:
+        state = self._model.state_dict()
+        if self._best_state is None:
+            self._best_state = {k: v.detach().clone() for k, v in state.items()}
+        else:
+            for k, v in state.items():
+                self._best_state[k].copy_(v)
+
+    def on_fit_end(self) -> None:
+        if self.restore_best and self._best_state is not None and self._model is not None:
+            self._model.load_state_dict(self._best_state)
+
+    def logs(self) -> dict[str, float]:
+        return {} if self.best_epoch is None else {"best_epoch": float(self.best_epoch)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The progress so far (never the constructor arguments), best weights included."""
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "epochs_seen": self.epochs_seen,
+            "stopped_epoch": self.stopped_epoch,
+            "stop_reason": self.stop_reason.value,
+            "best_state": self._best_state,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; constructor arguments are left as they are."""
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.wait, self.epochs_seen = state["wait"], state["epochs_seen"]
+        self.stopped_epoch = state["stopped_epoch"]
+        self.stop_reason = StopReason(state["stop_reason"])
+        best = state.get("best_state")
+        self._best_state = None if best is None else {k: v.clone() for k, v in best.items()}

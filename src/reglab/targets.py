@@ -1,0 +1,66 @@
+"""Soft targets: label smoothing."""
+
+from __future__ import annotations
+
+import torch
+
+from .core import ConfigError, Interval, Regularizer
+
+__all__ = ["LabelSmoothing", "smooth_labels"]
+
+
+def smooth_labels(y: torch.Tensor, eps: float | torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Smoothed class probabilities: ``(1 - eps) * onehot(y) + eps / num_classes``.
+
+    ``y`` may hold class indices (shape ``(B,)``) or class probabilities (shape ``(B, K)``, e.g.
+    from mixup); rows of the result sum to 1. Szegedy et al. 2016,
+    https://arxiv.org/abs/1512.00567.
+
+    Example:
+        >>> smooth_labels(torch.tensor([0]), 0.1, 2)
+        tensor([[0.9500, 0.0500]])
+    """
+    if y.is_floating_point() and y.ndim == 2:
+        probs = y
+    else:
+        probs = torch.nn.functional.one_hot(y.long(), num_classes).to(torch.get_default_dtype())
+    return probs * (1 - eps) + eps / num_classes
+
+
+class LabelSmoothing(Regularizer):
+    """Train on ``(1 - eps) * onehot(y) + eps / K`` instead of hard labels.
+
+    With hard labels and cross-entropy this equals
+    ``torch.nn.CrossEntropyLoss(label_smoothing=eps)``. Soft targets are smoothed the same way.
+
+    Args:
+        eps: smoothing in ``[0, 1]``.
+        num_classes: ``K``; taken from ``attach`` (the lab and ``fit`` pass it) when None.
+
+    Raises:
+        ConfigError: for ``eps`` outside ``[0, 1]``; at ``attach``, no number of classes.
+
+    Example:
+        >>> recipe = reglab.chain(reglab.LabelSmoothing(0.1))
+    """
+
+    constraints = {
+        "eps": Interval(float, 0, 1),
+        "num_classes": Interval(int, 2, None, allow_none=True),
+    }
+
+    def __init__(self, eps: float, *, num_classes: int | None = None) -> None:
+        self.eps = eps
+        self._classes = num_classes
+
+    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
+        classes = self._config["num_classes"] or num_classes
+        if classes is None:
+            raise ConfigError(
+                "The 'num_classes' parameter of LabelSmoothing must be an int >= 2 (given here "
+                "or by a classification task at attach). Got None."
+            )
+        self._classes = classes
+
+    def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, smooth_labels(y, self.eps, self._classes)

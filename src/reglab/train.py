@@ -1,0 +1,333 @@
+"""``fit()``: the training loop of DESIGN.md, and its ``History``."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .core import Choice, ConfigError, Interval, Predicate, Regularizer, chain, check_param
+from .stopping import StopReason
+
+__all__ = ["History", "evaluate", "fit", "infer_task"]
+
+Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
+OptimizerSpec = (
+    str | torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None
+)
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+_CONSTRAINTS = {
+    "epochs": Interval(int, 1, None),
+    "batch_size": Interval(int, 1, None),
+    "lr": Interval(float, 0, None, "neither"),
+    "seed": Interval(int, 0, None),
+    "task": Choice("classification", "regression", None),
+    "num_classes": Interval(int, 2, None, allow_none=True),
+    "recipe": Predicate(
+        lambda r: r is None or isinstance(r, Regularizer),
+        "a Regularizer (e.g. reglab.chain(...)) or None",
+    ),
+}
+
+
+@dataclass
+class History:
+    """What one ``fit()`` did.
+
+    Attributes:
+        epochs: one dict per epoch: ``epoch``, ``train_loss``, ``val_loss`` and
+            ``train_accuracy``/``val_accuracy`` (classification) or ``train_r2``/``val_r2``
+            (regression), ``objective`` (mean training-batch loss as optimized, with
+            augmentation and output penalties), ``penalty`` (the recipe's penalty value),
+            ``seconds``, and whatever the recipe logs (e.g. ``clip_fraction``).
+        status: ``'completed'``, ``'stopped_early'`` or ``'diverged'``.
+        message: why training ended, in words.
+        model: the trained model (``transform_model`` may have returned a new object).
+        task: ``'classification'`` or ``'regression'``.
+    """
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    status: str = "completed"
+    message: str = ""
+    model: nn.Module | None = None
+    task: str = "classification"
+
+    @property
+    def epochs_run(self) -> int:
+        """Number of epochs with recorded metrics."""
+        return len(self.epochs)
+
+    def __getitem__(self, key: str) -> list[float]:
+        """``history['val_loss']``: that metric over the epochs."""
+        if not self.epochs or key not in self.epochs[0]:
+            keys = ", ".join(repr(k) for k in (self.epochs[0] if self.epochs else {}))
+            raise KeyError(f"No metric {key!r} in this history; it has: {keys or 'no epochs'}.")
+        return [e[key] for e in self.epochs]
+
+
+def infer_task(y: torch.Tensor) -> str:
+    """``'regression'`` for floating-point targets, ``'classification'`` for integers."""
+    return "regression" if y.is_floating_point() else "classification"
+
+
+class _TensorBatches:
+    """Shuffled mini-batches of in-memory tensors; the order comes from ``generator``."""
+
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> None:
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.x), generator=self.generator)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def _as_pair(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if not isinstance(data, (tuple, list)):
+        return None
+    if len(data) != 2 or not all(isinstance(t, torch.Tensor) for t in data):
+        raise ConfigError(
+            f"The {name!r} parameter of fit must be a pair (X, y) of tensors or an "
+            f"iterable of (x, y) batches. Got a {type(data).__name__} of "
+            f"{len(data)} items."
+        )
+    x, y = data
+    if len(x) != len(y) or len(x) == 0:
+        raise ConfigError(
+            f"The {name!r} parameter of fit must hold as many targets as inputs, "
+            f"and at least one. Got {len(x)} inputs and {len(y)} targets."
+        )
+    return x, y
+
+
+def _prepare_targets(y: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "regression":
+        y = y.to(torch.get_default_dtype())
+        return y.unsqueeze(1) if y.ndim == 1 else y
+    return y.long()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Data, task: str | None = None, *, batch_size: int = 1024
+) -> dict[str, float]:
+    """Loss and accuracy (classification) or loss (MSE) and R² (regression), in eval mode.
+
+    Args:
+        model: the model; its training mode is restored afterwards.
+        data: ``(X, y)`` tensors or an iterable of batches.
+        task: ``'classification'``, ``'regression'`` or None to infer it from ``y``.
+        batch_size: evaluation batch size for tensors.
+
+    Returns:
+        ``{'loss': ..., 'accuracy': ...}`` or ``{'loss': ..., 'r2': ...}``; cross-entropy is the
+        mean negative log-likelihood.
+    """
+    pair = _as_pair(data, "data")
+    batches = (
+        [
+            (pair[0][i : i + batch_size], pair[1][i : i + batch_size])
+            for i in range(0, len(pair[0]), batch_size)
+        ]
+        if pair
+        else data
+    )
+    was_training = model.training
+    model.eval()
+    total, n, correct, sq_sum, y_sum, y_sq = 0.0, 0, 0.0, 0.0, 0.0, 0.0
+    try:
+        for x, y in batches:
+            task = task or infer_task(y)
+            y = _prepare_targets(y, task)
+            out = model(x)
+            if task == "classification":
+                total += float(F.cross_entropy(out, y, reduction="sum"))
+                correct += float((out.argmax(1) == y).sum())
+            else:
+                sq_sum += float(F.mse_loss(out, y, reduction="sum"))
+                y_sum += float(y.sum())
+                y_sq += float((y * y).sum())
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ConfigError("The 'data' parameter of evaluate must hold at least one sample. Got 0.")
+    if task == "classification":
+        return {"loss": total / n, "accuracy": correct / n}
+    width = y.shape[1] if y.ndim == 2 else 1
+    mse = sq_sum / (n * width)
+    variance = y_sq / (n * width) - (y_sum / (n * width)) ** 2
+    return {"loss": mse, "r2": 1 - mse / variance if variance > 0 else float("nan")}
+
+
+def _make_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if isinstance(spec, torch.optim.Optimizer):
+        return spec
+    params = [p for p in model.parameters() if p.requires_grad]
+    if spec is None or isinstance(spec, str):
+        name = spec or "adam"
+        if name not in _OPTIMIZERS:
+            check_param("fit", "optimizer", name, Choice(*_OPTIMIZERS))
+        # Every built-in optimizer has a fused kernel on CPU: one pass over the parameters.
+        return _OPTIMIZERS[name](params, lr=lr, fused=True)
+    if callable(spec):
+        return spec(params)
+    raise ConfigError(
+        "The 'optimizer' parameter of fit must be 'adam', 'adamw', 'sgd', an "
+        f"Optimizer, or a callable params -> Optimizer. Got {spec!r}."
+    )
+
+
+def fit(
+    model: nn.Module,
+    train: Data,
+    val: Data | None = None,
+    *,
+    recipe: Regularizer | None = None,
+    epochs: int = 10,
+    optimizer: OptimizerSpec = None,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    seed: int = 0,
+    task: str | None = None,
+    num_classes: int | None = None,
+    on_epoch: Callable[[Mapping[str, float]], None] | None = None,
+) -> History:
+    """Train ``model`` under ``recipe``, calling its hooks in the order of DESIGN.md.
+
+    The loop: ``transform_model``, then the optimizer is built, ``attach``; per batch
+    ``on_batch``, forward, ``on_loss``, backward, ``on_after_backward``, ``step``,
+    ``on_after_step``; per epoch clean metrics on train and val in eval mode, then
+    ``on_epoch_end``; finally ``on_fit_end``.
+
+    Args:
+        model: the model; regularizers may change it in place.
+        train: ``(X, y)`` tensors (shuffled each epoch from ``seed``) or an iterable of batches
+            such as a ``DataLoader``.
+        val: the same for validation, or None.
+        recipe: a regularizer, usually ``reglab.chain(...)``; None trains without one.
+        epochs: the most epochs to run.
+        optimizer: ``'adam'`` (default), ``'adamw'``, ``'sgd'`` (all fused, no weight decay of
+            their own), an ``Optimizer`` over the model's parameters, or a callable
+            ``params -> Optimizer`` (use it when a recipe adds parameters).
+        lr: learning rate of the built-in optimizers.
+        batch_size: batch size for tensor data.
+        criterion: ``loss(output, target)``; default cross-entropy (it accepts the soft targets
+            of label smoothing and mixup) or MSE for regression.
+        seed: seeds data order and the generator passed to ``attach`` (dropout masks, noise).
+            The model's initial weights are the caller's.
+        task: ``'classification'`` or ``'regression'``; inferred from the targets' dtype.
+        num_classes: passed to ``attach``; inferred from integer targets.
+        on_epoch: called with each epoch's metrics (for progress display).
+
+    Returns:
+        A :class:`History`. A non-finite training loss or metric stops the run with status
+        ``'diverged'``; that epoch's metrics are not recorded.
+
+    Raises:
+        ConfigError: for a bad argument.
+
+    Example:
+        >>> history = reglab.fit(model, (X, y), (Xv, yv), epochs=20,
+        ...                      recipe=reglab.chain(reglab.L2(1e-4), reglab.EarlyStopping()))
+        >>> history.status, history["val_loss"][-1]
+    """
+    for name, value in {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "task": task,
+        "num_classes": num_classes,
+        "recipe": recipe,
+    }.items():
+        check_param("fit", name, value, _CONSTRAINTS[name])
+    generator = torch.Generator().manual_seed(seed)
+    train_pair, val_pair = _as_pair(train, "train"), _as_pair(val, "val")
+    if train_pair is not None:
+        task = task or infer_task(train_pair[1])
+        train_pair = (train_pair[0], _prepare_targets(train_pair[1], task))
+        if task == "classification" and num_classes is None:
+            num_classes = int(max(int(t[1].max()) for t in (train_pair, val_pair) if t)) + 1
+        train_batches: Iterable = _TensorBatches(*train_pair, batch_size, generator)
+    else:
+        train_batches = train
+    if val_pair is not None:
+        val_pair = (val_pair[0], _prepare_targets(val_pair[1], task or infer_task(val_pair[1])))
+
+    recipe = recipe if recipe is not None else chain()
+    model = recipe.transform_model(model)
+    opt = _make_optimizer(optimizer, model, lr)
+    recipe.attach(model, opt, num_classes=num_classes, generator=generator)
+    history = History(model=model)
+    loss_fn = criterion
+
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        running, steps = torch.zeros(()), 0
+        for x, y in train_batches:
+            if train_pair is None:  # batches from an iterable: prepare each
+                task = task or infer_task(y)
+                y = _prepare_targets(y, task)
+            if loss_fn is None:
+                loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
+            x, y = recipe.on_batch(x, y)
+            out = model(x)
+            loss = recipe.on_loss(loss_fn(out, y), out)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            recipe.on_after_backward()
+            opt.step()
+            recipe.on_after_step()
+            running += loss.detach()
+            steps += 1
+        objective = float(running) / max(steps, 1)
+        record: dict[str, float] = {"epoch": epoch, "objective": objective}
+        if math.isfinite(objective):
+            tr = evaluate(model, train_pair or train, task)
+            record.update({f"train_{k}": v for k, v in tr.items()})
+            if val is not None:
+                va = evaluate(model, val_pair or val, task)
+                record.update({f"val_{k}": v for k, v in va.items()})
+        bad = [k for k, v in record.items() if not math.isfinite(v) and not k.endswith("r2")]
+        if bad:
+            history.status = "diverged"
+            history.message = f"{bad[0]} became {record[bad[0]]} at epoch {epoch}"
+            break
+        record["penalty"] = recipe.penalty()
+        record["lr"] = float(opt.param_groups[0]["lr"])
+        record.update(recipe.logs())
+        record["seconds"] = time.perf_counter() - started
+        history.epochs.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if recipe.on_epoch_end(record):
+            history.status = "stopped_early"
+            history.message = _stop_message(recipe) or f"a regularizer stopped at epoch {epoch}"
+            break
+    if history.status == "completed":
+        history.message = f"ran all {epochs} epochs"
+    recipe.on_fit_end()
+    history.task = task or "classification"
+    return history
+
+
+def _stop_message(recipe: Regularizer) -> str:
+    members = getattr(recipe, "regularizers", (recipe,))
+    for reg in members:
+        if getattr(reg, "stop_reason", None) not in (None, StopReason.NOT_STOPPED):
+            return reg.message
+    return ""

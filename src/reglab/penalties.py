@@ -10,7 +10,8 @@ Strength conventions (``w`` are the selected weights):
 reglab                 objective term              equivalent elsewhere
 =====================  ==========================  ==============================================
 ``L2(s)``              ``s/2 * sum(w**2)``         SGD ``weight_decay=s``; sklearn ``Ridge(alpha)``
-                                                   with ``s = alpha / n_samples`` on a mean loss
+                                                   with ``s = 2 * alpha / n_samples`` on a
+                                                   mean-squared-error loss
 ``L2(s, "keras")``     ``s * sum(w**2)``           ``keras.regularizers.L2(s)``
 ``L1(s)``              ``s * sum(|w|)``            ``keras.regularizers.L1(s)``; sklearn
                                                    ``Lasso(alpha)`` with ``s = 2 * alpha`` on a

@@ -1,0 +1,124 @@
+"""Models for the lab: an MLP, a small CNN for image data, and a linear model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..core import Choice, ConfigError, Interval, Predicate, check_param
+
+__all__ = ["MODELS", "build_model"]
+
+MODELS = {
+    "mlp": "fully connected network; hidden widths, activation and init are settings",
+    "cnn": "two 3x3 convolutions, max-pooling and a hidden layer; needs image data (digits)",
+    "linear": "linear (regression) or logistic (classification) model",
+}
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+_INITS = ("he", "xavier", "orthogonal", "torch")
+
+
+def _init_weights(model: nn.Module, init: str, activation: str) -> None:
+    gain_name = "relu" if activation in ("relu", "gelu", "silu", "elu", "leaky_relu") else "tanh"
+    for module in model.modules():
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            continue
+        if init == "he":
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif init == "xavier":
+            nn.init.xavier_uniform_(module.weight, gain=nn.init.calculate_gain(gain_name))
+        elif init == "orthogonal":
+            nn.init.orthogonal_(
+                module.weight.view(module.weight.shape[0], -1),
+                gain=nn.init.calculate_gain(gain_name),
+            )
+        if init != "torch" and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _widths(value: object) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in value)
+    )
+
+
+def build_model(
+    name: str,
+    in_features: int,
+    out_features: int,
+    *,
+    seed: int = 0,
+    widths: Sequence[int] = (256, 256),
+    activation: str = "relu",
+    init: str = "he",
+    image_shape: tuple[int, int, int] | None = None,
+) -> nn.Module:
+    """Build a lab model with weights drawn from ``seed`` (global RNG state is left as it was).
+
+    Args:
+        name: ``'mlp'``, ``'cnn'`` or ``'linear'``.
+        in_features: number of (flattened) input features.
+        out_features: classes, or 1 for regression.
+        seed: the initial weights depend on it alone.
+        widths: hidden widths of the MLP (empty: no hidden layer).
+        activation: one of relu, gelu, tanh, silu, elu, leaky_relu.
+        init: ``'he'``, ``'xavier'``, ``'orthogonal'`` or ``'torch'`` (PyTorch's default);
+            biases start at zero except with ``'torch'``.
+        image_shape: ``(C, H, W)`` of the flattened inputs; required by ``'cnn'``.
+
+    Returns:
+        An ``nn.Sequential`` that takes ``(B, in_features)`` inputs.
+
+    Raises:
+        ConfigError: for an unknown name, activation or init, bad widths, or ``'cnn'``
+            without image data.
+    """
+    check_param("compare", "model", name, Choice(*MODELS))
+    check_param("compare", "activation", activation, Choice(*_ACTIVATIONS))
+    check_param("compare", "init", init, Choice(*_INITS))
+    check_param("compare", "widths", widths, Predicate(_widths, "a list of ints >= 1"))
+    check_param("compare", "seed", seed, Interval(int, 0, None))
+    act = _ACTIVATIONS[activation]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "linear":
+            model = nn.Sequential(nn.Linear(in_features, out_features))
+        elif name == "mlp":
+            layers: list[nn.Module] = []
+            width = in_features
+            for w in widths:
+                layers += [nn.Linear(width, w), act()]
+                width = w
+            model = nn.Sequential(*layers, nn.Linear(width, out_features))
+        else:
+            if image_shape is None:
+                raise ConfigError(
+                    "The 'model' parameter of compare must be 'mlp' or 'linear' "
+                    "for data that are not images. Got 'cnn'."
+                )
+            c, h, w = image_shape
+            model = nn.Sequential(
+                nn.Unflatten(1, (c, h, w)),
+                nn.Conv2d(c, 16, 3, padding=1),
+                act(),
+                nn.Conv2d(16, 32, 3, padding=1),
+                act(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(32 * (h // 2) * (w // 2), 128),
+                act(),
+                nn.Linear(128, out_features),
+            )
+        _init_weights(model, init, activation)
+    return model

@@ -1,0 +1,126 @@
+"""Built-in recipes: named lists of regularizer specs, and how a study names its recipes.
+
+A recipe spec is a list of tables ``{"type": <Regularizer class>, **arguments}``, the form
+:func:`reglab.recipe_to_toml` writes. In a study's TOML, ``recipes`` is either a list of built-in
+names or a table from recipe name to a built-in name or a list of specs::
+
+    [recipes]
+    baseline = []
+    strong_l2 = [{ type = "L2", strength = 0.01 }]
+    dropout = "dropout"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..core import Chain, ConfigError, unknown_name
+from ..serialize import recipe_from_specs
+
+__all__ = ["BUILTIN_RECIPES", "DEFAULT_PANEL", "build_recipe", "resolve_recipes"]
+
+Spec = list[dict[str, Any]]
+
+#: name -> (what it shows, specs). Strengths were chosen on the default study (digits, 300
+#: training samples, 30% label noise, MLP 256-256, Adam 1e-3, 150 epochs).
+BUILTIN_RECIPES: dict[str, tuple[str, Spec]] = {
+    "baseline": ("no regularization", []),
+    "l1": ("L1 penalty with proximal steps: exact zeros", [{"type": "L1", "strength": 3e-4}]),
+    "l2": (
+        "L2 penalty s/2*sum(w^2), gradient added analytically",
+        [{"type": "L2", "strength": 3e-3}],
+    ),
+    "weight_decay": ("decoupled weight decay, as AdamW", [{"type": "WeightDecay", "rate": 0.5}]),
+    "dropout": ("inverted dropout after every hidden activation", [{"type": "Dropout", "p": 0.5}]),
+    "noise": ("Gaussian noise on the standardized inputs", [{"type": "GaussianNoise", "std": 0.5}]),
+    "label_smoothing": (
+        "soft targets (1-eps)*onehot + eps/K",
+        [{"type": "LabelSmoothing", "eps": 0.2}],
+    ),
+    "early_stopping": (
+        "stop when val_loss stalls for 10 epochs; restore the best weights",
+        [{"type": "EarlyStopping", "monitor": "val_loss", "patience": 10}],
+    ),
+    "clip": ("global gradient-norm clipping at 1.0", [{"type": "ClipGradNorm", "max_norm": 1.0}]),
+    "combined": (
+        "dropout, L2 and early stopping together",
+        [
+            {"type": "L2", "strength": 1e-3},
+            {"type": "Dropout", "p": 0.3},
+            {"type": "EarlyStopping", "monitor": "val_loss", "patience": 15},
+        ],
+    ),
+}
+
+#: The panel of ``reglab compare`` with no arguments: one recipe per family, and a combination.
+DEFAULT_PANEL = (
+    "baseline",
+    "l1",
+    "l2",
+    "weight_decay",
+    "dropout",
+    "noise",
+    "label_smoothing",
+    "early_stopping",
+    "combined",
+)
+
+#: Recipes that only make sense for classification; left out of default regression panels.
+CLASSIFICATION_ONLY = ("label_smoothing",)
+
+
+def _builtin(name: Any) -> Spec:
+    if name not in BUILTIN_RECIPES:
+        raise unknown_name("compare", "recipes", name, BUILTIN_RECIPES)
+    return [dict(s) for s in BUILTIN_RECIPES[name][1]]
+
+
+def resolve_recipes(
+    value: str | Sequence[str] | Mapping[str, Any] | None, task: str = "classification"
+) -> dict[str, Spec]:
+    """Turn what a user wrote into ``{recipe name: specs}``, checking every spec.
+
+    Args:
+        value: None (the default panel), ``'a,b,c'``, a list of built-in names, or a mapping
+            from name to a built-in name or a list of specs.
+        task: the default panel leaves classification-only recipes out of regression studies.
+
+    Raises:
+        ConfigError: an unknown recipe or regularizer name, a bad argument, a duplicate name.
+    """
+    if value is None:
+        names = [
+            n for n in DEFAULT_PANEL if task == "classification" or n not in CLASSIFICATION_ONLY
+        ]
+        return {n: _builtin(n) for n in names}
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, Mapping):
+        out = {}
+        for name, spec in value.items():
+            out[str(name)] = _builtin(spec) if isinstance(spec, str) else spec
+    elif isinstance(value, Sequence):
+        if len(set(value)) != len(value):
+            raise ConfigError(
+                f"The 'recipes' parameter of compare must name each recipe once. "
+                f"Got {list(value)!r}."
+            )
+        out = {name: _builtin(name) for name in value}
+    else:
+        raise ConfigError(
+            "The 'recipes' parameter of compare must be a list of recipe names or "
+            f"a table of recipes. Got {value!r}."
+        )
+    if not out:
+        raise ConfigError(
+            "The 'recipes' parameter of compare must name at least one recipe. Got none."
+        )
+    for spec in out.values():
+        build_recipe(spec)  # validates every regularizer and argument now, not in a worker
+    return out
+
+
+def build_recipe(spec: Spec) -> Chain:
+    """A fresh chain from specs (each trial gets its own, since regularizers keep state)."""
+    return recipe_from_specs(spec)

@@ -1,0 +1,202 @@
+"""Plots (PNG) and a self-contained HTML report of a study."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .results import RESULT_COLUMNS, label, primary_metric, summary_rows
+from .stats import RecipeSummary
+
+__all__ = ["write_plots", "write_report"]
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 3)
+    return math.ceil(n / cols), cols
+
+
+def _by_recipe(results: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list] = {}
+    for r in results:
+        out.setdefault(r["recipe"], []).append(r)
+    return out
+
+
+def plot_curves(results: Sequence[Mapping[str, Any]], task: str, path: Path) -> None:
+    """Train vs validation curves of the headline metric, one panel per recipe."""
+    m = primary_metric(task)
+    groups = _by_recipe(results)
+    rows, cols = _grid(len(groups))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False, sharey=True
+    )
+    for ax, (recipe, trials) in zip(axes.flat, groups.items(), strict=False):
+        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+            curves = [[e[f"{split}_{m}"] for e in t["history"]] for t in trials if t["history"]]
+            for c in curves:
+                ax.plot(range(1, len(c) + 1), c, color=color, alpha=0.25, lw=0.8)
+            if curves:
+                longest = max(len(c) for c in curves)
+                mean = [np.mean([c[i] for c in curves if i < len(c)]) for i in range(longest)]
+                ax.plot(range(1, longest + 1), mean, color=color, lw=1.8, label=split)
+        ax.set_title(recipe, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(groups) :]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel(label(f"train_{m}").replace("train ", ""))
+    axes[0, 0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Learning curves: train vs validation (thin: seeds, thick: mean)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_effects(
+    summary: Sequence[RecipeSummary], task: str, path: Path, baseline: str = "baseline"
+) -> None:
+    """Test metric and generalization gap per recipe, mean with 95% CI whiskers."""
+    m = primary_metric(task)
+    names = [s.recipe for s in summary]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8))
+    for ax, metric in zip(axes, (f"test_{m}", "gap"), strict=True):
+        means = [s.estimates[metric].mean for s in summary]
+        errs = [
+            0 if math.isnan(s.estimates[metric].half_width) else s.estimates[metric].half_width
+            for s in summary
+        ]
+        y = np.arange(len(names))
+        ax.errorbar(means, y, xerr=errs, fmt="o", capsize=4, color="tab:blue")
+        if baseline in names:
+            ax.axvline(means[names.index(baseline)], color="grey", ls="--", lw=1)
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_title(label(metric) + " (mean, 95% CI)")
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_weights(results: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Histogram of the final weights (default selection) of each recipe's first seed."""
+    groups = _by_recipe(results)
+    rows, cols = _grid(len(groups))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, (recipe, trials) in zip(axes.flat, groups.items(), strict=False):
+        trial = next((t for t in trials if t.get("histogram")), None)
+        if trial is None:
+            ax.set_title(f"{recipe} (no finished trial)", fontsize=10)
+            continue
+        counts = np.asarray(trial["histogram"]["counts"])
+        bound = trial["histogram"]["bound"][0]
+        edges = np.linspace(-bound, bound, len(counts) + 1)
+        ax.stairs(counts + 1e-9, edges, fill=True, alpha=0.7)
+        ax.set_yscale("log")
+        zeros = trial["model"].get("zero_fraction", 0.0)
+        ax.set_title(
+            f"{recipe}: ‖w‖₂={trial['model']['weight_l2']:.1f}, zeros {zeros:.1%}", fontsize=9
+        )
+    for ax in axes.flat[len(groups) :]:
+        ax.axis("off")
+    fig.suptitle("Final weights (seed shown first; log counts)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_plots(
+    results: Sequence[Mapping[str, Any]],
+    summary: Sequence[RecipeSummary],
+    task: str,
+    out: Path,
+    baseline: str = "baseline",
+) -> list[Path]:
+    """Write ``curves.png``, ``effects.png`` and ``weights.png`` into ``out/plots``."""
+    folder = out / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "curves.png", folder / "effects.png", folder / "weights.png"]
+    plot_curves(results, task, paths[0])
+    plot_effects(summary, task, paths[1], baseline)
+    plot_weights(results, paths[2])
+    return paths
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;
+text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
+img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold;color:#1a5}
+code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}"""
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def write_report(
+    path: Path,
+    *,
+    title: str,
+    settings: Mapping[str, Any],
+    summary: Sequence[RecipeSummary],
+    results: Sequence[Mapping[str, Any]],
+    task: str,
+    plots: Sequence[Path],
+    recipes: Mapping[str, Any],
+) -> None:
+    """One HTML file with the table, the plots (embedded) and each trial's status."""
+    esc = html.escape
+    header, rows = summary_rows(summary, task)
+    table = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
+    for row in rows:
+        cells = "".join(
+            f'<td class="sig">{esc(c)}</td>' if c.endswith("*") else f"<td>{esc(c)}</td>"
+            for c in row
+        )
+        table += f"<tr>{cells}</tr>"
+    settings_html = "".join(
+        f"<li><code>{esc(str(k))}</code> = {esc(str(v))}</li>" for k, v in settings.items()
+    )
+    recipe_html = "".join(
+        f"<li><b>{esc(n)}</b>: <code>{esc(str(s) if s else 'none')}</code></li>"
+        for n, s in recipes.items()
+    )
+    trials = "".join(
+        f"<tr><td>{esc(r['recipe'])}</td><td>{r['seed']}</td>"
+        f'<td class="{"bad" if r["status"] in ("diverged", "failed") else ""}">'
+        f"{esc(r['status'])}</td><td>{r.get('epochs_run', 0)}</td>"
+        f"<td>{r.get('seconds', 0):.1f}</td><td>{esc(r.get('message', ''))}</td></tr>"
+        for r in results
+    )
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{esc(title)}</h1>
+<h2>Comparison</h2>
+<p>Mean ± 95% confidence interval over seeds (Student t). Each seed has its own data split and
+initial weights, shared by every recipe, so differences from baseline are paired;
+<span class="sig">bold*</span> marks a paired t-test with p &lt; 0.05 (not corrected for the
+number of recipes). The gap is train − test {esc(primary_metric(task))}.</p>
+<table>{table}</table>
+<h2>Effect on test performance and the generalization gap</h2>{_img(plots[1])}
+<h2>Learning curves</h2>{_img(plots[0])}
+<h2>Weights</h2>{_img(plots[2])}
+<h2>Recipes</h2><ul>{recipe_html}</ul>
+<h2>Settings</h2><ul>{settings_html}</ul>
+<h2>Trials</h2><table><tr><th>recipe</th><th>seed</th><th>status</th><th>epochs</th>
+<th>seconds</th><th>message</th></tr>{trials}</table>
+<p>Files: <code>results.csv</code> (columns {", ".join(RESULT_COLUMNS)}),
+<code>summary.csv</code>, <code>trials.csv</code>, <code>plots/</code>.</p>
+</body></html>"""
+    path.write_text(doc)

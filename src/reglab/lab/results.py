@@ -1,0 +1,207 @@
+"""A study's results as tidy rows, per-trial figures, and the comparison table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from .stats import RecipeSummary, summarize
+
+__all__ = ["RESULT_COLUMNS", "comparison", "per_trial_figures", "result_rows", "to_csv"]
+
+RESULT_COLUMNS = ("recipe", "seed", "epoch", "split", "metric", "value")
+_SKIP = {"epoch", "seconds", "lr"}
+
+
+def primary_metric(task: str) -> str:
+    """The headline metric: accuracy for classification, R² for regression."""
+    return "accuracy" if task == "classification" else "r2"
+
+
+def _split_metric(key: str) -> tuple[str, str]:
+    for split in ("train", "val"):
+        if key.startswith(split + "_"):
+            return split, key[len(split) + 1 :]
+    return "train", key  # objective, penalty and regularizer logs describe training
+
+
+def result_rows(results: Iterable[Mapping[str, Any]]) -> list[tuple]:
+    """``(recipe, seed, epoch, split, metric, value)`` rows: per-epoch learning curves with an
+    integer epoch; the final model on train/val/test with epoch ``final``; whole-model figures
+    with split ``model``. Non-finite values are left out."""
+    rows = []
+    for r in results:
+        for record in r.get("history", []):
+            for key, value in record.items():
+                if key not in _SKIP and math.isfinite(value):
+                    split, metric = _split_metric(key)
+                    rows.append(
+                        (r["recipe"], r["seed"], int(record["epoch"]), split, metric, value)
+                    )
+        for split, metrics in r.get("final", {}).items():
+            rows += [
+                (r["recipe"], r["seed"], "final", split, m, v)
+                for m, v in metrics.items()
+                if math.isfinite(v)
+            ]
+        rows += [
+            (r["recipe"], r["seed"], "final", "model", m, v) for m, v in r.get("model", {}).items()
+        ]
+    return rows
+
+
+def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+    return buffer.getvalue()
+
+
+def per_trial_figures(results: Iterable[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
+    """One dict per trial with the figures of the comparison table."""
+    m = primary_metric(task)
+    out = []
+    for r in results:
+        final, model = r.get("final", {}), r.get("model", {})
+        ok = bool(final) and r["status"] in ("completed", "stopped_early")
+        nan = float("nan")
+        train = final.get("train", {}).get(m, nan)
+        test = final.get("test", {}).get(m, nan)
+        out.append(
+            {
+                "recipe": r["recipe"],
+                "seed": r["seed"],
+                "ok": ok,
+                "status": r["status"],
+                f"train_{m}": train,
+                f"val_{m}": final.get("val", {}).get(m, nan),
+                f"test_{m}": test,
+                "test_loss": final.get("test", {}).get("loss", nan),
+                "gap": train - test,
+                "zero_fraction": model.get("zero_fraction", nan),
+                "weight_l2": model.get("weight_l2", nan),
+                "epochs": float(r.get("epochs_run", 0)),
+            }
+        )
+    return out
+
+
+def table_metrics(task: str) -> tuple[list[str], list[str]]:
+    """(columns estimated with a CI, columns tested against baseline)."""
+    m = primary_metric(task)
+    return (
+        [
+            f"train_{m}",
+            f"val_{m}",
+            f"test_{m}",
+            "test_loss",
+            "gap",
+            "zero_fraction",
+            "weight_l2",
+            "epochs",
+        ],
+        [f"test_{m}", "gap"],
+    )
+
+
+def comparison(
+    results: Sequence[Mapping[str, Any]], task: str, baseline: str
+) -> list[RecipeSummary]:
+    """The comparison table's rows (see :func:`reglab.lab.stats.summarize`)."""
+    metrics, compare = table_metrics(task)
+    return summarize(per_trial_figures(results, task), metrics, compare, baseline)
+
+
+_LABELS = {
+    "train_accuracy": "train acc",
+    "val_accuracy": "val acc",
+    "test_accuracy": "test acc",
+    "train_r2": "train R²",
+    "val_r2": "val R²",
+    "test_r2": "test R²",
+    "test_loss": "test loss",
+    "gap": "gap (train−test)",
+    "zero_fraction": "zeros",
+    "weight_l2": "‖w‖₂",
+    "epochs": "epochs",
+}
+
+
+def label(metric: str) -> str:
+    return _LABELS.get(metric, metric)
+
+
+def summary_rows(summary: Sequence[RecipeSummary], task: str) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the comparison table (shared by the terminal, CSV and HTML)."""
+    metrics, compare = table_metrics(task)
+    header = (
+        ["recipe", "n"]
+        + [label(m) for m in metrics]
+        + [f"Δ {label(c)} vs baseline" for c in compare]
+    )
+    rows = []
+    for s in summary:
+        n = f"{s.n_ok}/{s.n_trials}"
+        cells = [s.recipe, n]
+        for m in metrics:
+            digits = 1 if m in ("epochs", "weight_l2") else 3
+            cells.append(s.estimates[m].format(digits))
+        for c in compare:
+            paired = s.versus_baseline.get(c)
+            cells.append(paired.format() if paired else "")
+        rows.append(cells)
+    return header, rows
+
+
+def rich_tables(summary: Sequence[RecipeSummary], task: str) -> list[Table]:
+    """Two compact terminal tables: generalization (with the paired tests), then the model."""
+    m = primary_metric(task)
+    caption = (
+        "mean ± 95% CI over seeds · Δ: paired difference from baseline, "
+        "* when p < 0.05 (paired t-test over seeds)"
+    )
+    first = Table(
+        title=f"Generalization ({label('test_' + m).split()[-1]})",
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+    )
+    second = Table(title="The trained model", box=box.SIMPLE_HEAD)
+    for col in ("recipe", "n", "train", "val", "test", "gap", "Δ test", "Δ gap"):
+        first.add_column(col, justify="left" if col == "recipe" else "right", no_wrap=True)
+    for col in ("recipe", "test loss", "zero weights", "‖w‖₂", "epochs"):
+        second.add_column(col, justify="left" if col == "recipe" else "right", no_wrap=True)
+
+    def est(s: RecipeSummary, key: str, digits: int = 3) -> str:
+        return s.estimates[key].format(digits).replace(" ± ", "±")
+
+    def delta(s: RecipeSummary, key: str) -> str:
+        paired = s.versus_baseline.get(key)
+        return paired.format(compact=True) if paired else ""
+
+    for s in summary:
+        first.add_row(
+            s.recipe,
+            f"{s.n_ok}/{s.n_trials}",
+            est(s, f"train_{m}"),
+            est(s, f"val_{m}"),
+            est(s, f"test_{m}"),
+            est(s, "gap"),
+            delta(s, f"test_{m}"),
+            delta(s, "gap"),
+        )
+        second.add_row(
+            s.recipe,
+            est(s, "test_loss"),
+            est(s, "zero_fraction"),
+            est(s, "weight_l2", 1),
+            est(s, "epochs", 1),
+        )
+    return [first, second]

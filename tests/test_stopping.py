@@ -1,0 +1,118 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import reglab
+from reglab.stopping import StopReason, infer_mode
+
+
+def _drive(stopper, values, key="val_loss", model=None):
+    """Feed a scripted metric sequence; return the epoch at which it asked to stop."""
+    model = model or nn.Linear(1, 1)
+    stopper.attach(model)
+    for epoch, value in enumerate(values, start=1):
+        if stopper.on_epoch_end({"epoch": epoch, key: value}):
+            return epoch
+    return None
+
+
+def test_stops_after_patience_epochs_without_improvement():
+    stopper = reglab.EarlyStopping(patience=2)
+    assert _drive(stopper, [1.0, 0.8, 0.9, 0.85, 0.7]) == 4
+    assert stopper.best == 0.8 and stopper.best_epoch == 2
+    assert stopper.stop_reason is StopReason.PATIENCE_EXHAUSTED
+    assert stopper.message == (
+        "val_loss did not improve by more than 0.0 for 2 epochs; best 0.8 at epoch 2"
+    )
+
+
+def test_patience_zero_stops_at_first_non_improvement():
+    assert _drive(reglab.EarlyStopping(patience=0), [3.0, 2.0, 2.0]) == 3
+
+
+def test_improvement_resets_the_wait():
+    assert _drive(reglab.EarlyStopping(patience=2), [5, 4, 4.5, 3, 3.5, 3.2, 3.1]) == 6
+
+
+def test_min_delta_requires_a_large_enough_improvement():
+    stopper = reglab.EarlyStopping(patience=1, min_delta=0.1)
+    assert _drive(stopper, [1.0, 0.95, 0.85]) == 2
+    assert stopper.best == 1.0
+
+
+def test_max_mode_is_inferred_for_accuracy():
+    assert infer_mode("val_accuracy") == "max" and infer_mode("val_loss") == "min"
+    stopper = reglab.EarlyStopping("val_accuracy", patience=1)
+    assert stopper.mode == "max"
+    assert _drive(stopper, [0.5, 0.6, 0.55], key="val_accuracy") == 3
+    assert stopper.best == 0.6
+    assert reglab.EarlyStopping("val_accuracy").get_config()["mode"] is None  # as passed
+
+
+def test_non_finite_values_never_improve():
+    stopper = reglab.EarlyStopping(patience=1)
+    assert _drive(stopper, [1.0, math.nan]) == 2
+    assert stopper.best == 1.0
+
+
+def test_restores_best_weights_even_without_stopping_early():
+    model = nn.Linear(1, 1, bias=False)
+    stopper = reglab.EarlyStopping(patience=100)
+    stopper.attach(model)
+    for epoch, (weight, loss) in enumerate([(1.0, 0.5), (2.0, 0.3), (3.0, 0.4)], start=1):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        assert not stopper.on_epoch_end({"epoch": epoch, "val_loss": loss})
+    stopper.on_fit_end()
+    assert model.weight.item() == 2.0
+    assert stopper.stop_reason is StopReason.NOT_STOPPED
+
+
+def test_restore_best_false_keeps_the_last_weights():
+    model = nn.Linear(1, 1, bias=False)
+    stopper = reglab.EarlyStopping(patience=5, restore_best=False)
+    stopper.attach(model)
+    for epoch, (weight, loss) in enumerate([(1.0, 0.1), (2.0, 0.3)], start=1):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        stopper.on_epoch_end({"epoch": epoch, "val_loss": loss})
+    stopper.on_fit_end()
+    assert model.weight.item() == 2.0
+
+
+def test_state_dict_round_trips_without_touching_constructor_arguments():
+    a = reglab.EarlyStopping(patience=3, min_delta=0.01)
+    _drive(a, [1.0, 0.5, 0.6])
+    b = reglab.EarlyStopping(patience=7, min_delta=0.2)
+    b.attach(nn.Linear(1, 1))
+    b.load_state_dict(a.state_dict())
+    assert (b.best, b.best_epoch, b.wait) == (0.5, 2, 1)
+    assert (b.patience, b.min_delta) == (7, 0.2)
+    assert b.get_config()["patience"] == 7
+
+
+def test_unknown_monitor_lists_available_metrics():
+    stopper = reglab.EarlyStopping("val_acc")
+    stopper.attach(nn.Linear(1, 1))
+    with pytest.raises(
+        reglab.ConfigError,
+        match="'monitor' parameter of EarlyStopping must be "
+        "one of 'val_loss', 'val_accuracy'. Got 'val_acc'.",
+    ):
+        stopper.on_epoch_end({"epoch": 1, "val_loss": 1.0, "val_accuracy": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"patience": -1}, "patience"),
+        ({"min_delta": -0.1}, "min_delta"),
+        ({"mode": "avg"}, "mode"),
+        ({"monitor": ""}, "monitor"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, name):
+    with pytest.raises(reglab.ConfigError, match=f"'{name}' parameter of EarlyStopping"):
+        reglab.EarlyStopping(**kwargs)

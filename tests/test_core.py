@@ -205,7 +205,7 @@ def test_chain_equals_applying_members_by_hand(toy_data):
         torch.manual_seed(1)
         return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
 
-    members = lambda: [reglab.L2(0.05), reglab.L1(0.01), reglab.ClipGradNorm(0.5)]  # noqa: E731
+    members = lambda: [reglab.L2(0.05), reglab.L1(0.01), reglab.ClipGradNorm(0.5)]
     results = []
     for use_chain in (True, False):
         model = make()

@@ -35,9 +35,9 @@ def test_fit_records_clean_metrics_per_epoch(toy_data):
 
 def test_fit_is_deterministic_for_a_seed(toy_data):
     train, val = toy_data
-    recipe = lambda: reglab.chain(reglab.Dropout(0.3), reglab.GaussianNoise(0.2))  # noqa: E731
+    recipe = lambda: reglab.chain(reglab.Dropout(0.3), reglab.GaussianNoise(0.2))
     runs = [reglab.fit(_model(), train, val, recipe=recipe(), epochs=4, seed=s) for s in (7, 7, 8)]
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h.epochs]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h.epochs]
     assert strip(runs[0]) == strip(runs[1])
     assert strip(runs[0]) != strip(runs[2])
 

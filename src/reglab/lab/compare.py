@@ -71,10 +71,11 @@ def write_outputs(run: StudyRun) -> dict[str, Path]:
     return paths
 
 
-def _describe(run_settings: dict[str, Any], n_recipes: int, seeds: int, workers: int) -> str:
-    s = run_settings
+def _describe(run: StudyRun) -> str:
+    s, seeds, workers = run.settings, run.config.seeds, run.config.workers
+    n_recipes = len(run.recipes)
     noise = f", {s['label_noise']:.0%} label noise" if s["label_noise"] else ""
-    size = s["train_size"] or "default"
+    size = run.n_train
     return (
         f"[bold]{s['data']}[/] with {s['model']} {s['widths'] if s['model'] == 'mlp' else ''}"
         f" · train size {size}{noise} · {n_recipes} recipes x {seeds} seeds · "
@@ -113,7 +114,7 @@ def compare(config: StudyConfig, out: str | Path, console: Console | None = None
 
     with progress:
         run = run_study(config, out, on_trial=on_trial)
-    console.print(_describe(run.settings, len(run.recipes), config.seeds, config.workers))
+    console.print(_describe(run))
     if run.reused:
         console.print(f"Reused {run.reused} finished trials from {out}.")
     paths = write_outputs(run)

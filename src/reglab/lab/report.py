@@ -55,7 +55,7 @@ def plot_curves(results: Sequence[Mapping[str, Any]], task: str, path: Path) -> 
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(groups) :]:
         ax.axis("off")
-    axes[0, 0].set_ylabel(label(f"train_{m}").replace("train ", ""))
+    axes[0, 0].set_ylabel(m)
     axes[0, 0].legend(loc="lower right", fontsize=8)
     fig.suptitle("Learning curves: train vs validation (thin: seeds, thick: mean)")
     fig.tight_layout()
@@ -102,15 +102,16 @@ def plot_weights(results: Sequence[Mapping[str, Any]], path: Path) -> None:
         counts = np.asarray(trial["histogram"]["counts"])
         bound = trial["histogram"]["bound"][0]
         edges = np.linspace(-bound, bound, len(counts) + 1)
-        ax.stairs(counts + 1e-9, edges, fill=True, alpha=0.7)
+        ax.stairs(counts, edges, fill=True, alpha=0.7)
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.8)  # empty bins stay empty on the log axis
         zeros = trial["model"].get("zero_fraction", 0.0)
         ax.set_title(
             f"{recipe}: ‖w‖₂={trial['model']['weight_l2']:.1f}, zeros {zeros:.1%}", fontsize=9
         )
     for ax in axes.flat[len(groups) :]:
         ax.axis("off")
-    fig.suptitle("Final weights (seed shown first; log counts)")
+    fig.suptitle("Final weights of the first seed of each recipe (log counts)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -286,12 +286,18 @@ class StudyRun:
     results: list[dict[str, Any]]
     reused: int
     out: Path
+    n_train: int
     interrupted: bool = False
 
 
-def plan(config: StudyConfig) -> tuple[str, dict[str, Any], dict[str, list], list[Trial]]:
+def plan(config: StudyConfig) -> tuple[str, dict[str, Any], dict[str, list], list[Trial], int]:
     """Check the whole study before any training: data, model, recipes (each attached once to
-    a real model, so a bad selection or an unknown monitor fails now, in one line)."""
+    a real model, so a bad selection or an unknown monitor fails now, in one line).
+
+    Returns:
+        The task, the trial settings, the resolved recipes, the trials in order, and the number
+        of training samples of seed 0.
+    """
     probe_data = _dataset(
         config.data, config.target, 0, config.train_size, config.label_noise or 0.0
     )
@@ -331,7 +337,7 @@ def plan(config: StudyConfig) -> tuple[str, dict[str, Any], dict[str, list], lis
         for seed in range(config.seeds)
         for name, spec in recipes.items()
     ]
-    return task, settings, recipes, trials
+    return task, settings, recipes, trials, len(data.y_train)
 
 
 def run_study(
@@ -350,7 +356,7 @@ def run_study(
         A :class:`StudyRun` with every result (reused or new) in plan order. On Ctrl-C the
         finished trials are kept and ``interrupted`` is set.
     """
-    task, settings, recipes, trials = plan(config)
+    task, settings, recipes, trials, n_train = plan(config)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(
@@ -406,4 +412,4 @@ def run_study(
     except KeyboardInterrupt:
         interrupted = True
     results = [done[t.key] for t in trials if t.key in done]
-    return StudyRun(config, task, settings, recipes, results, reused, out, interrupted)
+    return StudyRun(config, task, settings, recipes, results, reused, out, n_train, interrupted)

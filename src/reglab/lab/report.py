@@ -136,8 +136,8 @@ def write_plots(
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;
-text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
-img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold;color:#1a5}
+text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
+img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold}
 code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}"""
 
 

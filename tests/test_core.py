@@ -252,3 +252,11 @@ def test_chain_config_nests():
     rebuilt = Chain.from_config(recipe.get_config())
     assert rebuilt.get_config() == recipe.get_config()
     assert repr(rebuilt).startswith("chain(L2(strength=0.1")
+
+
+def test_a_user_class_never_replaces_a_builtin_in_the_registry():
+    class L2(Regularizer):  # same name as reglab.L2
+        pass
+
+    assert Regularizer.registry["L2"] is reglab.L2
+    assert type(reglab.from_config({"type": "L2", "strength": 0.1})) is reglab.L2

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import inspect
-import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -371,7 +370,8 @@ class Regularizer:
     Subclasses declare ``constraints``, a table from constructor argument to
     :class:`Constraint`. Arguments are checked against it before ``__init__`` runs and stored as
     given, so ``get_config()`` returns them and ``from_config(get_config())`` rebuilds an equal
-    regularizer. Subclasses register by class name for :func:`reglab.from_config`.
+    regularizer. Subclasses register by class name for :func:`reglab.from_config` (a user class
+    never replaces a built-in of the same name).
     """
 
     constraints: ClassVar[dict[str, Constraint]] = {}
@@ -381,7 +381,9 @@ class Regularizer:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _capture_config(cls, cls.__dict__["__init__"])  # type: ignore[method-assign]
-        if not cls.__name__.startswith("_"):
+        taken = Regularizer.registry.get(cls.__name__)
+        builtin = taken is not None and taken.__module__.startswith("reglab.")
+        if not cls.__name__.startswith("_") and not builtin:
             Regularizer.registry[cls.__name__] = cls
 
     # -- configuration
@@ -560,8 +562,3 @@ def from_config(config: Mapping[str, Any]) -> Regularizer:
         raise unknown_name("from_config", "type", name, sorted(Regularizer.registry))
     params = {k: v for k, v in config.items() if k != "type"}
     return cls.from_config(params)
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for a real number that is not NaN or infinite."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

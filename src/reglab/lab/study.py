@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -204,8 +205,6 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         ``seconds``, ``history`` (per-epoch records), ``final`` (split -> metrics of the final
         model, after any restore), ``model`` (zero fraction, weight norm) and ``histogram``.
     """
-    import time
-
     settings = {k: json.loads(v) for k, v in trial.settings}
     started = time.perf_counter()
     result: dict[str, Any] = {"recipe": trial.recipe, "seed": trial.seed, "key": trial.key}

@@ -199,3 +199,25 @@ def test_l2_matches_sklearn_ridge(diabetes, alpha):
     expected = Ridge(alpha=alpha, tol=1e-12).fit(x, y).coef_
     ours = _full_batch(x, y, reglab.L2(2 * alpha / len(x)), steps=3000)  # Ridge alpha = n s / 2
     assert np.abs(ours - expected).max() <= 1e-3 * np.abs(expected).max()
+
+
+def test_weight_decay_on_float64_matches_adamw_to_float64_precision():
+    x = torch.randn(32, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    weights = []
+    for use_reglab in (True, False):
+        torch.manual_seed(3)
+        model = nn.Linear(4, 1).double()
+        if use_reglab:
+            opt = torch.optim.Adam(model.parameters(), lr=0.01)
+            reg = reglab.WeightDecay(0.3, params="all")
+            reg.attach(model, opt)
+        else:
+            opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.3)
+        for _ in range(10):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            if use_reglab:
+                reg.on_after_backward()
+            opt.step()
+        weights.append(torch.cat([p.detach().ravel() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], rtol=0, atol=1e-12)

@@ -67,6 +67,9 @@ class _ParamRegularizer(Regularizer):
     """Shared ``attach``: resolve the selection, keep each parameter's optimizer group."""
 
     selection: Selection
+    #: Attributes holding hyperparameter tensors (float64 until ``attach`` casts them to the
+    #: parameters' dtype).
+    _hyperparameters: tuple[str, ...] = ()
 
     def attach(
         self,
@@ -78,6 +81,9 @@ class _ParamRegularizer(Regularizer):
     ) -> None:
         name = type(self).__name__
         self.selection = select_params(model, self._config["params"], owner=name)
+        dtype = self.selection.params[0].dtype
+        for attr in self._hyperparameters:
+            setattr(self, attr, getattr(self, attr).to(dtype))
         self._groups: list[tuple[torch.Tensor, dict[str, Any]]] = []
         if self._needs_lr():
             if optimizer is None:
@@ -127,17 +133,13 @@ class L2(_ParamRegularizer):
         "convention": Choice("reglab", "keras"),
         "params": PARAMS_CONSTRAINT,
     }
+    _hyperparameters = ("_grad_scale",)
 
     def __init__(
         self, strength: float, *, convention: str = "reglab", params: ParamSpec = None
     ) -> None:
         factor = 1.0 if convention == "reglab" else 2.0
-        self._grad_scale = torch.as_tensor(strength, dtype=torch.float32) * factor
-
-    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        super().attach(model, optimizer, num_classes=num_classes, generator=generator)
-        dtype = self.selection.params[0].dtype
-        self._grad_scale = self._grad_scale.to(dtype)
+        self._grad_scale = torch.as_tensor(strength, dtype=torch.float64) * factor
 
     def on_after_backward(self) -> None:
         with torch.no_grad():
@@ -179,19 +181,16 @@ class L1(_ParamRegularizer):
         "method": Choice("proximal", "subgradient"),
         "params": PARAMS_CONSTRAINT,
     }
+    _hyperparameters = ("_strength",)
 
     def __init__(
         self, strength: float, *, method: str = "proximal", params: ParamSpec = None
     ) -> None:
-        self._strength = torch.as_tensor(strength, dtype=torch.float32)
+        self._strength = torch.as_tensor(strength, dtype=torch.float64)
         self._proximal = method == "proximal"
 
     def _needs_lr(self) -> bool:
         return self._proximal
-
-    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        super().attach(model, optimizer, num_classes=num_classes, generator=generator)
-        self._strength = self._strength.to(self.selection.params[0].dtype)
 
     def on_after_backward(self) -> None:
         if self._proximal:
@@ -234,9 +233,10 @@ class WeightDecay(_ParamRegularizer):
     """
 
     constraints = {"rate": _STRENGTH, "params": PARAMS_CONSTRAINT}
+    _hyperparameters = ("_rate",)
 
     def __init__(self, rate: float, *, params: ParamSpec = None) -> None:
-        self._rate = torch.as_tensor(rate, dtype=torch.float32)
+        self._rate = torch.as_tensor(rate, dtype=torch.float64)
 
     def _needs_lr(self) -> bool:
         return True

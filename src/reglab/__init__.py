@@ -14,7 +14,18 @@ from .core import (
     to_config,
 )
 from .dropout import Dropout, DropoutLayer, dropout
-from .penalties import L1, L2, WeightDecay, l1_penalty, l2_penalty
+from .penalties import (
+    L1,
+    L2,
+    ElasticNet,
+    GroupLasso,
+    MaxNorm,
+    WeightDecay,
+    group_lasso_penalty,
+    l1_penalty,
+    l2_penalty,
+)
+from .proximal import group_soft_threshold_, max_norm_, soft_threshold_
 from .serialize import load_recipe, recipe_from_toml, recipe_to_toml, save_recipe
 from .stopping import EarlyStopping, StopReason
 from .targets import LabelSmoothing, smooth_labels
@@ -31,9 +42,12 @@ __all__ = [
     "Dropout",
     "DropoutLayer",
     "EarlyStopping",
+    "ElasticNet",
     "GaussianNoise",
+    "GroupLasso",
     "History",
     "LabelSmoothing",
+    "MaxNorm",
     "Regularizer",
     "Selection",
     "StopReason",
@@ -44,14 +58,18 @@ __all__ = [
     "fit",
     "from_config",
     "gaussian_noise",
+    "group_lasso_penalty",
+    "group_soft_threshold_",
     "l1_penalty",
     "l2_penalty",
     "load_recipe",
+    "max_norm_",
     "param_groups",
     "recipe_from_toml",
     "recipe_to_toml",
     "save_recipe",
     "select_params",
     "smooth_labels",
+    "soft_threshold_",
     "to_config",
 ]

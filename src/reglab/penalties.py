@@ -137,6 +137,14 @@ def _tensor(value: Any) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64)
 
 
+def _number(value: Any) -> float | None:
+    """The value as a Python float when it is one number (hot paths then take scalar kernels);
+    None for a tensor of several per-member values. Decided by type and shape, not by value."""
+    if isinstance(value, torch.Tensor):
+        return float(value) if value.numel() == 1 else None
+    return None if value is None else float(value)
+
+
 class _ElementwisePenalty(_ParamRegularizer):
     """``l1 * sum(|w|) + l2/2 * sum(w**2)``: the L2 part as an analytic gradient, the L1 part as a
     proximal step after the optimizer step or as a subgradient."""
@@ -146,6 +154,7 @@ class _ElementwisePenalty(_ParamRegularizer):
     def _setup(self, l1: Any, l2: Any, proximal: bool) -> None:
         self._l1 = None if l1 is None else _tensor(l1)
         self._l2 = None if l2 is None else _tensor(l2)
+        self._l1_number, self._l2_number = _number(l1), _number(l2)
         self._prox_l1 = proximal and l1 is not None
         self._grad_l1 = not proximal and l1 is not None
 
@@ -159,7 +168,9 @@ class _ElementwisePenalty(_ParamRegularizer):
             for p in self.selection.params:
                 if p.grad is None:
                     continue
-                if self._l2 is not None:
+                if self._l2_number is not None:
+                    p.grad.add_(p, alpha=self._l2_number)
+                elif self._l2 is not None:
                     p.grad.addcmul_(p, self._l2)
                 if self._grad_l1:
                     p.grad.addcmul_(torch.sign(p), self._l1)
@@ -167,9 +178,14 @@ class _ElementwisePenalty(_ParamRegularizer):
     def on_after_step(self) -> None:
         if not self._prox_l1:
             return
+        number = self._l1_number
         with torch.no_grad():
             for p, group in self._groups:
-                soft_threshold_(p, self._l1 * group["lr"])
+                lr = group["lr"]
+                if number is not None and not isinstance(lr, torch.Tensor):
+                    soft_threshold_(p, number * lr)  # one pass over memory
+                else:
+                    soft_threshold_(p, self._l1 * lr)
 
     def penalty(self) -> float:
         params = self.selection.params
@@ -398,6 +414,7 @@ class WeightDecay(_ParamRegularizer):
 
     def __init__(self, rate: float, *, params: ParamSpec = None) -> None:
         self._rate = _tensor(rate)
+        self._rate_number = _number(rate)
 
     def _needs_lr(self) -> bool:
         return True
@@ -405,4 +422,5 @@ class WeightDecay(_ParamRegularizer):
     def on_after_backward(self) -> None:
         with torch.no_grad():
             for p, group in self._groups:
-                p.mul_(1 - group["lr"] * self._rate)
+                rate = self._rate if self._rate_number is None else self._rate_number
+                p.mul_(1 - group["lr"] * rate)

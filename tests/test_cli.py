@@ -55,8 +55,8 @@ def test_compare_end_to_end_writes_csv_report_and_plots(tmp_path, capsys):
     } <= curves
     assert all(float(r["value"]) == float(r["value"]) for r in rows)  # no NaN
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 3 and "<table>" in report
-    for name in ("curves", "effects", "weights"):
+    assert report.count("data:image/png;base64,") == 4 and "<table>" in report
+    for name in ("curves", "effects", "weights", "sparsity"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "trials").glob("*.json"))) == 6
     assert (out / "summary.csv").read_text().startswith("recipe,n,train acc")
@@ -262,6 +262,36 @@ def test_recipes_lists_builtins_and_regularizer_arguments(capsys):
         "patience",
     ):
         assert name in out
+
+
+def test_sparse_regression_example_recovers_the_informative_features(tmp_path, capsys):
+    example = Path(__file__).resolve().parents[1] / "examples" / "sparse_regression.toml"
+    code, stdout, err = run(
+        [
+            "compare",
+            "--config",
+            str(example),
+            "--seeds",
+            "2",
+            "--workers",
+            "1",
+            "--recipes",
+            "baseline,l1",
+            "--out",
+            str(tmp_path),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    kept = {}
+    for r in read_results(tmp_path):
+        if r["split"] == "model" and r["metric"] in ("informative_kept", "noise_kept"):
+            kept.setdefault((r["recipe"], r["metric"]), []).append(float(r["value"]))
+    assert kept[("baseline", "noise_kept")] == [90.0, 90.0]
+    assert kept[("l1", "informative_kept")] == [10.0, 10.0]
+    assert max(kept[("l1", "noise_kept")]) <= 10
+    assert "l1: keeps 10.0 informative" in stdout
+    assert "Which inputs survive" in (tmp_path / "report.html").read_text()
 
 
 def test_module_entry_point_runs(tmp_path):

@@ -11,7 +11,7 @@ import tomli_w
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .report import write_plots, write_report
+from .report import features_summary, write_plots, write_report
 from .results import (
     RESULT_COLUMNS,
     comparison,
@@ -121,6 +121,12 @@ def compare(config: StudyConfig, out: str | Path, console: Console | None = None
     summary = comparison(run.results, run.task, config.baseline)
     for table in rich_tables(summary, run.task):
         console.print(table)
+    for recipe, means, _ in features_summary(run.results):
+        if "informative_kept" in means:
+            console.print(
+                f"{recipe}: keeps {means['informative_kept']:.1f} informative and "
+                f"{means['noise_kept']:.1f} noise inputs (mean over seeds)"
+            )
     failed = [r for r in run.results if r["status"] in ("failed", "diverged")]
     for r in failed:
         console.print(f"[red]{r['recipe']} seed {r['seed']} {r['status']}[/]: {r['message']}")

@@ -32,6 +32,18 @@ BUILTIN_RECIPES: dict[str, tuple[str, Spec]] = {
         "L2 penalty s/2*sum(w^2), gradient added analytically",
         [{"type": "L2", "strength": 0.03}],
     ),
+    "elastic_net": (
+        "elastic net: L1 share 0.5 as proximal steps, the L2 share as a gradient",
+        [{"type": "ElasticNet", "strength": 0.06, "l1_ratio": 0.5}],
+    ),
+    "group_lasso": (
+        "group lasso over output units: whole hidden units become exactly zero",
+        [{"type": "GroupLasso", "strength": 0.2}],
+    ),
+    "max_norm": (
+        "max-norm constraint: each unit's incoming weights kept within norm 0.5",
+        [{"type": "MaxNorm", "max_norm": 0.5}],
+    ),
     "weight_decay": (
         "decoupled weight decay as AdamW: w *= 1 - lr*rate per step",
         [{"type": "WeightDecay", "rate": 5.0}],

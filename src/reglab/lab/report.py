@@ -117,6 +117,44 @@ def plot_weights(results: Sequence[Mapping[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _layer_means(results: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, dict[str, float]]:
+    """recipe -> {layer: mean over finished seeds} of the ``<prefix>[<layer>]`` model figures."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in results:
+        for key, value in r.get("model", {}).items():
+            if key.startswith(prefix + "["):
+                out.setdefault(r["recipe"], {}).setdefault(key[len(prefix) + 1 : -1], []).append(
+                    value
+                )
+    return {
+        rec: {layer: float(np.mean(v)) for layer, v in layers.items()}
+        for rec, layers in out.items()
+    }
+
+
+def plot_sparsity(results: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Fraction of exactly-zero weights per layer and recipe (mean over seeds)."""
+    means = _layer_means(results, "zero_fraction")
+    recipes = list(_by_recipe(results))
+    layers = list(next(iter(means.values()), {}))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(recipes) * max(1, len(layers) / 2) + 1.6))
+    height = 0.8 / max(len(layers), 1)
+    y = np.arange(len(recipes))
+    for i, layer in enumerate(layers):
+        values = [means.get(r, {}).get(layer, 0.0) for r in recipes]
+        ax.barh(y + i * height, values, height, label=layer)
+    ax.set_yticks(y + height * (len(layers) - 1) / 2, recipes)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction of weights exactly zero (mean over seeds)")
+    ax.set_title("Sparsity per layer")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def write_plots(
     results: Sequence[Mapping[str, Any]],
     summary: Sequence[RecipeSummary],
@@ -124,13 +162,16 @@ def write_plots(
     out: Path,
     baseline: str = "baseline",
 ) -> list[Path]:
-    """Write ``curves.png``, ``effects.png`` and ``weights.png`` into ``out/plots``."""
+    """Write ``curves.png``, ``effects.png``, ``weights.png`` and ``sparsity.png`` into
+    ``out/plots``."""
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "curves.png", folder / "effects.png", folder / "weights.png"]
+    names = ("curves", "effects", "weights", "sparsity")
+    paths = [folder / f"{n}.png" for n in names]
     plot_curves(results, task, paths[0])
     plot_effects(summary, task, paths[1], baseline)
     plot_weights(results, paths[2])
+    plot_sparsity(results, paths[3])
     return paths
 
 
@@ -144,6 +185,63 @@ code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}"""
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def features_summary(
+    results: Sequence[Mapping[str, Any]],
+) -> list[tuple[str, dict[str, float], list[str] | None]]:
+    """Per recipe: mean over seeds of the inputs kept (and informative/noise inputs kept, when
+    the data know them), and the names kept by the first finished seed."""
+    rows = []
+    for recipe, trials in _by_recipe(results).items():
+        done = [t for t in trials if "features_kept" in t.get("model", {})]
+        if not done:
+            continue
+        keys = [
+            k for k in ("features_kept", "informative_kept", "noise_kept") if k in done[0]["model"]
+        ]
+        means = {k: float(np.mean([t["model"][k] for t in done])) for k in keys}
+        rows.append((recipe, means, done[0].get("features")))
+    return rows
+
+
+def _features_html(results: Sequence[Mapping[str, Any]]) -> str:
+    rows = features_summary(results)
+    if not rows:
+        return ""
+    esc = html.escape
+    informative = "informative_kept" in rows[0][1]
+    head = (
+        "<tr><th>recipe</th><th>inputs used</th>"
+        + ("<th>informative kept</th><th>noise kept</th>" if informative else "")
+        + "<th>inputs used by the first seed</th></tr>"
+    )
+    body = ""
+    for recipe, means, names in rows:
+        listed = (
+            ", ".join(names)
+            if names is not None and len(names) <= 40
+            else (f"{len(names)} inputs" if names is not None else "")
+        )
+        body += (
+            f"<tr><td>{esc(recipe)}</td><td>{means['features_kept']:.1f}</td>"
+            + (
+                f"<td>{means['informative_kept']:.1f}</td><td>{means['noise_kept']:.1f}</td>"
+                if informative
+                else ""
+            )
+            + f'<td style="text-align:left;white-space:normal">{esc(listed)}</td></tr>'
+        )
+    note = (
+        " The data have known informative features: a sparse recipe should keep them and drop"
+        " the rest."
+        if informative
+        else ""
+    )
+    return (
+        f"<h2>Which inputs survive</h2><p>An input survives when any first-layer weight from it"
+        f" is non-zero (mean over seeds).{note}</p><table>{head}{body}</table>"
+    )
 
 
 def write_report(
@@ -193,6 +291,8 @@ number of recipes). The gap is train − test {esc(primary_metric(task))}.</p>
 <h2>Effect on test performance and the generalization gap</h2>{_img(plots[1])}
 <h2>Learning curves</h2>{_img(plots[0])}
 <h2>Weights</h2>{_img(plots[2])}
+<h2>Sparsity</h2>{_img(plots[3])}
+{_features_html(results)}
 <h2>Recipes</h2><ul>{recipe_html}</ul>
 <h2>Settings</h2><ul>{settings_html}</ul>
 <h2>Trials</h2><table><tr><th>recipe</th><th>seed</th><th>status</th><th>epochs</th>

@@ -169,7 +169,7 @@ def rich_tables(summary: Sequence[RecipeSummary], task: str) -> list[Table]:
         "* when p < 0.05 (paired t-test over seeds)"
     )
     first = Table(
-        title=f"Generalization ({label('test_' + m).split()[-1]})",
+        title=f"Generalization: {m}",
         caption=caption,
         box=box.SIMPLE_HEAD,
     )

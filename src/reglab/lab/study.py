@@ -25,9 +25,10 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..core import Choice, ConfigError, Interval, Predicate, check_param, select_params
+from ..core import Choice, ConfigError, Interval, Predicate, check_param
 from ..train import evaluate, fit
 from .data import BUILTIN_DATASETS, Dataset, load_dataset
+from .inspect import model_figures
 from .models import build_model
 from .recipes import build_recipe, resolve_recipes
 
@@ -187,15 +188,6 @@ def model_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> torch.nn
     )
 
 
-def _weight_figures(model: torch.nn.Module) -> tuple[dict[str, float], dict[str, list[float]]]:
-    weights = select_params(model).params
-    flat = torch.cat([w.detach().reshape(-1) for w in weights])
-    figures = {"zero_fraction": float((flat == 0).float().mean()), "weight_l2": float(flat.norm())}
-    bound = float(flat.abs().max()) or 1.0
-    counts = torch.histc(flat, bins=60, min=-bound, max=bound)
-    return figures, {"bound": [bound], "counts": counts.tolist()}
-
-
 def run_trial(trial: Trial) -> dict[str, Any]:
     """Train one trial and evaluate its final model; never raises for a failed run.
 
@@ -203,7 +195,9 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         A JSON-ready dict: ``recipe``, ``seed``, ``key``, ``status`` (``completed``,
         ``stopped_early``, ``diverged`` or ``failed``), ``message``, ``epochs_run``,
         ``seconds``, ``history`` (per-epoch records), ``final`` (split -> metrics of the final
-        model, after any restore), ``model`` (zero fraction, weight norm) and ``histogram``.
+        model, after any restore), ``model`` (sparsity and norms, overall and per layer; inputs
+        kept), ``histogram`` and ``features`` (names of the inputs still used, or None); see
+        :func:`reglab.lab.inspect.model_figures`.
     """
     settings = {k: json.loads(v) for k, v in trial.settings}
     started = time.perf_counter()
@@ -234,7 +228,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
                 ("test", data.x_test, data.y_test),
             )
         }
-        figures, hist = _weight_figures(final_model)
+        inspected = model_figures(final_model, data)
         finite = all(
             v == v and abs(v) != float("inf")
             for m in final.values()
@@ -247,8 +241,9 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             epochs_run=history.epochs_run,
             history=history.epochs,
             final=final if finite else {},
-            model=figures if finite else {},
-            histogram=hist if finite else {},
+            model=inspected["figures"] if finite else {},
+            histogram=inspected["histogram"] if finite else {},
+            features=inspected.get("features") if finite else None,
         )
     except ConfigError as exc:
         result.update(

@@ -50,6 +50,16 @@ def test_fit_penalty_is_logged(toy_data):
     assert history["penalty"][-1] == pytest.approx(expected, rel=1e-5)
 
 
+def test_fit_history_says_what_each_penalty_acts_on(toy_data):
+    train, val = toy_data
+    recipe = reglab.chain(reglab.L1(0.1), reglab.Dropout(0.1), reglab.MaxNorm(1.0, params="0.*"))
+    history = reglab.fit(_model(), train, val, recipe=recipe, epochs=1)
+    assert history.acts_on == [
+        "L1 acts on 2 tensors, 144 elements",
+        "MaxNorm acts on 2 tensors, 112 elements",
+    ]
+
+
 def test_fit_stops_early_and_says_why(toy_data):
     train, val = toy_data
     stopper = reglab.EarlyStopping("val_loss", patience=0, min_delta=10.0)

@@ -327,3 +327,27 @@ def test_default_study_shows_a_recipe_closing_the_gap(tmp_path):
     baseline = gap("baseline")
     assert baseline > 0.15  # 30% label noise: the baseline memorizes
     assert min(gap(r) for r in {t["recipe"] for t in trials}) < baseline - 0.05
+
+
+def test_a_diverging_recipe_is_reported_and_the_study_carries_on(tmp_path, capsys):
+    config = tmp_path / "study.toml"
+    config.write_text(
+        "seeds = 2\nepochs = 3\ntrain_size = 60\nworkers = 1\n"
+        "divergence_threshold = 1000.0\n"
+        '[recipes]\nbaseline = []\nwild = [{ type = "GaussianNoise", std = 1e6 }]\n'
+    )
+    code, stdout, err = run(
+        ["compare", "--config", str(config), "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 0, err
+    assert "wild seed 0 diverged: objective" in stdout
+    trials = list(csv.DictReader((tmp_path / "o" / "trials.csv").open()))
+    assert {(t["recipe"], t["status"]) for t in trials} == {
+        ("baseline", "completed"),
+        ("wild", "diverged"),
+    }
+    summary = list(csv.DictReader((tmp_path / "o" / "summary.csv").open()))
+    assert [row["n"] for row in summary] == ["2/2", "0/2"]
+    rows = read_results(tmp_path / "o")
+    assert all(float(r["value"]) == float(r["value"]) for r in rows)
+    assert "diverged" in (tmp_path / "o" / "report.html").read_text()

@@ -116,3 +116,49 @@ def test_unknown_monitor_lists_available_metrics():
 def test_bad_arguments_are_rejected(kwargs, name):
     with pytest.raises(reglab.ConfigError, match=f"'{name}' parameter of EarlyStopping"):
         reglab.EarlyStopping(**kwargs)
+
+
+def test_relative_min_delta_is_a_fraction_of_the_best():
+    stopper = reglab.EarlyStopping(patience=1, min_delta=0.1, relative=True)
+    # 10 -> 8.5 improves (needs < 9); 8.5 -> 8.0 does not (needs < 7.65)
+    assert _drive(stopper, [10.0, 8.5, 8.0]) == 3
+    assert stopper.best == 8.5
+
+
+def test_baseline_must_be_beaten():
+    stopper = reglab.EarlyStopping(patience=2, baseline=0.5)
+    assert _drive(stopper, [0.9, 0.7]) == 2
+    assert stopper.stop_reason is StopReason.BASELINE_NOT_REACHED
+    assert stopper.best_epoch is None
+    assert stopper.message == "val_loss did not beat the baseline 0.5 in 2 epochs"
+    beaten = reglab.EarlyStopping(patience=2, baseline=0.5)
+    assert _drive(beaten, [0.9, 0.4, 0.45, 0.5]) == 4
+    assert beaten.stop_reason is StopReason.PATIENCE_EXHAUSTED and beaten.best_epoch == 2
+
+
+def test_warm_up_epochs_are_ignored():
+    stopper = reglab.EarlyStopping(patience=1, start_from_epoch=3)
+    # epochs 1-3 are ignored, even the best value 0.1 at epoch 2
+    assert _drive(stopper, [1.0, 0.1, 2.0, 0.9, 0.95]) == 5
+    assert (stopper.best, stopper.best_epoch) == (0.9, 4)
+
+
+def test_stop_reason_enum_values():
+    assert {r.value for r in StopReason} == {
+        "not_stopped",
+        "patience_exhausted",
+        "baseline_not_reached",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"baseline": float("nan")}, "baseline"),
+        ({"start_from_epoch": -1}, "start_from_epoch"),
+        ({"relative": 1}, "relative"),
+    ],
+)
+def test_new_arguments_are_checked(kwargs, name):
+    with pytest.raises(reglab.ConfigError, match=f"'{name}' parameter of EarlyStopping"):
+        reglab.EarlyStopping(**kwargs)

@@ -136,3 +136,15 @@ def test_history_unknown_key_lists_keys(toy_data):
     history = reglab.fit(_model(), train, val, epochs=1)
     with pytest.raises(KeyError, match="'val_acc'.*'val_accuracy'"):
         history["val_acc"]
+
+
+def test_fit_divergence_threshold_stops_with_the_reason(toy_data):
+    train, val = toy_data
+    history = reglab.fit(_model(), train, val, epochs=5, divergence_threshold=0.01)
+    assert history.status == "diverged" and history.epochs_run == 0
+    assert (
+        history.message.startswith("objective ")
+        and "divergence_threshold=0.01 at epoch 1" in history.message
+    )
+    with pytest.raises(reglab.ConfigError, match="'divergence_threshold' parameter of fit"):
+        reglab.fit(_model(), train, val, divergence_threshold=-1.0)

@@ -45,6 +45,11 @@ def cli() -> None:
     "--optimizer",
     help="adam (default), adamw or sgd; never with weight decay of its own: that is a recipe.",
 )
+@click.option(
+    "--divergence-threshold",
+    type=float,
+    help="Stop a trial as diverged when its mean training loss exceeds this.",
+)
 @click.option("--workers", type=int, help="Parallel worker processes (default: one per core).")
 @click.option("--config", "config_path", help="A study TOML file; options given here win.")
 @click.option(

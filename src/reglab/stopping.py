@@ -28,23 +28,31 @@ class StopReason(enum.Enum):
 
     NOT_STOPPED = "not_stopped"
     PATIENCE_EXHAUSTED = "patience_exhausted"
+    BASELINE_NOT_REACHED = "baseline_not_reached"
 
 
 class EarlyStopping(Regularizer):
     """Stop after ``patience`` epochs in a row without improvement; restore the best weights.
 
-    An epoch improves when its value beats the best so far by more than ``min_delta``
-    (``value < best - min_delta`` in ``'min'`` mode, ``value > best + min_delta`` in ``'max'``).
-    A non-finite value never improves. With ``restore_best`` the weights of the best epoch are
-    loaded at the end of training, whether or not training stopped early (Prechelt 1998,
-    https://doi.org/10.1007/3-540-49430-8_3).
+    An epoch improves when its value beats the best so far by more than ``delta``
+    (``value < best - delta`` in ``'min'`` mode, ``value > best + delta`` in ``'max'``), where
+    ``delta`` is ``min_delta``, or ``min_delta * |best|`` when ``relative``. The best starts at
+    ``baseline`` when one is given, so no epoch counts until the monitor beats it. Epochs up to
+    ``start_from_epoch`` are a warm-up: not monitored, never the best. A non-finite value never
+    improves. With ``restore_best`` the weights of the best epoch are loaded at the end of
+    training, whether or not training stopped early (Prechelt 1998,
+    https://doi.org/10.1007/3-540-49430-8_3). The reason for stopping is in ``stop_reason`` (a
+    :class:`StopReason`) and ``message``.
 
     Args:
         monitor: a metric logged each epoch, e.g. ``'val_loss'``, ``'val_accuracy'``.
         patience: stop at the ``patience``-th epoch in a row without improvement (as Keras
             and Lightning count); ``0`` stops at the first. ``>= 0``.
         min_delta: the least change that counts as an improvement, ``>= 0``.
+        relative: ``min_delta`` is a fraction of the best value (``0.01``: 1%).
         mode: ``'min'``, ``'max'``, or None to infer it from the name (:func:`infer_mode`).
+        baseline: a value the monitor must beat, or None.
+        start_from_epoch: warm-up epochs ignored by the monitor, ``>= 0``.
         restore_best: load the best epoch's weights in ``on_fit_end``.
 
     Raises:
@@ -60,7 +68,16 @@ class EarlyStopping(Regularizer):
         "monitor": Predicate(lambda v: isinstance(v, str) and v != "", "a metric name"),
         "patience": Interval(int, 0, None),
         "min_delta": Interval(float, 0, None),
+        "relative": Predicate(lambda v: isinstance(v, bool), "a bool"),
         "mode": Choice("min", "max", None),
+        "baseline": Predicate(
+            lambda v: (
+                v is None
+                or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+            ),
+            "a finite number or None",
+        ),
+        "start_from_epoch": Interval(int, 0, None),
         "restore_best": Predicate(lambda v: isinstance(v, bool), "a bool"),
     }
 
@@ -70,17 +87,22 @@ class EarlyStopping(Regularizer):
         *,
         patience: int = 10,
         min_delta: float = 0.0,
+        relative: bool = False,
         mode: str | None = None,
+        baseline: float | None = None,
+        start_from_epoch: int = 0,
         restore_best: bool = True,
     ) -> None:
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.relative, self.baseline, self.start_from_epoch = relative, baseline, start_from_epoch
         self.mode = mode or infer_mode(monitor)
         self.restore_best = restore_best
         self._model: nn.Module | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self.best: float = math.inf if self.mode == "min" else -math.inf
+        worst = math.inf if self.mode == "min" else -math.inf
+        self.best: float = worst if self.baseline is None else float(self.baseline)
         self.best_epoch: int | None = None
         self.wait = 0
         self.epochs_seen = 0
@@ -91,6 +113,11 @@ class EarlyStopping(Regularizer):
     @property
     def message(self) -> str:
         """A readable account of the decision."""
+        if self.stop_reason is StopReason.BASELINE_NOT_REACHED:
+            return (
+                f"{self.monitor} did not beat the baseline {self.baseline} in "
+                f"{self.patience} epochs"
+            )
         if self.stop_reason is StopReason.PATIENCE_EXHAUSTED:
             return (
                 f"{self.monitor} did not improve by more than {self.min_delta} for "
@@ -107,9 +134,14 @@ class EarlyStopping(Regularizer):
     def _improved(self, value: float) -> bool:
         if not math.isfinite(value):
             return False
+        delta = (
+            self.min_delta * abs(self.best)
+            if self.relative and math.isfinite(self.best)
+            else self.min_delta
+        )
         if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+            return value < self.best - delta
+        return value > self.best + delta
 
     def on_epoch_end(self, metrics: Mapping[str, float]) -> bool:
         if self.monitor not in metrics:
@@ -121,6 +153,8 @@ class EarlyStopping(Regularizer):
         value = float(metrics[self.monitor])
         self.epochs_seen += 1
         epoch = int(metrics.get("epoch", self.epochs_seen))
+        if epoch <= self.start_from_epoch:
+            return False
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best and self._model is not None:
@@ -129,7 +163,11 @@ class EarlyStopping(Regularizer):
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
-            self.stop_reason = StopReason.PATIENCE_EXHAUSTED
+            self.stop_reason = (
+                StopReason.PATIENCE_EXHAUSTED
+                if self.best_epoch is not None
+                else StopReason.BASELINE_NOT_REACHED
+            )
             return True
         return False
 

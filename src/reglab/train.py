@@ -31,6 +31,7 @@ _CONSTRAINTS = {
     "seed": Interval(int, 0, None),
     "task": Choice("classification", "regression", None),
     "num_classes": Interval(int, 2, None, allow_none=True),
+    "divergence_threshold": Interval(float, 0, None, "neither", allow_none=True),
     "recipe": Predicate(
         lambda r: r is None or isinstance(r, Regularizer),
         "a Regularizer (e.g. reglab.chain(...)) or None",
@@ -206,6 +207,7 @@ def fit(
     seed: int = 0,
     task: str | None = None,
     num_classes: int | None = None,
+    divergence_threshold: float | None = None,
     on_epoch: Callable[[Mapping[str, float]], None] | None = None,
 ) -> History:
     """Train ``model`` under ``recipe``, calling its hooks in the order of DESIGN.md.
@@ -233,11 +235,14 @@ def fit(
             The model's initial weights are the caller's.
         task: ``'classification'`` or ``'regression'``; inferred from the targets' dtype.
         num_classes: passed to ``attach``; inferred from integer targets.
+        divergence_threshold: stop as ``'diverged'`` when an epoch's mean training loss (the
+            ``objective``) exceeds it; None checks only for non-finite values.
         on_epoch: called with each epoch's metrics (for progress display).
 
     Returns:
-        A :class:`History`. A non-finite training loss or metric stops the run with status
-        ``'diverged'``; that epoch's metrics are not recorded.
+        A :class:`History`. A non-finite training loss or metric, or a loss above
+        ``divergence_threshold``, stops the run with status ``'diverged'`` and the reason in
+        ``message``; that epoch's metrics are not recorded.
 
     Raises:
         ConfigError: for a bad argument.
@@ -254,6 +259,7 @@ def fit(
         "seed": seed,
         "task": task,
         "num_classes": num_classes,
+        "divergence_threshold": divergence_threshold,
         "recipe": recipe,
     }.items():
         check_param("fit", name, value, _CONSTRAINTS[name])
@@ -310,6 +316,13 @@ def fit(
         if bad:
             history.status = "diverged"
             history.message = f"{bad[0]} became {record[bad[0]]} at epoch {epoch}"
+            break
+        if divergence_threshold is not None and objective > divergence_threshold:
+            history.status = "diverged"
+            history.message = (
+                f"objective {objective:.6g} exceeded divergence_threshold="
+                f"{divergence_threshold} at epoch {epoch}"
+            )
             break
         record["penalty"] = recipe.penalty()
         record["lr"] = float(opt.param_groups[0]["lr"])

@@ -61,6 +61,7 @@ class StudyConfig:
     batch_size: int = 32
     optimizer: str = "adam"
     baseline: str = "baseline"
+    divergence_threshold: float | None = None
     workers: int = field(default_factory=_default_workers)
 
     CONSTRAINTS = {
@@ -77,6 +78,7 @@ class StudyConfig:
         "batch_size": Interval(int, 1, None),
         "optimizer": Choice("adam", "adamw", "sgd"),
         "baseline": Predicate(lambda v: isinstance(v, str), "a recipe name"),
+        "divergence_threshold": Interval(float, 0, None, "neither", allow_none=True),
         "workers": Interval(int, 1, 256),
     }
 
@@ -149,6 +151,7 @@ def trial_settings(config: StudyConfig, task: str) -> dict[str, Any]:
         "lr": config.lr,
         "batch_size": config.batch_size,
         "optimizer": config.optimizer,
+        "divergence_threshold": config.divergence_threshold,
     }
 
 
@@ -218,6 +221,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             seed=trial.seed,
             task=data.task,
             num_classes=data.num_classes,
+            divergence_threshold=settings["divergence_threshold"],
         )
         final_model = history.model
         final = {

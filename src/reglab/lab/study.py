@@ -31,6 +31,7 @@ from .data import BUILTIN_DATASETS, Dataset, load_dataset
 from .inspect import model_figures
 from .models import build_model
 from .recipes import build_recipe, resolve_recipes
+from .store import check_folder, load_finished, write_atomic
 
 __all__ = ["StudyConfig", "Trial", "run_study", "run_trial"]
 
@@ -263,12 +264,6 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     return result
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _init_worker() -> None:
     torch.set_num_threads(1)
 
@@ -356,34 +351,18 @@ def run_study(
     """
     task, settings, recipes, trials, n_train = plan(config)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            f"The 'out' parameter of compare must be a folder. Got {str(out)!r}, which is a file."
-        )
-    trial_dir = out / "trials"
-    try:
-        trial_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"The 'out' parameter of compare must be a writable folder. Got "
-            f"{str(out)!r}: {exc.strerror}."
-        ) from None
+    trial_dir = check_folder(out, settings)
     done: dict[str, dict[str, Any]] = {}
     for trial in trials:
-        path = trial_dir / trial.filename
-        if path.is_file():
-            try:
-                saved = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if saved.get("key") == trial.key and saved.get("status") != "failed":
-                done[trial.key] = saved
+        saved = load_finished(trial_dir / trial.filename, trial.key)
+        if saved is not None:
+            done[trial.key] = saved
     reused = len(done)
     pending = [t for t in trials if t.key not in done]
     total = len(trials)
 
     def finish(trial: Trial, result: dict[str, Any]) -> None:
-        _write_atomic(trial_dir / trial.filename, json.dumps(result))
+        write_atomic(trial_dir / trial.filename, json.dumps(result))
         done[trial.key] = result
         if on_trial is not None:
             on_trial(result, len(done), total)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import Chain, Choice, ConfigError, Interval, Predicate, Regularizer, chain, check_param
+from .distributed import agree_to_stop, mean_across_ranks, rank_and_world, wrap
 from .stopping import StopReason
 
 __all__ = ["History", "evaluate", "fit", "infer_task"]
@@ -83,15 +84,20 @@ def infer_task(y: torch.Tensor) -> str:
 
 
 class _TensorBatches:
-    """Shuffled mini-batches of in-memory tensors; the order comes from ``generator``."""
+    """Shuffled mini-batches of in-memory tensors; the order comes from ``generator``. Under DDP
+    every rank draws the same permutation and takes every ``world``-th sample from ``rank`` on,
+    cut to an equal length so that every rank runs the same number of steps."""
 
     def __init__(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
     ) -> None:
         self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+        self.rank, self.world = rank_and_world()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(self.x), generator=self.generator)
+        if self.world > 1:
+            order = order[: len(order) // self.world * self.world][self.rank :: self.world]
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
@@ -263,7 +269,10 @@ def fit(
         "recipe": recipe,
     }.items():
         check_param("fit", name, value, _CONSTRAINTS[name])
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # data order: the same on every rank
+    rank, _ = rank_and_world()
+    # dropout masks and noise: independent of the data order, and different on every rank
+    reg_generator = torch.Generator().manual_seed(seed * 1_000_003 + 1 + rank)
     train_pair, val_pair = _as_pair(train, "train"), _as_pair(val, "val")
     if train_pair is not None:
         task = task or infer_task(train_pair[1])
@@ -279,7 +288,8 @@ def fit(
     recipe = recipe if recipe is not None else chain()
     model = recipe.transform_model(model)
     opt = _make_optimizer(optimizer, model, lr)
-    recipe.attach(model, opt, num_classes=num_classes, generator=generator)
+    recipe.attach(model, opt, num_classes=num_classes, generator=reg_generator)
+    forward = wrap(model)
     members = recipe.regularizers if isinstance(recipe, Chain) else (recipe,)
     history = History(model=model, acts_on=[m.acts_on() for m in members if hasattr(m, "acts_on")])
     loss_fn = criterion
@@ -295,7 +305,7 @@ def fit(
             if loss_fn is None:
                 loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
             x, y = recipe.on_batch(x, y)
-            out = model(x)
+            out = forward(x)
             loss = recipe.on_loss(loss_fn(out, y), out)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -304,7 +314,7 @@ def fit(
             recipe.on_after_step()
             running += loss.detach()
             steps += 1
-        objective = float(running) / max(steps, 1)
+        objective = float(mean_across_ranks(running / max(steps, 1)))
         record: dict[str, float] = {"epoch": epoch, "objective": objective}
         if math.isfinite(objective):
             tr = evaluate(model, train_pair or train, task)
@@ -331,7 +341,7 @@ def fit(
         history.epochs.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if recipe.on_epoch_end(record):
+        if agree_to_stop(recipe.on_epoch_end(record)):
             history.status = "stopped_early"
             history.message = _stop_message(recipe) or f"a regularizer stopped at epoch {epoch}"
             break

@@ -66,7 +66,13 @@ def dropout(
 
 
 class DropoutLayer(nn.Module):
-    """A module around :func:`dropout`; ``generator`` may be set after construction."""
+    """A module around :func:`dropout`: inverted dropout with probability ``p`` in training,
+    the identity in eval mode. ``generator`` may be set after construction (``Dropout.attach``
+    does); when None, dropout draws from the global RNG like ``torch.nn.Dropout``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), DropoutLayer(0.2), nn.Linear(8, 2))
+    """
 
     def __init__(
         self, p: float | torch.Tensor = 0.5, generator: torch.Generator | None = None

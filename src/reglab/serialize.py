@@ -87,10 +87,28 @@ def recipe_from_toml(text: str) -> Chain:
 
 
 def save_recipe(recipe: Regularizer, path: str | Path) -> None:
-    """Write ``recipe`` to ``path`` as TOML."""
+    """Write ``recipe`` (a chain or one regularizer) to ``path`` as TOML.
+
+    Args:
+        recipe: what to write; its arguments must be plain numbers, strings or lists.
+        path: the file to write.
+
+    Raises:
+        ConfigError: for an argument TOML cannot hold (a callable, a tensor of several values).
+
+    Example:
+        >>> reglab.save_recipe(reglab.chain(reglab.L2(1e-4), reglab.Dropout(0.3)), "recipe.toml")
+    """
     Path(path).write_text(recipe_to_toml(recipe))
 
 
 def load_recipe(path: str | Path) -> Chain:
-    """Read a recipe written by :func:`save_recipe`."""
+    """Read a recipe written by :func:`save_recipe` (or by hand) as a chain.
+
+    Raises:
+        ConfigError: for a TOML syntax error, an unknown regularizer or a bad argument.
+
+    Example:
+        >>> recipe = reglab.load_recipe("recipe.toml")
+    """
     return recipe_from_toml(Path(path).read_text())

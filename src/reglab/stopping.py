@@ -24,7 +24,9 @@ def infer_mode(monitor: str) -> str:
 
 
 class StopReason(enum.Enum):
-    """Why training ended."""
+    """Why :class:`EarlyStopping` ended training: it has not (``NOT_STOPPED``), the monitor did
+    not improve for ``patience`` epochs after a best one (``PATIENCE_EXHAUSTED``), or it never
+    beat ``baseline`` (``BASELINE_NOT_REACHED``)."""
 
     NOT_STOPPED = "not_stopped"
     PATIENCE_EXHAUSTED = "patience_exhausted"

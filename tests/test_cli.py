@@ -249,6 +249,11 @@ def test_recipes_lists_builtins_and_regularizer_arguments(capsys):
     code, out, _ = run(["recipes"], capsys)
     assert code == 0
     for name in (
+        "augment",
+        "mixup",
+        "cutmix",
+        "cutout",
+        "ImageAugment",
         "baseline",
         "l1",
         "l2",
@@ -294,6 +299,29 @@ def test_sparse_regression_example_recovers_the_informative_features(tmp_path, c
     assert "Which inputs survive" in (tmp_path / "report.html").read_text()
 
 
+def test_augmentation_recipes_run_on_image_data_and_fail_early_on_tables(tmp_path, capsys):
+    code, _stdout, err = run(
+        [
+            "compare",
+            "--recipes",
+            "baseline,augment,mixup,cutmix,cutout",
+            *TINY,
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    trials = list(csv.DictReader((tmp_path / "o" / "trials.csv").open()))
+    assert len(trials) == 10 and all(t["status"] == "completed" for t in trials)
+    code, _, err = run(
+        ["compare", "--data", "wine", "--recipes", "cutout", *TINY, "--out", str(tmp_path / "w")],
+        capsys,
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "Recipe 'cutout': The 'image_shape' parameter of Cutout must give (C, H, W)" in err
+
+
 def test_module_entry_point_runs(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "reglab", "compare", "--data", "nope"],
@@ -314,7 +342,7 @@ def test_default_study_shows_a_recipe_closing_the_gap(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     trials = [json.loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
-    assert len(trials) == 27 and all(t["status"] in ("completed", "stopped_early") for t in trials)
+    assert len(trials) == 30 and all(t["status"] in ("completed", "stopped_early") for t in trials)
 
     def gap(recipe):
         values = [

@@ -1,6 +1,18 @@
 """reglab: composable, exact regularizers for PyTorch, and a lab that shows whether they help."""
 
-from .augment import GaussianNoise, gaussian_noise
+from .augment import (
+    Cutout,
+    FeatureDropout,
+    GaussianNoise,
+    ImageAugment,
+    color_jitter,
+    cutout,
+    gaussian_noise,
+    random_affine,
+    random_crop,
+    random_erase,
+    random_flip,
+)
 from .clipping import ClipGradNorm
 from .core import (
     Chain,
@@ -14,6 +26,7 @@ from .core import (
     to_config,
 )
 from .dropout import Dropout, DropoutLayer, dropout
+from .mixing import CutMix, Mixup, beta_sample, cutmix, mixup
 from .penalties import (
     L1,
     L2,
@@ -39,20 +52,29 @@ __all__ = [
     "Chain",
     "ClipGradNorm",
     "ConfigError",
+    "CutMix",
+    "Cutout",
     "Dropout",
     "DropoutLayer",
     "EarlyStopping",
     "ElasticNet",
+    "FeatureDropout",
     "GaussianNoise",
     "GroupLasso",
     "History",
+    "ImageAugment",
     "LabelSmoothing",
     "MaxNorm",
+    "Mixup",
     "Regularizer",
     "Selection",
     "StopReason",
     "WeightDecay",
+    "beta_sample",
     "chain",
+    "color_jitter",
+    "cutmix",
+    "cutout",
     "dropout",
     "evaluate",
     "fit",
@@ -64,7 +86,12 @@ __all__ = [
     "l2_penalty",
     "load_recipe",
     "max_norm_",
+    "mixup",
     "param_groups",
+    "random_affine",
+    "random_crop",
+    "random_erase",
+    "random_flip",
     "recipe_from_toml",
     "recipe_to_toml",
     "save_recipe",

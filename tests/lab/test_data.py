@@ -141,3 +141,20 @@ def test_npz_is_loaded_and_checked(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match="names .*nope.csv, which is not a file"):
         load_dataset(str(tmp_path / "nope.csv"))
+
+
+def test_default_panel_gains_augment_for_image_data_only():
+    from reglab.lab.recipes import resolve_recipes
+
+    assert "augment" in resolve_recipes(None, "classification", images=True)
+    assert "augment" not in resolve_recipes(None, "classification", images=False)
+    regression = resolve_recipes(None, "regression")
+    assert not {"label_smoothing", "mixup", "cutmix"} & set(regression)
+
+
+def test_image_recipes_get_the_data_image_shape():
+    from reglab.lab.recipes import BUILTIN_RECIPES, build_recipe
+
+    recipe = build_recipe(BUILTIN_RECIPES["cutout"][1], (1, 8, 8))
+    assert recipe.regularizers[0].get_config()["image_shape"] == [1, 8, 8]
+    assert "image_shape" not in BUILTIN_RECIPES["cutout"][1][0]  # the built-in is not changed

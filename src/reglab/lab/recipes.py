@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core import Chain, ConfigError, unknown_name
+from ..core import Chain, ConfigError, Regularizer, unknown_name
 from ..serialize import recipe_from_specs
 
 __all__ = ["BUILTIN_RECIPES", "DEFAULT_PANEL", "build_recipe", "resolve_recipes"]
@@ -58,6 +58,19 @@ BUILTIN_RECIPES: dict[str, tuple[str, Spec]] = {
         "stop when val_loss stalls for 10 epochs; restore the best weights",
         [{"type": "EarlyStopping", "monitor": "val_loss", "patience": 10}],
     ),
+    "augment": (
+        "per-sample random crop with 1 pixel of padding (shifts of up to 1 pixel)",
+        [{"type": "ImageAugment", "crop_padding": 1}],
+    ),
+    "mixup": ("mixup of pairs of samples and their targets", [{"type": "Mixup", "alpha": 0.2}]),
+    "cutmix": (
+        "cutmix: a box from another image, targets mixed by area",
+        [{"type": "CutMix", "alpha": 1.0}],
+    ),
+    "cutout": (
+        "cutout: a 3x3 square of each training image zeroed",
+        [{"type": "Cutout", "size": 3}],
+    ),
     "clip": ("global gradient-norm clipping at 1.0", [{"type": "ClipGradNorm", "max_norm": 1.0}]),
     "combined": (
         "dropout, L2 and early stopping together",
@@ -83,7 +96,9 @@ DEFAULT_PANEL = (
 )
 
 #: Recipes that only make sense for classification; left out of default regression panels.
-CLASSIFICATION_ONLY = ("label_smoothing",)
+CLASSIFICATION_ONLY = ("label_smoothing", "mixup", "cutmix")
+#: Recipes for image data; the default panel gains them when the data are images.
+IMAGE_PANEL = ("augment",)
 
 
 def _builtin(name: Any) -> Spec:
@@ -93,7 +108,9 @@ def _builtin(name: Any) -> Spec:
 
 
 def resolve_recipes(
-    value: str | Sequence[str] | Mapping[str, Any] | None, task: str = "classification"
+    value: str | Sequence[str] | Mapping[str, Any] | None,
+    task: str = "classification",
+    images: bool = False,
 ) -> dict[str, Spec]:
     """Turn what a user wrote into ``{recipe name: specs}``, checking every spec.
 
@@ -101,14 +118,14 @@ def resolve_recipes(
         value: None (the default panel), ``'a,b,c'``, a list of built-in names, or a mapping
             from name to a built-in name or a list of specs.
         task: the default panel leaves classification-only recipes out of regression studies.
+        images: the default panel gains the image recipes (``augment``) for image data.
 
     Raises:
         ConfigError: an unknown recipe or regularizer name, a bad argument, a duplicate name.
     """
     if value is None:
-        names = [
-            n for n in DEFAULT_PANEL if task == "classification" or n not in CLASSIFICATION_ONLY
-        ]
+        panel = DEFAULT_PANEL + (IMAGE_PANEL if images else ())
+        names = [n for n in panel if task == "classification" or n not in CLASSIFICATION_ONLY]
         return {n: _builtin(n) for n in names}
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -137,6 +154,12 @@ def resolve_recipes(
     return out
 
 
-def build_recipe(spec: Spec) -> Chain:
-    """A fresh chain from specs (each trial gets its own, since regularizers keep state)."""
-    return recipe_from_specs(spec)
+def build_recipe(spec: Spec, image_shape: Sequence[int] | None = None) -> Chain:
+    """A fresh chain from specs (each trial gets its own, since regularizers keep state). Image
+    transforms that take an ``image_shape`` and were given none get the data's."""
+    filled = []
+    for item in spec:
+        cls = Regularizer.registry.get(item.get("type"))
+        needs = cls is not None and "image_shape" in cls.constraints and "image_shape" not in item
+        filled.append({**item, "image_shape": list(image_shape)} if needs and image_shape else item)
+    return recipe_from_specs(filled)

@@ -219,7 +219,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     try:
         data = dataset_for(settings, trial.seed)
         model = model_for(settings, data, trial.seed)
-        recipe = build_recipe(json.loads(trial.spec[0]))
+        recipe = build_recipe(json.loads(trial.spec[0]), data.image_shape)
         history = fit(
             model,
             (data.x_train, data.y_train),
@@ -307,17 +307,21 @@ def plan(config: StudyConfig) -> tuple[str, dict[str, Any], dict[str, list], lis
     task = probe_data.task
     settings = trial_settings(config, task)
     data = dataset_for(settings, 0)
-    recipes = resolve_recipes(config.recipes, task)
+    recipes = resolve_recipes(config.recipes, task, images=data.image_shape is not None)
     for name, spec in recipes.items():
         model = model_for(settings, data, 0)
-        recipe = build_recipe(spec)
+        recipe = build_recipe(spec, data.image_shape)
         model = recipe.transform_model(model)
-        recipe.attach(
-            model,
-            torch.optim.SGD(model.parameters(), lr=config.lr),
-            num_classes=data.num_classes,
-            generator=torch.Generator(),
-        )
+        try:
+            recipe.attach(
+                model,
+                torch.optim.SGD(model.parameters(), lr=config.lr),
+                num_classes=data.num_classes,
+                generator=torch.Generator(),
+            )
+            recipe.on_batch(data.x_train[:4], data.y_train[:4])  # shapes, channels, classes
+        except ConfigError as exc:
+            raise ConfigError(f"Recipe {name!r}: {exc}") from None
         metric = "accuracy" if task == "classification" else "r2"
         fake = {
             "epoch": 0,

@@ -212,13 +212,17 @@ _PROB = Interval(float, 0, 1)
 _NONNEG = Interval(float, 0, None)
 
 
-class _ImageTransform(Regularizer):
-    """Shared: the generator from ``attach``, flat rows to images and back."""
+class _Random(Regularizer):
+    """Shared: keep the generator that ``attach`` passes, for every random draw."""
 
     _generator: torch.Generator | None = None
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         self._generator = generator
+
+
+class _ImageTransform(_Random):
+    """Shared: flat rows to images and back."""
 
     def _as_images(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4:
@@ -353,7 +357,7 @@ class Cutout(_ImageTransform):
         return cutout(x, self.size, self._generator)
 
 
-class GaussianNoise(Regularizer):
+class GaussianNoise(_Random):
     """Add Gaussian noise ``N(0, std**2)`` to every training input (not to targets).
 
     With ``relative=True`` the noise of each feature is ``std`` times that feature's standard
@@ -376,11 +380,11 @@ class GaussianNoise(Regularizer):
 
     def __init__(self, std: float, *, relative: bool = False) -> None:
         self.std, self.relative = std, relative
-        self._generator: torch.Generator | None = None
+        self._count, self._mean, self._m2 = 0, None, None
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        self._generator = generator
-        self._count, self._mean, self._m2 = 0, None, None
+        super().attach(model, optimizer, num_classes=num_classes, generator=generator)
+        self._count, self._mean, self._m2 = 0, None, None  # a new fit starts a new estimate
 
     def _feature_std(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.detach().reshape(x.shape[0], -1).double()
@@ -402,7 +406,7 @@ class GaussianNoise(Regularizer):
         return gaussian_noise(x, std, self._generator), y
 
 
-class FeatureDropout(Regularizer):
+class FeatureDropout(_Random):
     """Input feature dropout: zero each input value with probability ``p`` and scale the rest by
     ``1/(1-p)`` (inverted dropout on the inputs, :func:`reglab.dropout`), for tabular data.
 
@@ -420,10 +424,6 @@ class FeatureDropout(Regularizer):
 
     def __init__(self, p: float) -> None:
         self.p = p
-        self._generator: torch.Generator | None = None
-
-    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        self._generator = generator
 
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return dropout(x, self.p, True, self._generator), y

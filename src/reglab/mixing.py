@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .augment import _IMAGE_SHAPE, _box_mask, _ImageTransform
-from .core import ConfigError, Interval, Predicate, Regularizer
+from .augment import _IMAGE_SHAPE, _box_mask, _ImageTransform, _Random
+from .core import ConfigError, Interval, Predicate
 
 __all__ = ["CutMix", "Mixup", "beta_sample", "cutmix", "mixup", "soft_targets"]
 
@@ -69,11 +69,11 @@ def cutmix(
     return mixed, kept[:, None] * y + (1 - kept[:, None]) * y[perm]
 
 
-class _Mixing(Regularizer):
-    """Shared: the generator and the number of classes from ``attach``, pairs and lambdas."""
+class _Mixing(_Random):
+    """Shared: the number of classes from ``attach``, pairs and lambdas."""
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        self._generator = generator
+        super().attach(model, optimizer, num_classes=num_classes, generator=generator)
         classes = self._config["num_classes"] or num_classes
         if classes is None:
             raise ConfigError(
@@ -154,9 +154,6 @@ class CutMix(_Mixing, _ImageTransform):
         image_shape: Sequence[int] | None = None,
     ) -> None:
         self.alpha = alpha
-
-    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        _Mixing.attach(self, model, optimizer, num_classes=num_classes, generator=generator)
 
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = self._as_images(x)

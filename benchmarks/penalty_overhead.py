@@ -17,7 +17,10 @@ target: at least half of it.
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -88,6 +91,20 @@ def bandwidth() -> tuple[float, float, int]:
     return 5 * 4 * n / best_pass / 1e9, 3 * 4 * n / best_add / 1e9, n
 
 
+def peak_memory_mb(kind: str) -> float:
+    """Peak resident memory of a fresh process that runs 10 steps of ``kind``."""
+    here = str(Path(__file__).parent)
+    code = (
+        f"import resource, sys, torch; sys.path.insert(0, {here!r}); "
+        "import penalty_overhead as b; g = torch.Generator().manual_seed(0); "
+        "x, y = torch.randn(b.BATCH, 512, generator=g), torch.randint(0, 10, (b.BATCH,), "
+        f"generator=g); b.STEPS = 10; b.steps_per_second({kind!r}, x, y); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def main() -> None:
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(BATCH, 512, generator=g), torch.randint(0, 10, (BATCH,), generator=g)
@@ -118,6 +135,13 @@ def main() -> None:
         f"(c) is {statistics.median(versus):.2f}x the speed of (b); overhead of (c) over (a): "
         f"median {statistics.median(overhead) * 100:.1f}% "
         f"[{min(overhead) * 100:.1f}%, {max(overhead) * 100:.1f}%]"
+    )
+    memory = {kind: peak_memory_mb(kind) for kind in kinds}
+    print(
+        "peak resident memory, a fresh process each: "
+        + ", ".join(f"{labels[k][:3]} {memory[k]:.0f} MB" for k in kinds)
+        + f"; (c) - (a) = {memory['reglab'] - memory['plain']:+.0f} MB, "
+        f"(b) - (a) = {memory['autograd'] - memory['plain']:+.0f} MB"
     )
     penalty_bw, add_bw, n = bandwidth()
     print(

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from reglab.augment import random_crop, random_flip
-from reglab.mixing import beta_sample, mixup, soft_targets
+from reglab.mixing import beta_sample, mixup
+from reglab.targets import soft_targets
 
 B, REPEATS = 256, 20
 

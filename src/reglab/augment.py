@@ -53,6 +53,14 @@ def gaussian_noise(
     return x + noise.mul_(std)
 
 
+def _check_crop(padding: int, h: int, w: int) -> None:
+    if padding >= min(h, w):
+        raise ConfigError(
+            f"The 'crop_padding' parameter of ImageAugment must be an int smaller than the "
+            f"image ({h}x{w}). Got {padding}."
+        )
+
+
 _TABLE_LIMIT = 1 << 22  # entries of a precomputed index table (32 MB of int64)
 
 
@@ -85,11 +93,7 @@ def random_crop(
     if padding == 0:
         return x
     b, c, h, w = x.shape
-    if padding >= min(h, w):
-        raise ConfigError(
-            f"The 'crop_padding' parameter of ImageAugment must be an int smaller "
-            f"than the image ({h}x{w}). Got {padding}."
-        )
+    _check_crop(padding, h, w)
     starts, table, window = _crop_indices(h, w, padding)
     padded = F.pad(x, (padding, padding, padding, padding)).view(b, c, -1)
     choice = torch.randint(0, len(starts), (b,), generator=generator)  # uniform over offsets
@@ -302,11 +306,8 @@ class ImageAugment(_ImageTransform):
         image_shape: Sequence[int] | None = None,
     ) -> None:
         c = self._config
-        if image_shape is not None and crop_padding >= min(image_shape[1:]):
-            raise ConfigError(
-                f"The 'crop_padding' parameter of ImageAugment must be an int smaller than the "
-                f"image ({image_shape[1]}x{image_shape[2]}). Got {crop_padding}."
-            )
+        if image_shape is not None:
+            _check_crop(crop_padding, image_shape[1], image_shape[2])
         # The pipeline is fixed here, from the configuration: no per-batch branching on values.
         ops: list = []
         if c["crop_padding"] > 0:

@@ -147,7 +147,7 @@ class Dropout(Regularizer):
                 continue
             for child_name, child in module.named_children():
                 full = f"{name}.{child_name}" if name else child_name
-                if not isinstance(child, ACTIVATIONS) or isinstance(module, _AfterActivation):
+                if not isinstance(child, ACTIVATIONS):
                     continue
                 if patterns is not None and not any(
                     fnmatch.fnmatchcase(full, pt) for pt in patterns

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from .augment import _IMAGE_SHAPE, _box_mask, _ImageTransform, _Random
-from .core import ConfigError, Interval, Predicate
+from .core import Interval, Predicate
+from .targets import resolve_num_classes, soft_targets
 
-__all__ = ["CutMix", "Mixup", "beta_sample", "cutmix", "mixup", "soft_targets"]
+__all__ = ["CutMix", "Mixup", "beta_sample", "cutmix", "mixup"]
 
 
 def beta_sample(alpha: float, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -26,13 +27,6 @@ def beta_sample(alpha: float, n: int, generator: torch.Generator | None = None) 
     rng = np.random.default_rng(seed)
     draws = rng.beta(max(alpha, 1e-12), max(alpha, 1e-12), size=n)
     return torch.as_tensor(np.where(alpha > 0, draws, 1.0), dtype=torch.float32)
-
-
-def soft_targets(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """Class probabilities: one-hot rows for class indices, soft targets unchanged."""
-    if y.is_floating_point() and y.ndim == 2:
-        return y.to(dtype)
-    return torch.nn.functional.one_hot(y.long(), num_classes).to(dtype)
 
 
 def mixup(
@@ -74,13 +68,9 @@ class _Mixing(_Random):
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         super().attach(model, optimizer, num_classes=num_classes, generator=generator)
-        classes = self._config["num_classes"] or num_classes
-        if classes is None:
-            raise ConfigError(
-                f"The 'num_classes' parameter of {type(self).__name__} must be an int >= 2 "
-                "(given here or by a classification task at attach). Got None."
-            )
-        self._classes = classes
+        self._classes = resolve_num_classes(
+            type(self).__name__, self._config["num_classes"], num_classes
+        )
 
     def _draw(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = self._generator

@@ -6,7 +6,33 @@ import torch
 
 from .core import ConfigError, Interval, Regularizer
 
-__all__ = ["LabelSmoothing", "smooth_labels"]
+__all__ = ["LabelSmoothing", "resolve_num_classes", "smooth_labels", "soft_targets"]
+
+
+def soft_targets(
+    y: torch.Tensor, num_classes: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Class probabilities ``(B, K)``: one-hot rows for class indices (in ``dtype``, default
+    PyTorch's default dtype); class probabilities (e.g. from mixup) pass through, cast to
+    ``dtype`` when one is given."""
+    if y.is_floating_point() and y.ndim == 2:
+        return y if dtype is None else y.to(dtype)
+    return torch.nn.functional.one_hot(y.long(), num_classes).to(dtype or torch.get_default_dtype())
+
+
+def resolve_num_classes(owner: str, given: int | None, from_attach: int | None) -> int:
+    """The number of classes a regularizer was given, else the one ``attach`` passed.
+
+    Raises:
+        ConfigError: when neither is known (e.g. a regression task).
+    """
+    classes = given or from_attach
+    if classes is None:
+        raise ConfigError(
+            f"The 'num_classes' parameter of {owner} must be an int >= 2 (given here or by a "
+            "classification task at attach). Got None."
+        )
+    return classes
 
 
 def smooth_labels(y: torch.Tensor, eps: float | torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -20,11 +46,7 @@ def smooth_labels(y: torch.Tensor, eps: float | torch.Tensor, num_classes: int) 
         >>> smooth_labels(torch.tensor([0]), 0.1, 2)
         tensor([[0.9500, 0.0500]])
     """
-    if y.is_floating_point() and y.ndim == 2:
-        probs = y
-    else:
-        probs = torch.nn.functional.one_hot(y.long(), num_classes).to(torch.get_default_dtype())
-    return probs * (1 - eps) + eps / num_classes
+    return soft_targets(y, num_classes) * (1 - eps) + eps / num_classes
 
 
 class LabelSmoothing(Regularizer):
@@ -54,13 +76,9 @@ class LabelSmoothing(Regularizer):
         self._classes = num_classes
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        classes = self._config["num_classes"] or num_classes
-        if classes is None:
-            raise ConfigError(
-                "The 'num_classes' parameter of LabelSmoothing must be an int >= 2 (given here "
-                "or by a classification task at attach). Got None."
-            )
-        self._classes = classes
+        self._classes = resolve_num_classes(
+            "LabelSmoothing", self._config["num_classes"], num_classes
+        )
 
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, smooth_labels(y, self.eps, self._classes)

@@ -187,8 +187,7 @@ def _make_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float) -> torch.o
     params = [p for p in model.parameters() if p.requires_grad]
     if spec is None or isinstance(spec, str):
         name = spec or "adam"
-        if name not in _OPTIMIZERS:
-            check_param("fit", "optimizer", name, Choice(*_OPTIMIZERS))
+        check_param("fit", "optimizer", name, Choice(*_OPTIMIZERS))
         # Every built-in optimizer has a fused kernel on CPU: one pass over the parameters.
         return _OPTIMIZERS[name](params, lr=lr, fused=True)
     if callable(spec):

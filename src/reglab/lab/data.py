@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from ..core import ConfigError, Interval, check_param, unknown_name
 
-__all__ = ["BUILTIN_DATASETS", "DataError", "Dataset", "load_dataset"]
+__all__ = ["BUILTIN_DATASETS", "DataError", "Dataset", "dataset_task", "load_dataset"]
 
 BUILTIN_DATASETS = {
     "digits": "8x8 images of handwritten digits, 10 classes, 1,797 samples (scikit-learn)",
@@ -205,6 +205,15 @@ def _raw(name: str, target: str | None) -> _Raw:
     if not path.is_file():
         raise DataError(f"The 'data' parameter of compare names {name}, which is not a file.")
     return _read_csv(path, target) if path.suffix.lower() == ".csv" else _read_npz(path)
+
+
+def dataset_task(name: str, target: str | None = None) -> str:
+    """``'classification'`` or ``'regression'`` for a data set, without splitting it.
+
+    Raises:
+        ConfigError: as :func:`load_dataset` does for an unknown name or unusable data.
+    """
+    return _raw(name, target).task
 
 
 def _split(raw: _Raw, seed: int, train_size: int | None) -> tuple[np.ndarray, ...]:

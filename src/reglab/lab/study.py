@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import time
 import tomllib
@@ -27,7 +28,7 @@ import torch
 from .. import __version__
 from ..core import Choice, ConfigError, Interval, Predicate, check_param
 from ..train import evaluate, fit
-from .data import BUILTIN_DATASETS, Dataset, load_dataset
+from .data import BUILTIN_DATASETS, Dataset, dataset_task, load_dataset
 from .inspect import model_figures
 from .models import build_model
 from .recipes import build_recipe, resolve_recipes
@@ -244,12 +245,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             )
         }
         inspected = model_figures(final_model, data)
-        finite = all(
-            v == v and abs(v) != float("inf")
-            for m in final.values()
-            for k, v in m.items()
-            if k != "r2"
-        )
+        finite = all(math.isfinite(v) for m in final.values() for k, v in m.items() if k != "r2")
         result.update(
             status=history.status,
             message=history.message,
@@ -301,10 +297,7 @@ def plan(config: StudyConfig) -> tuple[str, dict[str, Any], dict[str, list], lis
         The task, the trial settings, the resolved recipes, the trials in order, and the number
         of training samples of seed 0.
     """
-    probe_data = _dataset(
-        config.data, config.target, 0, config.train_size, config.label_noise or 0.0
-    )
-    task = probe_data.task
+    task = dataset_task(config.data, config.target)
     settings = trial_settings(config, task)
     data = dataset_for(settings, 0)
     recipes = resolve_recipes(config.recipes, task, images=data.image_shape is not None)

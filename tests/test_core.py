@@ -60,6 +60,21 @@ EXAMPLES = [
     reglab.LabelSmoothing(0.1, num_classes=3),
     reglab.ClipGradNorm(2.0, norm_type=1.0),
     reglab.EarlyStopping("val_accuracy", patience=3, min_delta=0.01, restore_best=False),
+    reglab.GaussianDropout(0.3, layers=["1", "3"]),
+    reglab.AlphaDropout(0.05),
+    reglab.ChannelDropout(0.1, layers="features.*"),
+    reglab.DropBlock(0.1, block_size=5),
+    reglab.DropConnect(0.5),
+    reglab.DropPath(0.2, layers="blocks.*.mlp"),
+    reglab.InsertNorm("layer", layers="0"),
+    reglab.ReplaceNorm("batch"),
+    reglab.WeightNorm(),
+    reglab.SpectralNorm(2, layers=["0", "2"]),
+    reglab.ConfidencePenalty(0.5),
+    reglab.ClipGradValue(0.5, params="0.*"),
+    reglab.AdaptiveClip(0.02, eps=1e-4),
+    reglab.EMA(0.99, warmup=False),
+    reglab.SWA(start=10, lr=1e-3, bn_samples=512),
 ]
 
 

@@ -1,6 +1,9 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import reglab
 
@@ -42,3 +45,52 @@ def test_label_smoothing_rejects_eps_outside_unit_interval():
         r"float in \[0, 1\]. Got 1.2.",
     ):
         reglab.LabelSmoothing(1.2)
+
+
+def test_confidence_penalty_is_the_negative_entropy():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    p = logits.softmax(-1)
+    entropy = -(p * p.log()).sum(-1)
+    assert reglab.confidence_penalty(logits[:1]).item() == pytest.approx(-math.log(4), abs=1e-6)
+    assert reglab.confidence_penalty(logits).item() == pytest.approx(-entropy.mean().item(), 1e-6)
+
+
+def test_confidence_penalty_adds_beta_times_negative_entropy_to_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 5, requires_grad=True)
+    reg = reglab.ConfidencePenalty(0.5)
+    loss = reg.on_loss(torch.tensor(1.0), logits)
+    assert loss.item() == pytest.approx(1.0 + 0.5 * reglab.confidence_penalty(logits).item())
+    loss.backward()
+    # the gradient pushes towards higher entropy: a step along -grad raises the entropy
+    before = -reglab.confidence_penalty(logits).item()
+    after = -reglab.confidence_penalty(logits - 0.1 * logits.grad).item()
+    assert after > before
+
+
+def test_confidence_penalty_lowers_overconfidence_in_training():
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 10), torch.randint(0, 3, (128,))  # random labels: memorized
+
+    def mean_confidence(recipe):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 3))
+        reglab.fit(model, (x, y), epochs=40, recipe=recipe, lr=1e-2)
+        with torch.no_grad():
+            return model(x).softmax(-1).max(-1).values.mean().item()
+
+    assert (
+        mean_confidence(reglab.chain(reglab.ConfidencePenalty(2.0))) < mean_confidence(None) - 0.1
+    )
+
+
+def test_confidence_penalty_rejects_negative_beta():
+    with pytest.raises(reglab.ConfigError, match="'beta' parameter of ConfidencePenalty"):
+        reglab.ConfidencePenalty(-0.1)
+
+
+def test_label_smoothing_of_soft_targets_mixes_with_uniform():
+    soft = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])
+    out = reglab.smooth_labels(soft, 0.3, 3)
+    torch.testing.assert_close(out, soft * 0.7 + 0.1)
+    torch.testing.assert_close(out.sum(1), torch.ones(2))

@@ -13,7 +13,8 @@ from .augment import (
     random_erase,
     random_flip,
 )
-from .clipping import ClipGradNorm
+from .averaging import EMA, SWA
+from .clipping import AdaptiveClip, ClipGradNorm, ClipGradValue, adaptive_clip_grad_
 from .core import (
     Chain,
     ConfigError,
@@ -25,8 +26,26 @@ from .core import (
     select_params,
     to_config,
 )
-from .dropout import Dropout, DropoutLayer, dropout
+from .dropout import (
+    AlphaDropoutLayer,
+    ChannelDropoutLayer,
+    DropBlockLayer,
+    DropConnectLinear,
+    DropoutLayer,
+    DropPathLayer,
+    GaussianDropoutLayer,
+    MCPrediction,
+    alpha_dropout,
+    channel_dropout,
+    drop_block,
+    drop_connect,
+    drop_path,
+    dropout,
+    gaussian_dropout,
+    mc_predict,
+)
 from .mixing import CutMix, Mixup, beta_sample, cutmix, mixup
+from .normalization import InsertNorm, ReplaceNorm, SpectralNorm, WeightNorm
 from .penalties import (
     L1,
     L2,
@@ -41,44 +60,85 @@ from .penalties import (
 from .proximal import group_soft_threshold_, max_norm_, soft_threshold_
 from .serialize import load_recipe, recipe_from_toml, recipe_to_toml, save_recipe
 from .stopping import EarlyStopping, StopReason
-from .targets import LabelSmoothing, smooth_labels
+from .structure import (
+    AlphaDropout,
+    ChannelDropout,
+    DropBlock,
+    DropConnect,
+    Dropout,
+    DropPath,
+    GaussianDropout,
+    Residual,
+)
+from .targets import ConfidencePenalty, LabelSmoothing, confidence_penalty, smooth_labels
 from .train import History, evaluate, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EMA",
     "L1",
     "L2",
+    "SWA",
+    "AdaptiveClip",
+    "AlphaDropout",
+    "AlphaDropoutLayer",
     "Chain",
+    "ChannelDropout",
+    "ChannelDropoutLayer",
     "ClipGradNorm",
+    "ClipGradValue",
+    "ConfidencePenalty",
     "ConfigError",
     "CutMix",
     "Cutout",
+    "DropBlock",
+    "DropBlockLayer",
+    "DropConnect",
+    "DropConnectLinear",
+    "DropPath",
+    "DropPathLayer",
     "Dropout",
     "DropoutLayer",
     "EarlyStopping",
     "ElasticNet",
     "FeatureDropout",
+    "GaussianDropout",
+    "GaussianDropoutLayer",
     "GaussianNoise",
     "GroupLasso",
     "History",
     "ImageAugment",
+    "InsertNorm",
     "LabelSmoothing",
+    "MCPrediction",
     "MaxNorm",
     "Mixup",
     "Regularizer",
+    "ReplaceNorm",
+    "Residual",
     "Selection",
+    "SpectralNorm",
     "StopReason",
     "WeightDecay",
+    "WeightNorm",
+    "adaptive_clip_grad_",
+    "alpha_dropout",
     "beta_sample",
     "chain",
+    "channel_dropout",
     "color_jitter",
+    "confidence_penalty",
     "cutmix",
     "cutout",
+    "drop_block",
+    "drop_connect",
+    "drop_path",
     "dropout",
     "evaluate",
     "fit",
     "from_config",
+    "gaussian_dropout",
     "gaussian_noise",
     "group_lasso_penalty",
     "group_soft_threshold_",
@@ -86,6 +146,7 @@ __all__ = [
     "l2_penalty",
     "load_recipe",
     "max_norm_",
+    "mc_predict",
     "mixup",
     "param_groups",
     "random_affine",

@@ -1,15 +1,84 @@
-"""Gradient clipping, after every penalty gradient has been added."""
+"""Gradient clipping, after every penalty gradient has been added.
+
+Clipping regularizers act in ``on_after_backward``; a chain refuses to put one before a penalty
+that adds its gradient there, since that gradient would escape the clipping.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
 from .core import PARAMS_CONSTRAINT, Interval, ParamSpec, Regularizer, select_params
 
-__all__ = ["ClipGradNorm"]
+__all__ = ["AdaptiveClip", "ClipGradNorm", "ClipGradValue", "adaptive_clip_grad_", "unitwise_norm"]
 
 
-class ClipGradNorm(Regularizer):
+def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each output unit (over every dimension but the first, kept for
+    broadcasting); of the whole tensor for biases and other 1-D parameters (as timm's AGC).
+
+    Example:
+        >>> unitwise_norm(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
+        tensor([[5.],
+                [1.]])
+    """
+    if x.ndim <= 1:
+        return torch.linalg.vector_norm(x)
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(
+    params: Iterable[torch.Tensor], clip_factor: float | torch.Tensor, eps: float = 1e-3
+) -> torch.Tensor:
+    """Unit-wise adaptive gradient clipping, in place: each unit's gradient is rescaled to at
+    most ``clip_factor * max(||w_unit||, eps)``. Brock et al. 2021,
+    https://arxiv.org/abs/2102.06171.
+
+    Args:
+        params: parameters whose ``.grad`` to clip (those without a gradient are skipped).
+        clip_factor: the largest allowed ratio of gradient norm to weight norm.
+        eps: floor of the weight norm, so that zero-initialized units can move.
+
+    Returns:
+        A boolean scalar tensor: whether any unit was clipped.
+
+    Example:
+        >>> clipped = adaptive_clip_grad_(model.parameters(), 0.01)
+    """
+    clipped = torch.zeros((), dtype=torch.bool)
+    for p in params:
+        if p.grad is None:
+            continue
+        max_norm = unitwise_norm(p).clamp_min(eps).mul_(clip_factor)
+        grad_norm = unitwise_norm(p.grad)
+        clipped |= (grad_norm > max_norm).any()
+        p.grad.mul_((max_norm / grad_norm.clamp_min(1e-6)).clamp_(max=1))
+    return clipped
+
+
+class _Clip(Regularizer):
+    """Counts the steps that were clipped; ``logs()`` reports the fraction."""
+
+    gradient_role = "clips"
+
+    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
+        self.selection = select_params(model, self._config["params"], owner=type(self).__name__)
+        self._steps = 0
+        self._clipped = torch.zeros((), dtype=torch.long)
+
+    def _count(self, clipped: torch.Tensor) -> None:
+        self._steps += 1
+        self._clipped += clipped
+
+    def logs(self) -> dict[str, float]:
+        """``clip_fraction``: the fraction of steps that were clipped."""
+        return {"clip_fraction": float(self._clipped) / max(self._steps, 1)}
+
+
+class ClipGradNorm(_Clip):
     """Rescale gradients so their global norm is at most ``max_norm``.
 
     ``g <- g * min(1, max_norm / ||g||)`` with ``||g||`` the ``norm_type``-norm of all selected
@@ -39,20 +108,71 @@ class ClipGradNorm(Regularizer):
         self, max_norm: float, *, norm_type: float = 2.0, params: ParamSpec = "all"
     ) -> None:
         self.max_norm, self.norm_type = max_norm, norm_type
-        self._steps = 0
-        self._clipped = torch.zeros((), dtype=torch.long)
-
-    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        self.selection = select_params(model, self._config["params"], owner="ClipGradNorm")
-        self._steps = 0
-        self._clipped = torch.zeros((), dtype=torch.long)
 
     def on_after_backward(self) -> None:
         norm = torch.nn.utils.clip_grad_norm_(
             self.selection.params, self.max_norm, self.norm_type, foreach=True
         )
-        self._steps += 1
-        self._clipped += norm > self.max_norm
+        self._count(norm > self.max_norm)
 
-    def logs(self) -> dict[str, float]:
-        return {"clip_fraction": float(self._clipped) / max(self._steps, 1)}
+
+class ClipGradValue(_Clip):
+    """Clamp every gradient element to ``[-value, value]``, as
+    ``torch.nn.utils.clip_grad_value_``. ``logs()`` reports ``clip_fraction``, the fraction of
+    steps in which some element was clamped.
+
+    Args:
+        value: ``> 0``.
+        params: which gradients; default ``'all'``.
+
+    Raises:
+        ConfigError: for ``value <= 0``.
+
+    Example:
+        >>> recipe = reglab.chain(reglab.L2(1e-4), reglab.ClipGradValue(0.5))
+    """
+
+    constraints = {"value": Interval(float, 0, None, "neither"), "params": PARAMS_CONSTRAINT}
+
+    def __init__(self, value: float, *, params: ParamSpec = "all") -> None:
+        self.value = value
+
+    def on_after_backward(self) -> None:
+        grads = [p.grad for p in self.selection.params if p.grad is not None]
+        if not grads:
+            return
+        largest = torch.stack(torch._foreach_norm(grads, float("inf"))).max()
+        torch._foreach_clamp_min_(grads, -self.value)
+        torch._foreach_clamp_max_(grads, self.value)
+        self._count(largest > self.value)
+
+
+class AdaptiveClip(_Clip):
+    """Unit-wise adaptive gradient clipping (AGC, :func:`adaptive_clip_grad_`): each unit's
+    gradient norm is kept below ``clip_factor`` times its weight norm. Brock et al. 2021,
+    https://arxiv.org/abs/2102.06171, who leave the final classifier layer unclipped
+    (``params=['*', '!fc.*']``). ``logs()`` reports ``clip_fraction``.
+
+    Args:
+        clip_factor: ``> 0``; Brock et al. use 0.01 to 0.16 depending on the batch size.
+        eps: ``> 0``, floor of the weight norm.
+        params: which gradients; default ``'all'``.
+
+    Raises:
+        ConfigError: for ``clip_factor <= 0`` or ``eps <= 0``.
+
+    Example:
+        >>> recipe = reglab.chain(reglab.AdaptiveClip(0.05))
+    """
+
+    constraints = {
+        "clip_factor": Interval(float, 0, None, "neither"),
+        "eps": Interval(float, 0, None, "neither"),
+        "params": PARAMS_CONSTRAINT,
+    }
+
+    def __init__(self, clip_factor: float, *, eps: float = 1e-3, params: ParamSpec = "all") -> None:
+        self.clip_factor, self.eps = clip_factor, eps
+
+    def on_after_backward(self) -> None:
+        self._count(adaptive_clip_grad_(self.selection.params, self.clip_factor, self.eps))

@@ -108,6 +108,9 @@ class Regularizer:
 
     constraints: ClassVar[dict[str, Constraint]] = {}
     registry: ClassVar[dict[str, type[Regularizer]]] = {}
+    #: ``'adds'`` for penalties that add their gradient in ``on_after_backward``, ``'clips'`` for
+    #: gradient clipping; a chain refuses clipping placed before such a penalty.
+    gradient_role: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -196,6 +199,15 @@ class Chain(Regularizer):
                     f"The 'regularizers' parameter of chain must be Regularizer instances. "
                     f"Got {short_repr(reg)} at position {i}."
                 )
+        clips = [i for i, r in enumerate(regularizers) if r.gradient_role == "clips"]
+        adds = [i for i, r in enumerate(regularizers) if r.gradient_role == "adds"]
+        if clips and adds and clips[0] < adds[-1]:
+            first, last = regularizers[clips[0]], regularizers[adds[-1]]
+            raise ConfigError(
+                f"The 'regularizers' parameter of chain must put gradient clipping after the "
+                f"penalties whose gradients it clips. Got {type(first).__name__} at position "
+                f"{clips[0]} before {type(last).__name__} at position {adds[-1]}."
+            )
         self.regularizers = tuple(regularizers)
         # Hot-path hooks only visit the members that implement them.
         self._active = {h: [r for r in regularizers if _overrides(r, h)] for h in HOOKS}

@@ -1,37 +1,50 @@
-"""The dropout family: pure functions, thin modules, and the regularizers that insert them."""
+"""The dropout family as pure functions and thin modules, and Monte-Carlo dropout prediction.
+
+Every function takes ``training`` and a ``generator`` (global RNG state is never used when one is
+given) and a drop probability ``p`` that is a float or a tensor broadcasting against the mask
+(per-member values). The regularizers that insert these modules into a model live in
+:mod:`reglab.structure`.
+"""
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .core import ConfigError, Interval, Predicate, Regularizer, check_param
+from .core import ConfigError, Interval, check_param
 
-__all__ = ["ACTIVATIONS", "Dropout", "DropoutLayer", "dropout"]
+__all__ = [
+    "AlphaDropoutLayer",
+    "ChannelDropoutLayer",
+    "DropBlockLayer",
+    "DropConnectLinear",
+    "DropPathLayer",
+    "DropoutLayer",
+    "GaussianDropoutLayer",
+    "MCPrediction",
+    "alpha_dropout",
+    "channel_dropout",
+    "drop_block",
+    "drop_connect",
+    "drop_path",
+    "dropout",
+    "gaussian_dropout",
+    "mc_predict",
+]
 
-#: Module types after which :class:`Dropout` inserts dropout by default.
-ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Softplus,
-    nn.Hardswish,
-    nn.Hardtanh,
-)
+P_CONSTRAINT = Interval(float, 0, 1, "left")
+BLOCK_CONSTRAINT = Interval(int, 1, None)
+_SELU_ALPHA_PRIME = -1.0507009873554805 * 1.6732632423543772  # -lambda * alpha of SELU
 
-_P = Interval(float, 0, 1, "left")
+
+def _mask(
+    x: torch.Tensor, shape: tuple[int, ...], keep: float | torch.Tensor, generator
+) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, dtype=x.dtype, device=x.device)
+    return (u < keep).to(x.dtype)
 
 
 def dropout(
@@ -61,120 +74,417 @@ def dropout(
     if not training:
         return x
     keep = 1 - p
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return x * (u < keep).to(x.dtype).div_(keep)
+    return x * _mask(x, x.shape, keep, generator).div_(keep)
 
 
-class DropoutLayer(nn.Module):
-    """A module around :func:`dropout`: inverted dropout with probability ``p`` in training,
-    the identity in eval mode. ``generator`` may be set after construction (``Dropout.attach``
-    does); when None, dropout draws from the global RNG like ``torch.nn.Dropout``.
+def channel_dropout(
+    x: torch.Tensor,
+    p: float | torch.Tensor,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Spatial (channel) dropout: zero whole channels (dim 1) of each sample with probability
+    ``p`` and scale the rest by ``1/(1-p)``. For ``(N, C)`` input every feature is a channel, so
+    it equals :func:`dropout`.
+
+    Tompson et al. 2015, https://arxiv.org/abs/1411.4280 (``torch.nn.Dropout2d``).
+
+    Args:
+        x: ``(N, C, ...)``.
+        p: drop probability in ``[0, 1)``; a float or a tensor broadcasting against ``(N, C)``
+            followed by singleton dimensions.
+        training: apply (True) or return ``x``.
+        generator: the source of randomness.
+
+    Returns:
+        A tensor shaped like ``x``; within a channel, every value is kept or dropped together.
 
     Example:
-        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), DropoutLayer(0.2), nn.Linear(8, 2))
+        >>> y = channel_dropout(torch.ones(8, 16, 4, 4), 0.25)
     """
+    if not training:
+        return x
+    keep = 1 - p
+    shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
+    return x * _mask(x, shape, keep, generator).div_(keep)
 
-    def __init__(
-        self, p: float | torch.Tensor = 0.5, generator: torch.Generator | None = None
-    ) -> None:
+
+def gaussian_dropout(
+    x: torch.Tensor,
+    p: float | torch.Tensor,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Gaussian (multiplicative) dropout: ``x * (1 + sigma * z)`` with ``z ~ N(0, 1)`` and
+    ``sigma = sqrt(p / (1 - p))``, the same mean and variance as inverted dropout at rate ``p``.
+
+    Srivastava et al. 2014, section 10, https://jmlr.org/papers/v15/srivastava14a.html.
+
+    Args:
+        x: input of any shape.
+        p: equivalent drop rate in ``[0, 1)``; float or broadcasting tensor.
+        training: apply (True) or return ``x``.
+        generator: the source of randomness.
+
+    Returns:
+        A tensor shaped like ``x``.
+
+    Example:
+        >>> y = gaussian_dropout(torch.ones(1000), 0.5)  # mean ~1, std ~1
+    """
+    if not training:
+        return x
+    sigma = (p / (1 - p)) ** 0.5 if isinstance(p, (int, float)) else torch.sqrt(p / (1 - p))
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return x * z.mul_(sigma).add_(1)
+
+
+def alpha_dropout(
+    x: torch.Tensor,
+    p: float | torch.Tensor,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Alpha dropout for self-normalizing (SELU) networks: dropped values are set to SELU's
+    negative saturation ``alpha' = -lambda * alpha`` and an affine map ``a * x + b`` keeps zero
+    mean and unit variance, with ``a = ((1 - p) * (1 + p * alpha'^2))^(-1/2)`` and
+    ``b = -a * alpha' * p``.
+
+    Klambauer et al. 2017, https://arxiv.org/abs/1706.02515 (as ``torch.nn.AlphaDropout``).
+
+    Args:
+        x: input of any shape (usually SELU activations).
+        p: drop probability in ``[0, 1)``; float or broadcasting tensor.
+        training: apply (True) or return ``x``.
+        generator: the source of randomness.
+
+    Returns:
+        A tensor shaped like ``x``.
+
+    Example:
+        >>> y = alpha_dropout(torch.randn(1000), 0.1)  # mean ~0, std ~1
+    """
+    if not training:
+        return x
+    keep = 1 - p
+    a = (keep * (1 + p * _SELU_ALPHA_PRIME**2)) ** -0.5
+    b = -a * _SELU_ALPHA_PRIME * p
+    m = _mask(x, x.shape, keep, generator)
+    return (x * m + _SELU_ALPHA_PRIME * (1 - m)) * a + b
+
+
+def drop_connect(
+    weight: torch.Tensor,
+    p: float | torch.Tensor,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """DropConnect: inverted dropout on a layer's *weights* rather than its activations; one
+    mask per call (per batch), the weights as they are in eval mode.
+
+    Wan et al. 2013, https://proceedings.mlr.press/v28/wan13.html.
+
+    Args:
+        weight: the weight tensor.
+        p: drop probability in ``[0, 1)``.
+        training: apply (True) or return ``weight``.
+        generator: the source of randomness.
+
+    Returns:
+        The masked weights, scaled by ``1/(1-p)``.
+
+    Example:
+        >>> w = drop_connect(torch.ones(4, 3), 0.5)
+    """
+    return dropout(weight, p, training, generator)
+
+
+def drop_path(
+    x: torch.Tensor,
+    p: float | torch.Tensor,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Drop path (stochastic depth): zero a residual branch's whole output for each *sample*
+    with probability ``p``, scale the kept ones by ``1/(1-p)``. Use on the branch of
+    ``x + branch(x)``, never on the sum.
+
+    Huang et al. 2016, https://arxiv.org/abs/1603.09382 (as timm's ``drop_path``).
+
+    Args:
+        x: ``(N, ...)`` branch output.
+        p: drop probability in ``[0, 1)``; float or tensor broadcasting against ``(N, 1, ...)``.
+        training: apply (True) or return ``x``.
+        generator: the source of randomness.
+
+    Returns:
+        A tensor shaped like ``x``; each sample kept or zeroed whole.
+
+    Example:
+        >>> y = drop_path(torch.ones(16, 8), 0.2)
+    """
+    if not training:
+        return x
+    keep = 1 - p
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    return x * _mask(x, shape, keep, generator).div_(keep)
+
+
+def drop_block(
+    x: torch.Tensor,
+    p: float | torch.Tensor,
+    block_size: int = 3,
+    training: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """DropBlock: zero contiguous ``block_size x block_size`` squares of each feature map.
+
+    Block corners are drawn with rate ``gamma = p / bs^2 * H W / ((H - bs + 1)(W - bs + 1))``
+    over the positions where a whole block fits, so about a fraction ``p`` of the units is
+    dropped (a little less where blocks overlap); the kept units are scaled so that each
+    sample's mean is preserved. ``block_size`` larger than the map is cut to the map.
+
+    Ghiasi et al. 2018, https://arxiv.org/abs/1810.12890.
+
+    Args:
+        x: ``(N, C, H, W)`` feature maps.
+        p: target drop fraction in ``[0, 1)``; float or tensor broadcasting against
+            ``(N, C, H, W)``.
+        block_size: side of the square blocks, ``>= 1``.
+        training: apply (True) or return ``x``.
+        generator: the source of randomness.
+
+    Returns:
+        A tensor shaped like ``x``.
+
+    Raises:
+        ConfigError: for input that is not 4-D.
+
+    Example:
+        >>> y = drop_block(torch.ones(2, 4, 16, 16), 0.1, block_size=5)
+    """
+    if not training:
+        return x
+    if x.ndim != 4:
+        raise ConfigError(
+            "The 'x' parameter of drop_block must be (N, C, H, W) feature maps. "
+            f"Got shape {tuple(x.shape)}."
+        )
+    n, c, h, w = x.shape
+    bs = min(block_size, h, w)
+    gamma = p / bs**2 * (h * w) / ((h - bs + 1) * (w - bs + 1))
+    corners = _mask(x, (n, c, h - bs + 1, w - bs + 1), gamma, generator)
+    dropped = F.max_pool2d(F.pad(corners, (bs - 1,) * 4), bs, stride=1)
+    keep = 1 - dropped
+    scale = keep[0].numel() / keep.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+    return x * keep * scale
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class _DropLayer(nn.Module):
+    """A module around one of the functions above: ``p`` and an optional generator."""
+
+    def __init__(self, p: float | torch.Tensor = 0.5, generator: torch.Generator | None = None):
         super().__init__()
-
-        check_param("DropoutLayer", "p", p, _P)
+        check_param(type(self).__name__, "p", p, P_CONSTRAINT)
         self.p = p
         self.generator = generator
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training, self.generator)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
-class _AfterActivation(nn.Sequential):
-    """An activation followed by the dropout that :class:`Dropout` inserted."""
-
-
-def _layers_spec(value: object) -> bool:
-    return (
-        value is None
-        or isinstance(value, str)
-        or (
-            isinstance(value, Sequence)
-            and len(value) > 0
-            and all(isinstance(v, str) for v in value)
-        )
-    )
-
-
-class Dropout(Regularizer):
-    """Insert inverted dropout (:func:`dropout`) after the activations of a model.
-
-    ``transform_model`` wraps each chosen activation module ``act`` as
-    ``Sequential(act, DropoutLayer(p))`` in place, so parameter names and any optimizer built
-    earlier stay valid, and ``print(model)`` shows each insertion. An activation that is the last
-    layer of a top-level ``nn.Sequential`` (an output activation) is left alone. Activations
-    called as functions in ``forward`` cannot be found: use :class:`DropoutLayer` there.
-
-    Args:
-        p: drop probability in ``[0, 1)``.
-        layers: ``None`` for every activation module (types in :data:`ACTIVATIONS`), or glob
-            patterns over module names (``'2'``, ``'encoder.*'``) choosing which of them.
-
-    Raises:
-        ConfigError: for ``p`` outside ``[0, 1)``; from ``transform_model`` when no activation
-            matched.
+class DropoutLayer(_DropLayer):
+    """A module around :func:`dropout`: inverted dropout with probability ``p`` in training,
+    the identity in eval mode. ``generator`` may be set after construction (the inserting
+    regularizer's ``attach`` does); when None, draws come from the global RNG like
+    ``torch.nn.Dropout``.
 
     Example:
-        >>> model = reglab.Dropout(0.3).transform_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(),
-        ...                                                           nn.Linear(8, 2)))
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), DropoutLayer(0.2), nn.Linear(8, 2))
     """
 
-    constraints = {
-        "p": _P,
-        "layers": Predicate(_layers_spec, "None or glob patterns over module names"),
-    }
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training, self.generator)
 
-    def __init__(self, p: float, *, layers: str | Sequence[str] | None = None) -> None:
-        self.p = p
-        self.inserted: list[DropoutLayer] = []
 
-    def transform_model(self, model: nn.Module) -> nn.Module:
-        patterns = self._config["layers"]
-        patterns = [patterns] if isinstance(patterns, str) else patterns
-        targets = []
-        for name, module in model.named_modules():
-            if isinstance(module, _AfterActivation):
-                continue
-            for child_name, child in module.named_children():
-                full = f"{name}.{child_name}" if name else child_name
-                if not isinstance(child, ACTIVATIONS):
-                    continue
-                if patterns is not None and not any(
-                    fnmatch.fnmatchcase(full, pt) for pt in patterns
-                ):
-                    continue
-                is_output = (
-                    module is model and isinstance(model, nn.Sequential) and child is model[-1]
-                )
-                if not is_output:
-                    targets.append((module, child_name, child))
-        if not targets:
-            raise ConfigError(
-                f"The 'layers' parameter of Dropout matched no activation module of the model. "
-                f"Got {self._config['layers']!r}; activations are found among modules of types "
-                f"{', '.join(t.__name__ for t in ACTIVATIONS[:6])}, ..."
-            )
-        for parent, child_name, child in targets:
-            layer = DropoutLayer(self.p)
-            self.inserted.append(layer)
-            setattr(parent, child_name, _AfterActivation(child, layer))
-        return model
+class ChannelDropoutLayer(_DropLayer):
+    """A module around :func:`channel_dropout` (whole channels of each sample).
 
-    def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
-        if not self.inserted:
-            raise ConfigError(
-                "The 'model' parameter of Dropout.attach must be a model returned by "
-                "Dropout.transform_model. Got a model with no dropout inserted."
-            )
-        for layer in self.inserted:
-            layer.generator = generator
+    Example:
+        >>> layer = ChannelDropoutLayer(0.1)
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_dropout(x, self.p, self.training, self.generator)
+
+
+class GaussianDropoutLayer(_DropLayer):
+    """A module around :func:`gaussian_dropout` (multiplicative ``N(1, p/(1-p))`` noise).
+
+    Example:
+        >>> layer = GaussianDropoutLayer(0.3)
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gaussian_dropout(x, self.p, self.training, self.generator)
+
+
+class AlphaDropoutLayer(_DropLayer):
+    """A module around :func:`alpha_dropout`, for SELU networks.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.SELU(), AlphaDropoutLayer(0.05))
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return alpha_dropout(x, self.p, self.training, self.generator)
+
+
+class DropPathLayer(_DropLayer):
+    """A module around :func:`drop_path`; put it at the end of a residual branch.
+
+    Example:
+        >>> branch = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), DropPathLayer(0.1))
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training, self.generator)
+
+
+class DropBlockLayer(_DropLayer):
+    """A module around :func:`drop_block`, for ``(N, C, H, W)`` feature maps.
+
+    Example:
+        >>> layer = DropBlockLayer(0.1, block_size=3)
+    """
+
+    def __init__(
+        self,
+        p: float | torch.Tensor = 0.1,
+        block_size: int = 3,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(p, generator)
+        check_param("DropBlockLayer", "block_size", block_size, BLOCK_CONSTRAINT)
+        self.block_size = block_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_block(x, self.p, self.block_size, self.training, self.generator)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, block_size={self.block_size}"
+
+
+class DropConnectLinear(nn.Linear):
+    """An ``nn.Linear`` whose weights go through :func:`drop_connect` in training.
+
+    Built from an existing layer with :meth:`from_linear`, it *shares* that layer's ``weight``
+    and ``bias`` parameters, so parameter names and an optimizer built earlier stay valid.
+
+    Example:
+        >>> layer = DropConnectLinear.from_linear(nn.Linear(8, 4), p=0.5)
+    """
+
+    p: float | torch.Tensor = 0.5
+    generator: torch.Generator | None = None
+
+    @classmethod
+    def from_linear(
+        cls, linear: nn.Linear, p: float | torch.Tensor, generator: torch.Generator | None = None
+    ) -> DropConnectLinear:
+        """A DropConnect layer sharing ``linear``'s parameters."""
+        check_param("DropConnectLinear", "p", p, P_CONSTRAINT)
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.in_features, layer.out_features = linear.in_features, linear.out_features
+        layer.weight = linear.weight
+        layer.bias = linear.bias
+        layer.p, layer.generator = p, generator
+        layer.train(linear.training)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = drop_connect(self.weight, self.p, self.training, self.generator)
+        return F.linear(x, w, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", p={self.p}"
+
+
+#: Modules that :func:`mc_predict` keeps stochastic at inference.
+STOCHASTIC = (_DropLayer, DropConnectLinear, nn.modules.dropout._DropoutNd)
+
+
+class MCPrediction(NamedTuple):
+    """What :func:`mc_predict` returns: the mean and the standard deviation over samples."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+@torch.no_grad()
+def mc_predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    samples: int = 30,
+    *,
+    probabilities: bool = True,
+    generator: torch.Generator | None = None,
+) -> MCPrediction:
+    """Monte-Carlo dropout: predict ``samples`` times with the dropout family switched on and
+    everything else (BatchNorm statistics included) in eval mode; return the mean prediction and
+    its spread. Gal and Ghahramani 2016, https://arxiv.org/abs/1506.02142.
+
+    Args:
+        model: a model holding dropout modules (reglab's, ``DropConnectLinear`` or
+            ``torch.nn.Dropout*``); its training modes are restored afterwards.
+        x: the inputs.
+        samples: number of stochastic forward passes, ``>= 2``.
+        probabilities: apply softmax to each pass (classification); False averages the raw
+            outputs (regression).
+        generator: randomness for reglab's dropout modules (``torch.nn.Dropout`` draws from the
+            global RNG).
+
+    Returns:
+        :class:`MCPrediction` ``(mean, std)``, each shaped like one model output.
+
+    Raises:
+        ConfigError: for ``samples < 2`` or a model without dropout modules.
+
+    Example:
+        >>> mean, std = reglab.mc_predict(model, x_test, samples=50)
+        >>> uncertain = std.gather(1, mean.argmax(1, keepdim=True))
+    """
+    check_param("mc_predict", "samples", samples, Interval(int, 2, None))
+    stochastic = [m for m in model.modules() if isinstance(m, STOCHASTIC)]
+    if not stochastic:
+        raise ConfigError(
+            "The 'model' parameter of mc_predict must hold dropout modules (e.g. inserted by "
+            "reglab.Dropout). Got a model without any, whose predictions would not vary."
+        )
+    modes = [(m, m.training) for m in model.modules()]
+    generators = [(m, getattr(m, "generator", None)) for m in stochastic]
+    try:
+        model.eval()
+        for m in stochastic:
+            m.train()
+            if generator is not None and hasattr(m, "generator"):
+                m.generator = generator
+        total = sq = None
+        for _ in range(samples):
+            out = model(x)
+            out = out.softmax(-1) if probabilities else out
+            total = out.clone() if total is None else total.add_(out)
+            sq = out * out if sq is None else sq.add_(out * out)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for m, g in generators:
+            if hasattr(m, "generator"):
+                m.generator = g
+    mean = total / samples
+    var = (sq / samples - mean * mean).clamp_min_(0) * (samples / (samples - 1))
+    return MCPrediction(mean, var.sqrt())

@@ -157,6 +157,7 @@ class _ElementwisePenalty(_ParamRegularizer):
         self._l1_number, self._l2_number = _number(l1), _number(l2)
         self._prox_l1 = proximal and l1 is not None
         self._grad_l1 = not proximal and l1 is not None
+        self.gradient_role = "adds" if self._l2 is not None or self._grad_l1 else ""
 
     def _needs_lr(self) -> bool:
         return self._prox_l1
@@ -332,6 +333,7 @@ class GroupLasso(_ParamRegularizer):
     ) -> None:
         self._strength = _tensor(strength)
         self._proximal = method == "proximal"
+        self.gradient_role = "" if self._proximal else "adds"
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         super().attach(model, optimizer, num_classes=num_classes, generator=generator)

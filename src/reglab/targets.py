@@ -1,4 +1,4 @@
-"""Soft targets: label smoothing."""
+"""Soft targets and output penalties: label smoothing, the confidence penalty."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import torch
 
 from .core import ConfigError, Interval, Regularizer
 
-__all__ = ["LabelSmoothing", "resolve_num_classes", "smooth_labels", "soft_targets"]
+__all__ = [
+    "ConfidencePenalty",
+    "LabelSmoothing",
+    "confidence_penalty",
+    "resolve_num_classes",
+    "smooth_labels",
+    "soft_targets",
+]
 
 
 def soft_targets(
@@ -82,3 +89,47 @@ class LabelSmoothing(Regularizer):
 
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x, smooth_labels(y, self.eps, self._classes)
+
+
+def confidence_penalty(logits: torch.Tensor) -> torch.Tensor:
+    """The mean negative entropy of the predicted distributions, ``-mean_i H(softmax(z_i))``,
+    with ``H(p) = -sum_k p_k log p_k``: lowest (``-log K``) for uniform predictions, 0 for
+    one-hot ones. Pereyra et al. 2017, https://arxiv.org/abs/1701.06548.
+
+    Args:
+        logits: ``(B, K)`` unnormalized scores.
+
+    Returns:
+        A scalar tensor, differentiable.
+
+    Example:
+        >>> confidence_penalty(torch.zeros(1, 4))  # uniform: -log 4
+        tensor(-1.3863)
+    """
+    log_p = torch.log_softmax(logits, dim=-1)
+    return (log_p.exp() * log_p).sum(-1).mean()
+
+
+class ConfidencePenalty(Regularizer):
+    """Penalize confident output distributions: ``loss + beta * (-H(softmax(logits)))``, the
+    batch mean of the negative entropy (:func:`confidence_penalty`). Pereyra et al. 2017,
+    https://arxiv.org/abs/1701.06548. Works on the raw model output, so it needs a classifier
+    whose output is logits.
+
+    Args:
+        beta: strength, ``>= 0``; Pereyra et al. use 0.1 to 2.
+
+    Raises:
+        ConfigError: for ``beta < 0``.
+
+    Example:
+        >>> recipe = reglab.chain(reglab.ConfidencePenalty(0.5))
+    """
+
+    constraints = {"beta": Interval(float, 0, None)}
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+
+    def on_loss(self, loss: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return loss + self.beta * confidence_penalty(output)

@@ -42,9 +42,11 @@ def test_compare_end_to_end_writes_csv_report_and_plots(tmp_path, capsys):
         ("val", "accuracy"),
         ("test", "accuracy"),
         ("test", "loss"),
+        ("test", "ece"),
         ("model", "zero_fraction"),
         ("model", "weight_l2"),
     } <= final
+    assert not any(m.startswith("mc_") for _, m in final)  # no dropout in these recipes
     curves = {(r["split"], r["metric"]) for r in rows if r["epoch"] == "1"}
     assert {
         ("train", "loss"),
@@ -55,8 +57,9 @@ def test_compare_end_to_end_writes_csv_report_and_plots(tmp_path, capsys):
     } <= curves
     assert all(float(r["value"]) == float(r["value"]) for r in rows)  # no NaN
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 4 and "<table>" in report
-    for name in ("curves", "effects", "weights", "sparsity"):
+    assert report.count("data:image/png;base64,") == 5 and "<table>" in report
+    assert "Reliability diagram" in report and "Calibration and uncertainty" in report
+    for name in ("curves", "effects", "weights", "sparsity", "reliability"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "trials").glob("*.json"))) == 6
     assert (out / "summary.csv").read_text().startswith("recipe,n,train acc")
@@ -267,6 +270,23 @@ def test_recipes_lists_builtins_and_regularizer_arguments(capsys):
         "patience",
     ):
         assert name in out
+    from reglab import Regularizer
+
+    for name, cls in Regularizer.registry.items():
+        if cls.__module__.startswith("reglab.") and name != "Chain":
+            assert name in out, f"{name} missing from `reglab recipes`"
+
+
+def test_every_builtin_regularizer_but_replace_norm_has_a_builtin_recipe():
+    from reglab import Regularizer
+    from reglab.lab.recipes import BUILTIN_RECIPES
+
+    used = {s["type"] for _, specs in BUILTIN_RECIPES.values() for s in specs}
+    builtin = {n for n, c in Regularizer.registry.items() if c.__module__.startswith("reglab.")} - {
+        "Chain"
+    }
+    # ReplaceNorm needs a model that has norm layers, which no lab model has
+    assert builtin - used == {"ReplaceNorm"}
 
 
 def test_sparse_regression_example_recovers_the_informative_features(tmp_path, capsys):
@@ -379,3 +399,62 @@ def test_a_diverging_recipe_is_reported_and_the_study_carries_on(tmp_path, capsy
     rows = read_results(tmp_path / "o")
     assert all(float(r["value"]) == float(r["value"]) for r in rows)
     assert "diverged" in (tmp_path / "o" / "report.html").read_text()
+
+
+def _statuses(folder):
+    return {(t["recipe"], t["status"]) for t in csv.DictReader((folder / "trials.csv").open())}
+
+
+def test_dropout_family_recipes_run_on_their_models_with_mc_dropout(tmp_path, capsys):
+    cases = [
+        (["--model", "cnn", "--recipes", "channel_dropout,drop_block"], "cnn"),
+        (["--model", "resmlp", "--widths", "32,32,32", "--recipes", "drop_path,dropconnect"], "r"),
+        (["--activation", "selu", "--recipes", "alpha_dropout,gaussian_dropout"], "selu"),
+    ]
+    for args, name in cases:
+        code, _, err = run(["compare", *args, *TINY, "--out", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        statuses = _statuses(tmp_path / name)
+        assert {s for _, s in statuses} == {"completed"}, statuses
+        metrics = {(r["recipe"], r["metric"]) for r in read_results(tmp_path / name)}
+        for recipe in {r for r, _ in statuses}:
+            for m in ("ece", "mc_accuracy", "mc_ece", "mc_std", "mc_loss"):
+                assert (recipe, m) in metrics
+        assert "MC accuracy" in (tmp_path / name / "report.html").read_text()
+    code, _, err = run(
+        ["compare", "--recipes", "drop_block", *TINY, "--out", str(tmp_path / "x")], capsys
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "DropBlock matched no activation module after a convolution" in err
+
+
+def test_structure_clipping_and_penalty_recipes_run(tmp_path, capsys):
+    recipes = "batch_norm,layer_norm,weight_norm,spectral_norm,confidence_penalty,clip_value,agc"
+    code, stdout, err = run(
+        ["compare", "--recipes", recipes, *TINY, "--out", str(tmp_path)], capsys
+    )
+    assert code == 0, err
+    assert {s for _, s in _statuses(tmp_path)} == {"completed"}
+    assert "test ECE" in stdout
+
+
+def test_averaging_recipes_report_averaged_and_raw_weights(tmp_path, capsys):
+    study = tmp_path / "study.toml"
+    study.write_text(
+        "train_size = 60\nepochs = 4\nseeds = 2\nworkers = 1\n"
+        '[recipes]\nbaseline = []\nema = "ema"\nswa = [{ type = "SWA", start = 2 }]\n'
+    )
+    code, _, err = run(["compare", "--config", str(study), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    rows = read_results(tmp_path / "o")
+    raw = {(r["recipe"], r["seed"]) for r in rows if r["split"] == "test_raw"}
+    assert raw == {("ema", "0"), ("ema", "1"), ("swa", "0"), ("swa", "1")}
+    values = {
+        (r["recipe"], r["seed"], r["split"]): r["value"]
+        for r in rows
+        if r["epoch"] == "final" and r["metric"] == "loss"
+    }
+    # averaged and raw weights are different models
+    assert values[("swa", "0", "test")] != values[("swa", "0", "test_raw")]
+    report = (tmp_path / "o" / "report.html").read_text()
+    assert "Weight averaging" in report and "Δ averaged − raw" in report

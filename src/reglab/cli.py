@@ -28,8 +28,11 @@ def cli() -> None:
     "sparse_regression, polynomial, or a .csv/.npz file.",
 )
 @click.option("--target", help="Target column of a CSV file.")
-@click.option("--model", help="mlp (default), cnn (image data) or linear.")
+@click.option(
+    "--model", help="mlp (default), resmlp (residual blocks), cnn (image data) or linear."
+)
 @click.option("--widths", help="Hidden widths of the MLP, e.g. 256,256.")
+@click.option("--activation", help="relu (default), gelu, tanh, silu, elu, leaky_relu or selu.")
 @click.option("--recipes", help="Comma-separated recipe names (see `reglab recipes`).")
 @click.option("--seeds", type=int, help="Number of seeds (default 3).")
 @click.option("--epochs", type=int, help="Epochs per trial (default 150).")

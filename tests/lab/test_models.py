@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import reglab
 from reglab import ConfigError
 from reglab.lab.models import build_model
 
@@ -39,8 +40,23 @@ def test_cnn_needs_images_and_names_are_checked():
         build_model("cnn", 30, 2)
     with pytest.raises(
         ConfigError,
-        match="'model' parameter of compare must be one of 'mlp', 'cnn', 'linear'. Got 'resnet'.",
+        match="'model' parameter of compare must be one of 'mlp', 'cnn', 'linear', 'resmlp'. "
+        "Got 'resnet'.",
     ):
         build_model("resnet", 30, 2)
     with pytest.raises(ConfigError, match="'widths' parameter of compare must be a list of ints"):
         build_model("mlp", 30, 2, widths=[0])
+
+
+def test_resmlp_has_residual_blocks_and_needs_equal_widths():
+    model = build_model("resmlp", 10, 3, widths=(16, 16, 16))
+    blocks = [m for m in model.modules() if isinstance(m, reglab.Residual)]
+    assert len(blocks) == 2 and model(torch.randn(4, 10)).shape == (4, 3)
+    with pytest.raises(reglab.ConfigError, match="'widths' parameter of compare must be one or"):
+        build_model("resmlp", 10, 3, widths=(16, 32))
+
+
+def test_selu_uses_lecun_normal_init():
+    model = build_model("mlp", 400, 3, widths=(400,), activation="selu", seed=1)
+    assert isinstance(model[1], torch.nn.SELU)
+    assert model[0].weight.std().item() == pytest.approx(400**-0.5, rel=0.02)

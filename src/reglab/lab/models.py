@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..core import Choice, ConfigError, Interval, Predicate, check_param
+from ..structure import Residual
 
 __all__ = ["MODELS", "build_model"]
 
@@ -15,6 +16,8 @@ MODELS = {
     "mlp": "fully connected network; hidden widths, activation and init are settings",
     "cnn": "two 3x3 convolutions, max-pooling and a hidden layer; needs image data (digits)",
     "linear": "linear (regression) or logistic (classification) model",
+    "resmlp": "MLP whose hidden layers after the first are residual blocks (for DropPath); "
+    "equal hidden widths",
 }
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -23,16 +26,20 @@ _ACTIVATIONS = {
     "silu": nn.SiLU,
     "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU,
+    "selu": nn.SELU,
 }
 _INITS = ("he", "xavier", "orthogonal", "torch")
 
 
 def _init_weights(model: nn.Module, init: str, activation: str) -> None:
-    gain_name = "relu" if activation in ("relu", "gelu", "silu", "elu", "leaky_relu") else "tanh"
+    relu_like = ("relu", "gelu", "silu", "elu", "leaky_relu")
+    gain_name = "relu" if activation in relu_like else "selu" if activation == "selu" else "tanh"
     for module in model.modules():
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             continue
-        if init == "he":
+        if init == "he" and activation == "selu":  # LeCun normal, as self-normalizing nets need
+            nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
+        elif init == "he":
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         elif init == "xavier":
             nn.init.xavier_uniform_(module.weight, gain=nn.init.calculate_gain(gain_name))
@@ -67,22 +74,22 @@ def build_model(
     """Build a lab model with weights drawn from ``seed`` (global RNG state is left as it was).
 
     Args:
-        name: ``'mlp'``, ``'cnn'`` or ``'linear'``.
+        name: ``'mlp'``, ``'resmlp'``, ``'cnn'`` or ``'linear'``.
         in_features: number of (flattened) input features.
         out_features: classes, or 1 for regression.
         seed: the initial weights depend on it alone.
         widths: hidden widths of the MLP (empty: no hidden layer).
-        activation: one of relu, gelu, tanh, silu, elu, leaky_relu.
-        init: ``'he'``, ``'xavier'``, ``'orthogonal'`` or ``'torch'`` (PyTorch's default);
-            biases start at zero except with ``'torch'``.
+        activation: one of relu, gelu, tanh, silu, elu, leaky_relu, selu.
+        init: ``'he'`` (LeCun normal for selu), ``'xavier'``, ``'orthogonal'`` or ``'torch'``
+            (PyTorch's default); biases start at zero except with ``'torch'``.
         image_shape: ``(C, H, W)`` of the flattened inputs; required by ``'cnn'``.
 
     Returns:
         An ``nn.Sequential`` that takes ``(B, in_features)`` inputs.
 
     Raises:
-        ConfigError: for an unknown name, activation or init, bad widths, or ``'cnn'``
-            without image data.
+        ConfigError: for an unknown name, activation or init, bad widths, ``'cnn'``
+            without image data, or ``'resmlp'`` with unequal or no hidden widths.
     """
     check_param("compare", "model", name, Choice(*MODELS))
     check_param("compare", "activation", activation, Choice(*_ACTIVATIONS))
@@ -101,6 +108,17 @@ def build_model(
                 layers += [nn.Linear(width, w), act()]
                 width = w
             model = nn.Sequential(*layers, nn.Linear(width, out_features))
+        elif name == "resmlp":
+            if not widths or len(set(widths)) != 1:
+                raise ConfigError(
+                    "The 'widths' parameter of compare must be one or more equal widths for "
+                    f"'resmlp' (residual blocks keep the width). Got {list(widths)!r}."
+                )
+            w = widths[0]
+            blocks = [Residual(nn.Sequential(nn.Linear(w, w), act())) for _ in widths[1:]]
+            model = nn.Sequential(
+                nn.Linear(in_features, w), act(), *blocks, nn.Linear(w, out_features)
+            )
         else:
             if image_shape is None:
                 raise ConfigError(

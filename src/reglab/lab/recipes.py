@@ -50,6 +50,10 @@ BUILTIN_RECIPES: dict[str, tuple[str, Spec]] = {
     ),
     "dropout": ("inverted dropout after every hidden activation", [{"type": "Dropout", "p": 0.5}]),
     "noise": ("Gaussian noise on the standardized inputs", [{"type": "GaussianNoise", "std": 1.0}]),
+    "feature_dropout": (
+        "dropout on the inputs: each input value zeroed with probability 0.2",
+        [{"type": "FeatureDropout", "p": 0.2}],
+    ),
     "label_smoothing": (
         "soft targets (1-eps)*onehot + eps/K",
         [{"type": "LabelSmoothing", "eps": 0.1}],
@@ -72,6 +76,63 @@ BUILTIN_RECIPES: dict[str, tuple[str, Spec]] = {
         [{"type": "Cutout", "size": 3}],
     ),
     "clip": ("global gradient-norm clipping at 1.0", [{"type": "ClipGradNorm", "max_norm": 1.0}]),
+    "clip_value": (
+        "element-wise gradient clipping at 0.01",
+        [{"type": "ClipGradValue", "value": 0.01}],
+    ),
+    "agc": (
+        "unit-wise adaptive gradient clipping: gradient norm <= 0.01 x weight norm",
+        [{"type": "AdaptiveClip", "clip_factor": 0.01}],
+    ),
+    "gaussian_dropout": (
+        "multiplicative N(1, p/(1-p)) noise after every hidden activation",
+        [{"type": "GaussianDropout", "p": 0.5}],
+    ),
+    "alpha_dropout": (
+        "alpha dropout for SELU networks (use --activation selu)",
+        [{"type": "AlphaDropout", "p": 0.1}],
+    ),
+    "dropconnect": (
+        "DropConnect: a fresh mask on the hidden layers' weights every batch",
+        [{"type": "DropConnect", "p": 0.5}],
+    ),
+    "drop_path": (
+        "stochastic depth: each residual branch dropped per sample (--model resmlp)",
+        [{"type": "DropPath", "p": 0.2}],
+    ),
+    "channel_dropout": (
+        "spatial dropout of whole feature maps after each convolution (--model cnn)",
+        [{"type": "ChannelDropout", "p": 0.1}],
+    ),
+    "drop_block": (
+        "DropBlock: 3x3 regions of the feature maps dropped (--model cnn)",
+        [{"type": "DropBlock", "p": 0.1, "block_size": 3}],
+    ),
+    "batch_norm": (
+        "BatchNorm after every hidden layer",
+        [{"type": "InsertNorm", "kind": "batch"}],
+    ),
+    "layer_norm": (
+        "LayerNorm after every hidden layer",
+        [{"type": "InsertNorm", "kind": "layer"}],
+    ),
+    "weight_norm": ("weight normalization of every layer", [{"type": "WeightNorm"}]),
+    "spectral_norm": (
+        "spectral normalization: every layer's largest singular value kept at 1",
+        [{"type": "SpectralNorm"}],
+    ),
+    "confidence_penalty": (
+        "loss - 0.5 x entropy of the predictions: penalizes over-confidence",
+        [{"type": "ConfidencePenalty", "beta": 0.5}],
+    ),
+    "ema": (
+        "exponential moving average of the weights (decay 0.99), swapped in at the end",
+        [{"type": "EMA", "decay": 0.99}],
+    ),
+    "swa": (
+        "stochastic weight averaging of the epoch-end weights from epoch 75 on",
+        [{"type": "SWA", "start": 75}],
+    ),
     "combined": (
         "dropout, L2 and early stopping together",
         [
@@ -96,7 +157,7 @@ DEFAULT_PANEL = (
 )
 
 #: Recipes that only make sense for classification; left out of default regression panels.
-CLASSIFICATION_ONLY = ("label_smoothing", "mixup", "cutmix")
+CLASSIFICATION_ONLY = ("label_smoothing", "mixup", "cutmix", "confidence_penalty")
 #: Recipes for image data; the default panel gains them when the data are images.
 IMAGE_PANEL = ("augment",)
 

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .calibration import averaging_html, plot_reliability, uncertainty_html
 from .results import RESULT_COLUMNS, label, primary_metric, summary_rows
 from .stats import RecipeSummary
 
@@ -162,8 +163,8 @@ def write_plots(
     out: Path,
     baseline: str = "baseline",
 ) -> list[Path]:
-    """Write ``curves.png``, ``effects.png``, ``weights.png`` and ``sparsity.png`` into
-    ``out/plots``."""
+    """Write ``curves.png``, ``effects.png``, ``weights.png``, ``sparsity.png`` and, for
+    classification, ``reliability.png`` into ``out/plots``."""
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     names = ("curves", "effects", "weights", "sparsity")
@@ -172,6 +173,8 @@ def write_plots(
     plot_effects(summary, task, paths[1], baseline)
     plot_weights(results, paths[2])
     plot_sparsity(results, paths[3])
+    if plot_reliability(results, folder / "reliability.png"):
+        paths.append(folder / "reliability.png")
     return paths
 
 
@@ -293,6 +296,9 @@ number of recipes). The gap is train − test {esc(primary_metric(task))}.</p>
 <h2>Weights</h2>{_img(plots[2])}
 <h2>Sparsity</h2>{_img(plots[3])}
 {_features_html(results)}
+{uncertainty_html(results, task)}
+{"<h2>Reliability diagram</h2>" + _img(plots[4]) if len(plots) > 4 else ""}
+{averaging_html(results, task)}
 <h2>Recipes</h2><ul>{recipe_html}</ul>
 <h2>Settings</h2><ul>{settings_html}</ul>
 <h2>Trials</h2><table><tr><th>recipe</th><th>seed</th><th>status</th><th>epochs</th>

@@ -85,6 +85,7 @@ def per_trial_figures(results: Iterable[Mapping[str, Any]], task: str) -> list[d
                 f"val_{m}": final.get("val", {}).get(m, nan),
                 f"test_{m}": test,
                 "test_loss": final.get("test", {}).get("loss", nan),
+                "test_ece": final.get("test", {}).get("ece", nan),
                 "gap": train - test,
                 "zero_fraction": model.get("zero_fraction", nan),
                 "weight_l2": model.get("weight_l2", nan),
@@ -104,6 +105,7 @@ def table_metrics(task: str) -> tuple[list[str], list[str]]:
             f"test_{m}",
             "test_loss",
             "gap",
+            *(["test_ece"] if task == "classification" else []),
             "zero_fraction",
             "weight_l2",
             "epochs",
@@ -128,6 +130,7 @@ _LABELS = {
     "val_r2": "val R²",
     "test_r2": "test R²",
     "test_loss": "test loss",
+    "test_ece": "test ECE",
     "gap": "gap (train−test)",
     "zero_fraction": "zeros",
     "weight_l2": "‖w‖₂",
@@ -176,7 +179,10 @@ def rich_tables(summary: Sequence[RecipeSummary], task: str) -> list[Table]:
     second = Table(title="The trained model", box=box.SIMPLE_HEAD)
     for col in ("recipe", "n", "train", "val", "test", "gap", "Δ test", "Δ gap"):
         first.add_column(col, justify="left" if col == "recipe" else "right", no_wrap=True)
-    for col in ("recipe", "test loss", "zero weights", "‖w‖₂", "epochs"):
+    model_columns = ["recipe", "test loss", "zero weights", "‖w‖₂", "epochs"]
+    if task == "classification":
+        model_columns.insert(2, "test ECE")
+    for col in model_columns:
         second.add_column(col, justify="left" if col == "recipe" else "right", no_wrap=True)
 
     def est(s: RecipeSummary, key: str, digits: int = 3) -> str:
@@ -200,6 +206,7 @@ def rich_tables(summary: Sequence[RecipeSummary], task: str) -> list[Table]:
         second.add_row(
             s.recipe,
             est(s, "test_loss"),
+            *([est(s, "test_ece")] if task == "classification" else []),
             est(s, "zero_fraction"),
             est(s, "weight_l2", 1),
             est(s, "epochs", 1),

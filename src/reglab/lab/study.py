@@ -28,6 +28,7 @@ import torch
 from .. import __version__
 from ..core import Choice, ConfigError, Interval, Predicate, check_param
 from ..train import evaluate, fit
+from .calibration import raw_weight_metrics, uncertainty_figures
 from .data import BUILTIN_DATASETS, Dataset, dataset_task, load_dataset
 from .inspect import model_figures
 from .models import build_model
@@ -212,7 +213,10 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         ``seconds``, ``history`` (per-epoch records), ``final`` (split -> metrics of the final
         model, after any restore), ``model`` (sparsity and norms, overall and per layer; inputs
         kept), ``histogram`` and ``features`` (names of the inputs still used, or None); see
-        :func:`reglab.lab.inspect.model_figures`.
+        :func:`reglab.lab.inspect.model_figures`. ``final['test']`` also holds calibration
+        and Monte-Carlo dropout figures and ``calibration`` the reliability counts (see
+        :func:`reglab.lab.calibration.uncertainty_figures`); ``final['test_raw']`` holds the
+        raw weights' test metrics of a recipe with weight averaging.
     """
     settings = {k: json.loads(v) for k, v in trial.settings}
     started = time.perf_counter()
@@ -244,6 +248,13 @@ def run_trial(trial: Trial) -> dict[str, Any]:
                 ("test", data.x_test, data.y_test),
             )
         }
+        extra, bins = uncertainty_figures(
+            final_model, data.x_test, data.y_test, data.task, trial.seed
+        )
+        final["test"].update(extra)
+        raw = raw_weight_metrics(recipe, final_model, data.x_test, data.y_test, data.task)
+        if raw is not None:
+            final["test_raw"] = raw
         inspected = model_figures(final_model, data)
         finite = all(math.isfinite(v) for m in final.values() for k, v in m.items() if k != "r2")
         result.update(
@@ -255,6 +266,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             model=inspected["figures"] if finite else {},
             histogram=inspected["histogram"] if finite else {},
             features=inspected.get("features") if finite else None,
+            calibration=bins if finite else None,
         )
     except ConfigError as exc:
         result.update(

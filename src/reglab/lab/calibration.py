@@ -1,0 +1,261 @@
+"""Calibration, Monte-Carlo dropout uncertainty and weight averaging, measured on a trained
+model, and their plot and report sections.
+
+Every classification trial gets the expected calibration error (ECE) of its test predictions
+and the counts of a reliability diagram; a model that holds dropout modules also gets
+Monte-Carlo dropout figures (:func:`reglab.mc_predict`); a recipe with weight averaging gets the
+test metrics of its raw (not averaged) weights.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import Regularizer
+from ..dropout import STOCHASTIC, mc_predict
+from ..train import evaluate
+from .results import primary_metric
+from .stats import mean_ci, paired_test
+
+__all__ = [
+    "BINS",
+    "MC_SAMPLES",
+    "calibration_bins",
+    "expected_calibration_error",
+    "plot_reliability",
+    "raw_weight_metrics",
+    "uncertainty_figures",
+]
+
+#: Equal-width confidence bins of the reliability diagram and the ECE (as Guo et al. 2017).
+BINS = 15
+#: Forward passes of Monte-Carlo dropout per test set.
+MC_SAMPLES = 30
+
+
+def calibration_bins(probs: torch.Tensor, y: torch.Tensor, bins: int = BINS) -> dict[str, list]:
+    """Per confidence bin ``((k-1)/bins, k/bins]``: the number of samples, the sum of their
+    confidences (top-class probability) and the number predicted correctly.
+
+    Returns:
+        ``{"counts": [...], "confidence": [...], "correct": [...]}``, sums that add across seeds.
+    """
+    conf, pred = probs.max(1)
+    idx = (torch.ceil(conf * bins).long() - 1).clamp(0, bins - 1)
+    return {
+        "counts": torch.bincount(idx, minlength=bins).tolist(),
+        "confidence": torch.bincount(idx, conf.double(), minlength=bins).tolist(),
+        "correct": torch.bincount(idx, (pred == y).double(), minlength=bins).tolist(),
+    }
+
+
+def _ece(b: Mapping[str, Sequence[float]]) -> float:
+    n = sum(b["counts"])
+    gaps = (abs(c - s) for c, s in zip(b["correct"], b["confidence"], strict=True))
+    return float(sum(gaps) / n) if n else float("nan")
+
+
+def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, bins: int = BINS) -> float:
+    """ECE: ``sum_k |B_k|/n * |accuracy(B_k) - confidence(B_k)|`` over equal-width confidence
+    bins. Guo et al. 2017, https://arxiv.org/abs/1706.04599.
+
+    Args:
+        probs: ``(n, K)`` predicted class probabilities.
+        y: ``(n,)`` true classes.
+        bins: number of bins.
+
+    Returns:
+        The ECE in ``[0, 1]``; 0 for a perfectly calibrated model.
+
+    Example:
+        >>> expected_calibration_error(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]))
+        0.25
+    """
+    return _ece(calibration_bins(probs, y, bins))
+
+
+@torch.no_grad()
+def uncertainty_figures(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, seed: int
+) -> tuple[dict[str, float], dict[str, list] | None]:
+    """Test-set calibration and, for models with dropout, Monte-Carlo dropout figures.
+
+    Returns:
+        ``(metrics, bins)``. Classification: ``ece``; with dropout also ``mc_accuracy``,
+        ``mc_loss`` (NLL of the mean probabilities), ``mc_ece`` and ``mc_std`` (mean spread of
+        the predicted class's probability). Regression with dropout: ``mc_loss`` (MSE of the
+        mean) and ``mc_std``. ``bins`` are the reliability counts (None for regression).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x)
+    finally:
+        model.train(was_training)
+    metrics: dict[str, float] = {}
+    bins = None
+    if task == "classification":
+        bins = calibration_bins(out.softmax(-1), y)
+        metrics["ece"] = _ece(bins)
+    if any(isinstance(m, STOCHASTIC) for m in model.modules()):
+        generator = torch.Generator().manual_seed(seed)
+        classify = task == "classification"
+        mean, std = mc_predict(model, x, MC_SAMPLES, probabilities=classify, generator=generator)
+        if classify:
+            pred = mean.argmax(1)
+            metrics["mc_accuracy"] = float((pred == y).double().mean())
+            metrics["mc_loss"] = float(F.nll_loss(mean.clamp_min(1e-12).log(), y))
+            metrics["mc_ece"] = expected_calibration_error(mean, y)
+            metrics["mc_std"] = float(std.gather(1, pred[:, None]).mean())
+        else:
+            target = y.to(mean.dtype).reshape(mean.shape)
+            metrics["mc_loss"] = float(F.mse_loss(mean, target))
+            metrics["mc_std"] = float(std.mean())
+    return metrics, bins
+
+
+def raw_weight_metrics(
+    recipe: Regularizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
+) -> dict[str, float] | None:
+    """Test metrics of the raw weights of a recipe whose weight averaging (EMA, SWA) swapped
+    its average in; None when no averaging is in. The averages are swapped back afterwards."""
+    members = getattr(recipe, "regularizers", (recipe,))
+    averaged = [r for r in members if getattr(r, "averaged_in", False)]
+    if not averaged:
+        return None
+    for reg in averaged:
+        reg.swap()
+    try:
+        return evaluate(model, (x, y), task)
+    finally:
+        for reg in reversed(averaged):
+            reg.swap()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _pooled_bins(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for r in results:
+        b = r.get("calibration")
+        if not b:
+            continue
+        pooled = out.setdefault(r["recipe"], {k: np.zeros(len(v)) for k, v in b.items()})
+        for k, v in b.items():
+            pooled[k] += np.asarray(v, dtype=float)
+    return out
+
+
+def plot_reliability(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    """Reliability diagram: accuracy against confidence per bin, pooled over seeds, one line
+    per recipe, with the diagonal of perfect calibration. Returns False (and writes nothing)
+    when no trial has calibration counts."""
+    pooled = _pooled_bins(results)
+    if not pooled:
+        return False
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(6.5, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    colors = plt.get_cmap("tab10" if len(pooled) <= 10 else "tab20").colors
+    ax.set_prop_cycle(color=colors)
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+    for recipe, b in pooled.items():
+        seen = b["counts"] > 0
+        conf = b["confidence"][seen] / b["counts"][seen]
+        acc = b["correct"][seen] / b["counts"][seen]
+        ece = _ece({k: v.tolist() for k, v in b.items()})
+        line = ax.plot(
+            conf, acc, marker="o", ms=3, lw=1.2, label=f"{recipe} (pooled ECE {ece:.3f})"
+        )
+        centers = (np.arange(len(b["counts"])) + 0.5) / len(b["counts"])
+        hist.plot(centers, b["counts"] / b["counts"].sum(), color=line[0].get_color(), lw=1)
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title("Reliability diagram (test set, pooled over seeds)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    hist.set_xlabel("confidence (top-class probability)")
+    hist.set_ylabel("share of samples")
+    hist.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _mean(trials: Sequence[Mapping[str, Any]], split: str, metric: str) -> str:
+    values = [t["final"][split][metric] for t in trials if metric in t["final"].get(split, {})]
+    return mean_ci(values).format(3) if values else ""
+
+
+def _done(results: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list] = {}
+    for r in results:
+        if r.get("final"):
+            out.setdefault(r["recipe"], []).append(r)
+    return out
+
+
+def uncertainty_html(results: Sequence[Mapping[str, Any]], task: str) -> str:
+    """The report's calibration and MC-dropout table (empty when there is nothing to show)."""
+    groups = _done(results)
+    columns = [("test", "ece", "ECE")] if task == "classification" else []
+    if any("mc_std" in t["final"]["test"] for ts in groups.values() for t in ts):
+        if task == "classification":
+            columns += [("test", "mc_accuracy", "MC accuracy"), ("test", "mc_ece", "MC ECE")]
+        columns += [("test", "mc_loss", "MC loss"), ("test", "mc_std", "MC spread")]
+    if not columns:
+        return ""
+    head = "<tr><th>recipe</th>" + "".join(f"<th>{c[2]}</th>" for c in columns) + "</tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(recipe)}</td>"
+        + "".join(f"<td>{_mean(trials, s, m)}</td>" for s, m, _ in columns)
+        + "</tr>"
+        for recipe, trials in groups.items()
+    )
+    return (
+        "<h2>Calibration and uncertainty</h2><p>ECE: expected calibration error of the test "
+        f"predictions over {BINS} confidence bins (0 is perfect). For recipes with dropout, "
+        f"Monte-Carlo dropout averages {MC_SAMPLES} stochastic passes (dropout on, everything "
+        "else in eval mode); MC spread is the mean standard deviation of the predicted "
+        f"output across passes. Mean ± 95% CI over seeds.</p><table>{head}{body}</table>"
+    )
+
+
+def averaging_html(results: Sequence[Mapping[str, Any]], task: str) -> str:
+    """The report's table of averaged against raw weights, for recipes with EMA or SWA."""
+    m = primary_metric(task)
+    rows = ""
+    for recipe, trials in _done(results).items():
+        pairs = [t for t in trials if "test_raw" in t["final"]]
+        if not pairs:
+            continue
+        averaged = {t["seed"]: t["final"]["test"][m] for t in pairs}
+        raw = {t["seed"]: t["final"]["test_raw"][m] for t in pairs}
+        diff = paired_test(averaged, raw)
+        cls = ' class="sig"' if diff.significant else ""
+        rows += (
+            f"<tr><td>{html.escape(recipe)}</td><td>{mean_ci(list(averaged.values())).format()}"
+            f"</td><td>{mean_ci(list(raw.values())).format()}</td><td{cls}>{diff.format()}</td>"
+            "</tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        f"<h2>Weight averaging</h2><p>Test {m} of the averaged weights (what the recipe "
+        f"returns) and of the raw weights at the end of training, and their paired difference "
+        f"over seeds.</p><table><tr><th>recipe</th><th>averaged</th><th>raw</th>"
+        f"<th>Δ averaged − raw</th></tr>{rows}</table>"
+    )

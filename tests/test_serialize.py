@@ -47,3 +47,12 @@ def test_toml_errors_are_config_errors():
         reglab.recipe_from_toml('[[regularizers]]\ntype = "Lasso"\n')
     with pytest.raises(reglab.ConfigError, match="'p' parameter of Dropout"):
         reglab.recipe_from_toml('[[regularizers]]\ntype = "Dropout"\np = 2.0\n')
+
+
+def test_every_builtin_example_round_trips_through_toml():
+    from test_core import EXAMPLES
+
+    recipe = reglab.chain(*EXAMPLES)
+    loaded = reglab.recipe_from_toml(reglab.recipe_to_toml(recipe))
+    assert [type(r) for r in loaded.regularizers] == [type(r) for r in EXAMPLES]
+    assert [r.get_config() for r in loaded.regularizers] == [r.get_config() for r in EXAMPLES]

@@ -1,5 +1,6 @@
 """The lab: data, models, studies, statistics and reports, built on the public library."""
 
+from .calibration import calibration_bins, expected_calibration_error
 from .compare import compare, write_outputs
 from .data import BUILTIN_DATASETS, DataError, Dataset, load_dataset
 from .models import MODELS, build_model
@@ -16,7 +17,9 @@ __all__ = [
     "Dataset",
     "StudyConfig",
     "build_model",
+    "calibration_bins",
     "compare",
+    "expected_calibration_error",
     "load_dataset",
     "mean_ci",
     "paired_test",

@@ -206,3 +206,11 @@ def test_mc_predict_without_dropout_or_with_one_sample_is_a_config_error():
     model = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5))
     with pytest.raises(reglab.ConfigError, match="'samples' parameter of mc_predict"):
         reglab.mc_predict(model, torch.randn(2, 3), samples=1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_dilate_equals_max_pooling(k):
+    from reglab.dropout import _dilate
+
+    m = (torch.rand(3, 2, 9, 7, generator=_gen()) < 0.1).float()
+    assert torch.equal(_dilate(m, k), nn.functional.max_pool2d(m, k, stride=1))

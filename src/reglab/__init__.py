@@ -34,7 +34,6 @@ from .dropout import (
     DropoutLayer,
     DropPathLayer,
     GaussianDropoutLayer,
-    MCPrediction,
     alpha_dropout,
     channel_dropout,
     drop_block,
@@ -42,8 +41,8 @@ from .dropout import (
     drop_path,
     dropout,
     gaussian_dropout,
-    mc_predict,
 )
+from .mc_dropout import MCPrediction, mc_predict
 from .mixing import CutMix, Mixup, beta_sample, cutmix, mixup
 from .normalization import InsertNorm, ReplaceNorm, SpectralNorm, WeightNorm
 from .penalties import (

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Regularizer
-from ..dropout import STOCHASTIC, mc_predict
+from ..mc_dropout import STOCHASTIC, mc_predict
 from ..train import evaluate
 from .results import primary_metric
 from .stats import mean_ci, paired_test

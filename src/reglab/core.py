@@ -109,8 +109,9 @@ class Regularizer:
     constraints: ClassVar[dict[str, Constraint]] = {}
     registry: ClassVar[dict[str, type[Regularizer]]] = {}
     #: ``'adds'`` for penalties that add their gradient in ``on_after_backward``, ``'clips'`` for
-    #: gradient clipping; a chain refuses clipping placed before such a penalty.
-    gradient_role: ClassVar[str] = ""
+    #: gradient clipping; a chain refuses clipping placed before such a penalty. Penalties set it
+    #: per instance (proximal L1 adds no gradient).
+    gradient_role: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -11,7 +11,7 @@ weight reparametrization live in :mod:`reglab.normalization`.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar
 
 import torch
@@ -136,11 +136,33 @@ class _Inserting(Regularizer):
     def __init__(self) -> None:
         self.inserted: list[nn.Module] = []
 
-    def _no_match(self, what: str) -> ConfigError:
-        return ConfigError(
-            f"The 'layers' parameter of {type(self).__name__} matched no {what} of the model. "
-            f"Got {self._config['layers']!r}."
-        )
+    def _replace(
+        self,
+        model: nn.Module,
+        targets: list[tuple[nn.Module, str, nn.Module]],
+        what: str,
+        make: Callable[[nn.Module], tuple[nn.Module, nn.Module]],
+    ) -> nn.Module:
+        """Put ``make(child)[0]`` in each target's place and keep ``make(child)[1]``, the new
+        stochastic layer; no targets is a ConfigError naming ``what`` was looked for."""
+        if not targets:
+            raise ConfigError(
+                f"The 'layers' parameter of {type(self).__name__} matched no {what} of the "
+                f"model. Got {self._config['layers']!r}."
+            )
+        for parent, local, child in targets:
+            new, layer = make(child)
+            self.inserted.append(layer)
+            setattr(parent, local, new)
+        return model
+
+    def _new_layer(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _wrap(self, child: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """``child`` followed by a new layer: ``(Inserted(child, layer), layer)``."""
+        layer = self._new_layer()
+        return Inserted(child, layer), layer
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         name = type(self).__name__
@@ -187,14 +209,8 @@ class _AfterActivation(_Inserting):
             if isinstance(child, ACTIVATIONS)
             and (layers is not None or self._default_target(model, parent, local))
         ]
-        if not targets:
-            conv = " after a convolution" if self.default == "conv" else ""
-            raise self._no_match("activation module" + conv)
-        for parent, local, child in targets:
-            layer = self._new_layer()
-            self.inserted.append(layer)
-            setattr(parent, local, Inserted(child, layer))
-        return model
+        conv = " after a convolution" if self.default == "conv" else ""
+        return self._replace(model, targets, "activation module" + conv, self._wrap)
 
 
 class Dropout(_AfterActivation):
@@ -345,13 +361,12 @@ class DropConnect(_Inserting):
         if layers is None:
             last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
             targets = [t for t in targets if t[2] not in last]
-        if not targets:
-            raise self._no_match("nn.Linear layer (the output layer is skipped by default)")
-        for parent, local, child in targets:
-            layer = DropConnectLinear.from_linear(child, self.p)
-            self.inserted.append(layer)
-            setattr(parent, local, layer)
-        return model
+        what = "nn.Linear layer (the output layer is skipped by default)"
+        return self._replace(model, targets, what, self._swap)
+
+    def _swap(self, child: nn.Module) -> tuple[nn.Module, nn.Module]:
+        layer = DropConnectLinear.from_linear(child, self.p)
+        return layer, layer
 
 
 class DropPath(_Inserting):
@@ -384,10 +399,8 @@ class DropPath(_Inserting):
             for parent, local, child, _ in find_children(model, layers)
             if layers is not None or (isinstance(parent, Residual) and local == "branch")
         ]
-        if not targets:
-            raise self._no_match("residual branch (reglab.Residual's branch by default)")
-        for parent, local, child in targets:
-            layer = DropPathLayer(self.p)
-            self.inserted.append(layer)
-            setattr(parent, local, Inserted(child, layer))
-        return model
+        what = "residual branch (reglab.Residual's branch by default)"
+        return self._replace(model, targets, what, self._wrap)
+
+    def _new_layer(self) -> nn.Module:
+        return DropPathLayer(self.p)

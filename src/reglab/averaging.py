@@ -159,14 +159,13 @@ class SWA(_Averaging):
     def __init__(self, start: int, *, lr: float | None = None, bn_samples: int = 2048) -> None:
         super().__init__()
         self.start, self.lr, self.bn_samples = start, lr, bn_samples
-        self._epoch = 0
-        self._seen: list[torch.Tensor] = []
-        self._last_epoch: list[torch.Tensor] = []
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         super().attach(model, optimizer, num_classes=num_classes, generator=generator)
         self._has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-        self._epoch, self._seen, self._last_epoch = 0, [], []
+        self._epoch, self._kept = 0, 0
+        self._seen: list[torch.Tensor] = []  # inputs of the epoch under way, for update_bn
+        self._last_epoch: list[torch.Tensor] = []
         if self.start == 1:
             self._set_lr()
 
@@ -176,9 +175,9 @@ class SWA(_Averaging):
                 group["lr"] = self.lr
 
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kept = sum(len(t) for t in self._seen)
-        if self._has_bn and self._epoch + 1 >= self.start and kept < self.bn_samples:
-            self._seen.append(x[: self.bn_samples - kept].detach())
+        if self._has_bn and self._epoch + 1 >= self.start and self._kept < self.bn_samples:
+            self._seen.append(x[: self.bn_samples - self._kept].detach())
+            self._kept += len(self._seen[-1])
         return x, y
 
     @torch.no_grad()
@@ -190,7 +189,7 @@ class SWA(_Averaging):
         if self._epoch + 1 == self.start:
             self._set_lr()
         if self._seen:
-            self._last_epoch, self._seen = self._seen, []
+            self._last_epoch, self._seen, self._kept = self._seen, [], 0
         return False
 
     def on_fit_end(self) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from .core import Choice, ConfigError, Interval, Regularizer
-from .structure import _CONV, _NORMS, LAYERS_CONSTRAINT, find_children
+from .structure import _CONV, _NORMS, LAYERS_CONSTRAINT, find_children, is_output_layer, no_match
 
 __all__ = ["InsertNorm", "ReplaceNorm", "SpectralNorm", "WeightNorm", "make_norm"]
 
@@ -79,13 +79,10 @@ class InsertNorm(Regularizer):
         layers = self._config["layers"]
         targets = [c for _, _, c, _ in find_children(model, layers) if isinstance(c, _LAYERS)]
         if layers is None:
-            last = [m for m in model.modules() if isinstance(m, _LAYERS)][-1:]
-            targets = [t for t in targets if t not in last]
+            targets = [t for t in targets if not is_output_layer(model, t, _LAYERS)]
         if not targets:
-            raise ConfigError(
-                "The 'layers' parameter of InsertNorm matched no Linear or Conv layer of the "
-                f"model (the output layer is skipped by default). Got {layers!r}."
-            )
+            what = "Linear or Conv layer (the output layer is skipped by default)"
+            raise no_match("InsertNorm", layers, what)
         for layer in targets:
             if hasattr(layer, "norm"):
                 raise ConfigError(
@@ -131,10 +128,7 @@ class ReplaceNorm(Regularizer):
             if isinstance(child, _NORMS)
         ]
         if not targets:
-            raise ConfigError(
-                "The 'layers' parameter of ReplaceNorm matched no normalization layer of the "
-                f"model. Got {self._config['layers']!r}."
-            )
+            raise no_match("ReplaceNorm", self._config["layers"], "normalization layer")
         for parent, local, old in targets:
             if isinstance(old, nn.LayerNorm):
                 if len(old.normalized_shape) != 1:
@@ -173,10 +167,7 @@ class _Reparametrize(Regularizer):
             if isinstance(c, _LAYERS)
         ]
         if not targets:
-            raise ConfigError(
-                f"The 'layers' parameter of {name} matched no Linear or Conv layer of the model. "
-                f"Got {self._config['layers']!r}."
-            )
+            raise no_match(name, self._config["layers"], "Linear or Conv layer")
         for layer in targets:
             if getattr(layer, "parametrizations", None) is not None:
                 raise ConfigError(

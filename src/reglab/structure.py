@@ -42,6 +42,8 @@ __all__ = [
     "GaussianDropout",
     "Residual",
     "find_children",
+    "is_output_layer",
+    "no_match",
 ]
 
 #: Module types after which the dropout regularizers insert by default.
@@ -119,6 +121,19 @@ def find_children(
                 yield module, local, child, full
 
 
+def no_match(owner: str, layers: object, what: str) -> ConfigError:
+    """The error of a model transform whose ``layers`` chose nothing: names ``what`` it wanted."""
+    return ConfigError(
+        f"The 'layers' parameter of {owner} matched no {what} of the model. Got {layers!r}."
+    )
+
+
+def is_output_layer(model: nn.Module, module: nn.Module, types: tuple[type, ...]) -> bool:
+    """Whether ``module`` is the last module of ``types`` in ``model`` (its output layer)."""
+    last = [m for m in model.modules() if isinstance(m, types)][-1:]
+    return module in last
+
+
 def _follows_conv(parent: nn.Module, local: str) -> bool:
     """Whether ``parent.local`` comes right after a convolution (perhaps through a norm layer)
     in an ``nn.Sequential``."""
@@ -146,10 +161,7 @@ class _Inserting(Regularizer):
         """Put ``make(child)[0]`` in each target's place and keep ``make(child)[1]``, the new
         stochastic layer; no targets is a ConfigError naming ``what`` was looked for."""
         if not targets:
-            raise ConfigError(
-                f"The 'layers' parameter of {type(self).__name__} matched no {what} of the "
-                f"model. Got {self._config['layers']!r}."
-            )
+            raise no_match(type(self).__name__, self._config["layers"], what)
         for parent, local, child in targets:
             new, layer = make(child)
             self.inserted.append(layer)
@@ -359,8 +371,7 @@ class DropConnect(_Inserting):
             if isinstance(child, nn.Linear) and not isinstance(child, DropConnectLinear)
         ]
         if layers is None:
-            last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
-            targets = [t for t in targets if t[2] not in last]
+            targets = [t for t in targets if not is_output_layer(model, t[2], (nn.Linear,))]
         what = "nn.Linear layer (the output layer is skipped by default)"
         return self._replace(model, targets, what, self._swap)
 

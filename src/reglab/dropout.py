@@ -9,6 +9,8 @@ given) and a drop probability ``p`` that is a float or a tensor broadcasting aga
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -294,7 +296,13 @@ def drop_block(
 
 
 class _DropLayer(nn.Module):
-    """A module around one of the functions above: ``p`` and an optional generator."""
+    """A module around one of the functions above: ``p`` and an optional generator.
+
+    ``multiplicative`` says that the output is ``x`` times a random factor that depends on
+    ``x``'s shape but not on its values, so ``layer(torch.ones(shape))`` is that factor (the
+    population engine draws it per member this way)."""
+
+    multiplicative: ClassVar[bool] = True
 
     def __init__(self, p: float | torch.Tensor = 0.5, generator: torch.Generator | None = None):
         super().__init__()
@@ -348,6 +356,8 @@ class AlphaDropoutLayer(_DropLayer):
     Example:
         >>> model = nn.Sequential(nn.Linear(8, 8), nn.SELU(), AlphaDropoutLayer(0.05))
     """
+
+    multiplicative: ClassVar[bool] = False  # dropped units go to SELU's saturation, then affine
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return alpha_dropout(x, self.p, self.training, self.generator)

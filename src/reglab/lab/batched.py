@@ -1,0 +1,346 @@
+"""The batched model behind :func:`reglab.lab.population.fit_population`: stacked parameters,
+one optimizer, a shadow model per member, dropout slots, per-member hooks and kernels."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ..core import ConfigError
+from ..dropout import _DropLayer
+from ..train import _OPTIMIZERS, History, _stop_message
+from .kernels import Kernels, split_kernels
+
+if TYPE_CHECKING:
+    from .population import Member
+
+__all__ = ["Population", "noise_layers"]
+
+
+def noise_layers(model: nn.Module) -> dict[str, _DropLayer]:
+    """The dropout-family layers of ``model`` whose output is ``x`` times a random factor."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, _DropLayer) and m.multiplicative
+    }
+
+
+class _MaskSlot(nn.Module):
+    """Stands for a dropout-family layer in the batched model: multiplies by the factor passed
+    in as the ``factor`` buffer in training, the identity in eval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("factor", torch.ones(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor if self.training else x
+
+
+class Population:
+    """K members of one architecture as stacked parameters, one optimizer, shadow models."""
+
+    def __init__(self, members: list[Member], **settings: Any) -> None:
+        self.members = members
+        self.lr, self.task = settings["lr"], settings["task"]
+        self.batch_size = settings["batch_size"]
+        self.threshold = settings["divergence_threshold"]
+        self.optimizer_name = settings["optimizer"]
+        self.alive = list(range(len(members)))
+        self.records: list[list[dict[str, float]]] = [[] for _ in members]
+        self._build_base()
+        self._stack()
+        for m in members:
+            dummy = torch.optim.SGD(m.model.parameters(), lr=self.lr)  # only its lr is read
+            generator = torch.Generator().manual_seed(m.seed * 1_000_003 + 1)  # as fit, rank 0
+            m.recipe.attach(
+                m.model, dummy, num_classes=settings["num_classes"], generator=generator
+            )
+        self.kernels = Kernels(self.P, self.lr)
+        self.hooks = [split_kernels(m.recipe, self.kernels, k) for k, m in enumerate(members)]
+        self.kernels.finish()
+        self._data()
+
+    # ----------------------------------------------------------------- setup
+    def _build_base(self) -> None:
+        """The batched model's structure: the member with the most dropout slots, its slots
+        replaced by :class:`_MaskSlot`; every member's slots must be among them."""
+        slots = [noise_layers(m.model) for m in self.members]
+        widest = max(range(len(slots)), key=lambda k: len(slots[k]))
+        self.slot_names = list(slots[widest])
+        for s in slots:
+            extra = set(s) - set(self.slot_names)
+            if extra:
+                raise ConfigError(
+                    f"A member of fit_population cannot be batched: its dropout layers "
+                    f"{sorted(extra)} sit where the population has none."
+                )
+        self.slot_layers = [[s.get(n) for n in self.slot_names] for s in slots]
+        base = copy.deepcopy(self.members[widest].model)
+        for name in self.slot_names:
+            parent, _, leaf = name.rpartition(".")
+            setattr(base.get_submodule(parent) if parent else base, leaf, _MaskSlot())
+        self.base = base
+
+    def _row(self, name: str, k: int) -> torch.Tensor:
+        row = self.P[name].data[k]
+        return row.t() if self.transposed[name] else row
+
+    def _stack(self) -> None:
+        self.names = [n for n, _ in self.members[0].model.named_parameters()]
+        self.P: dict[str, nn.Parameter] = {}
+        self.transposed: dict[str, bool] = {}
+        for n in self.names:
+            rows = torch.stack([m.model.get_parameter(n).detach() for m in self.members])
+            self.transposed[n] = rows.ndim == 3  # Linear weights: (K, in, out) for the matmul
+            if self.transposed[n]:
+                rows = rows.transpose(1, 2).contiguous()
+            self.P[n] = nn.Parameter(rows)
+        for k, m in enumerate(self.members):
+            for n in self.names:
+                m.model.get_parameter(n).data = self._row(n, k)
+        self.opt = _OPTIMIZERS[self.optimizer_name](self.P.values(), lr=self.lr, fused=True)
+
+    def _data(self) -> None:
+        """Unique data sets and seeds; each member points at one of each."""
+        sets: dict[tuple[int, int], int] = {}
+        xs, ys, vxs, vys = [], [], [], []
+        self.data_pos, self.seed_pos, self.order_gens = [], [], {}
+        for m in self.members:
+            key = (id(m.train[0]), id(m.val[0]) if m.val else 0)
+            if key not in sets:
+                sets[key] = len(xs)
+                xs.append(m.train[0])
+                ys.append(m.train[1])
+                if m.val is not None:
+                    vxs.append(m.val[0])
+                    vys.append(m.val[1])
+            self.data_pos.append(sets[key])
+            if m.seed not in self.order_gens:
+                self.order_gens[m.seed] = torch.Generator().manual_seed(m.seed)
+            self.seed_pos.append(m.seed)
+        self.X, self.Y = torch.stack(xs), torch.stack(ys)
+        self.VX = torch.stack(vxs) if vxs else None
+        self.VY = torch.stack(vys) if vys else None
+        self.n = self.X.shape[1]
+        self.slot_shapes = self._probe_slot_shapes()
+        self.ones: dict[tuple, torch.Tensor] = {}
+
+    def _probe_slot_shapes(self) -> list[tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        hooks = [
+            self.base.get_submodule(n).register_forward_pre_hook(
+                lambda mod, args, n=n: shapes.__setitem__(n, tuple(args[0].shape[1:]))
+            )
+            for n in self.slot_names
+        ]
+        try:
+            with torch.no_grad():
+                self.base.eval()(self.X[0, :1])
+        finally:
+            for h in hooks:
+                h.remove()
+        return [shapes[n] for n in self.slot_names]
+
+    # ----------------------------------------------------------------- one step
+    def _forward(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The alive members' outputs. Finished members' rows stay in the stacked tensors
+        (their shadows have their own memory by then); the others are gathered, so the
+        regularizers' references to their parameters stay valid."""
+        gather = len(self.alive) < len(self.members)
+        index = torch.tensor(self.alive) if gather else None
+        params = {}
+        for n in self.names:
+            p = self.P[n].index_select(0, index) if gather else self.P[n]
+            params[n] = p.transpose(1, 2) if self.transposed[n] else p
+
+        def one(p: dict, m: dict, xi: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, (p, m), (xi,))
+
+        return vmap(one)(params, masks, x)
+
+    def _masks(self, b: int) -> dict[str, torch.Tensor]:
+        masks = {}
+        for j, name in enumerate(self.slot_names):
+            shape = (b, *self.slot_shapes[j])
+            if shape not in self.ones:
+                self.ones[shape] = torch.ones(shape, dtype=self.X.dtype)
+            ones = self.ones[shape]
+            masks[f"{name}.factor"] = torch.stack(
+                [
+                    ones if (layer := self.slot_layers[k][j]) is None else layer(ones)
+                    for k in self.alive
+                ]
+            )
+        return masks
+
+    def _on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not any(self.members[k].recipe._active["on_batch"] for k in self.alive):
+            return x, y
+        pairs = [self.members[k].recipe.on_batch(x[i], y[i]) for i, k in enumerate(self.alive)]
+        ys = [p[1] for p in pairs]
+        if self.task == "classification" and any(t.ndim == 2 for t in ys):
+            classes = next(t.shape[1] for t in ys if t.ndim == 2)
+            ys = [t if t.ndim == 2 else F.one_hot(t, classes).to(x.dtype) for t in ys]
+        return torch.stack([p[0] for p in pairs]), torch.stack(ys)
+
+    def _losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k, b = out.shape[:2]
+        if self.task == "classification":
+            target = y.flatten(0, 1)
+            losses = F.cross_entropy(out.flatten(0, 1), target, reduction="none").view(k, b)
+            return losses.mean(1)
+        return F.mse_loss(out, y, reduction="none").reshape(k, -1).mean(1)
+
+    def _step(self, idx: torch.Tensor) -> torch.Tensor:
+        alive = self.alive
+        rows = torch.tensor([self.data_pos[k] for k in alive]).unsqueeze(1)
+        x, y = self._on_batch(self.X[rows, idx], self.Y[rows, idx])
+        out = self._forward(x, self._masks(idx.shape[1]))
+        losses = self._losses(out, y)
+        if any(self.members[k].recipe._active["on_loss"] for k in alive):
+            losses = torch.stack(
+                [self.members[k].recipe.on_loss(losses[i], out[i]) for i, k in enumerate(alive)]
+            )
+        self.opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.kernels.after_backward()
+        for k in alive:
+            regs = self.hooks[k]["on_after_backward"]
+            if regs:
+                for n in self.names:
+                    g = self.P[n].grad[k]
+                    self.members[k].model.get_parameter(n).grad = g.t() if self.transposed[n] else g
+                for reg in regs:
+                    reg.on_after_backward()
+        self.opt.step()
+        self.kernels.after_step()
+        for k in alive:
+            for reg in self.hooks[k]["on_after_step"]:
+                reg.on_after_step()
+        return losses.detach()
+
+    # ----------------------------------------------------------------- epochs
+    @torch.no_grad()
+    def _evaluate(self, X: torch.Tensor, Y: torch.Tensor) -> list[dict[str, float]]:
+        rows = torch.tensor([self.data_pos[k] for k in self.alive])
+        self.base.eval()
+        outs = [self._forward(X[rows, i : i + 1024], {}) for i in range(0, X.shape[1], 1024)]
+        self.base.train()
+        out, y = torch.cat(outs, 1), Y[rows]
+        n = out.shape[1]
+        if self.task == "classification":
+            ce = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(-1, n)
+            loss = ce.double().sum(1) / n
+            acc = (out.argmax(-1) == y).double().sum(1) / n
+            pairs = zip(loss.tolist(), acc.tolist(), strict=True)
+            return [{"loss": a, "accuracy": b} for a, b in pairs]
+        width = y.shape[-1]
+        mse = (out - y).pow(2).double().sum((1, 2)) / (n * width)
+        y64 = y.double()
+        var = y64.pow(2).sum((1, 2)) / (n * width) - (y64.sum((1, 2)) / (n * width)) ** 2
+        return [
+            {"loss": float(m), "r2": float(1 - m / v) if v > 0 else float("nan")}
+            for m, v in zip(mse, var, strict=True)
+        ]
+
+    def run(
+        self,
+        epochs: int,
+        on_epoch: Callable[[int, int], None] | None,
+        on_done: Callable[[int, History], None],
+    ) -> None:
+        for m in self.members:
+            m.model.train()
+        self.base.train()
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            perms = {s: torch.randperm(self.n, generator=g) for s, g in self.order_gens.items()}
+            order = torch.stack([perms[self.seed_pos[k]] for k in self.alive])
+            running = torch.zeros(len(self.alive))
+            steps = 0
+            for start in range(0, self.n, self.batch_size):
+                running += self._step(order[:, start : start + self.batch_size])
+                steps += 1
+            objectives = (running / steps).tolist()
+            finite = [i for i, v in enumerate(objectives) if math.isfinite(v)]
+            train = self._evaluate(self.X, self.Y)
+            val = self._evaluate(self.VX, self.VY) if self.VX is not None else None
+            seconds = time.perf_counter() - started
+            ended = []
+            for i, k in enumerate(self.alive):
+                record = {"epoch": epoch, "objective": objectives[i]}
+                if i in finite:
+                    record.update({f"train_{a}": v for a, v in train[i].items()})
+                    if val is not None:
+                        record.update({f"val_{a}": v for a, v in val[i].items()})
+                status = self._end_epoch(k, record, seconds)
+                if status:
+                    ended.append(k)
+            for k in ended:
+                self._finish(k, on_done)
+            self.alive = [k for k in self.alive if k not in ended]
+            if on_epoch is not None:
+                on_epoch(epoch, len(self.alive))
+            if not self.alive:
+                return
+        for k in list(self.alive):
+            self._finish(k, on_done, f"ran all {epochs} epochs")
+
+    def _end_epoch(self, k: int, record: dict[str, float], seconds: float) -> bool:
+        """Record one member's epoch as fit does; True when the member has finished."""
+        member, history = self.members[k], self._history(k)
+        bad = [a for a, v in record.items() if not math.isfinite(v) and not a.endswith("r2")]
+        if bad:
+            history.status = "diverged"
+            history.message = f"{bad[0]} became {record[bad[0]]} at epoch {record['epoch']}"
+            return True
+        if self.threshold is not None and record["objective"] > self.threshold:
+            history.status = "diverged"
+            history.message = (
+                f"objective {record['objective']:.6g} exceeded divergence_threshold="
+                f"{self.threshold} at epoch {record['epoch']}"
+            )
+            return True
+        record["penalty"] = member.recipe.penalty()
+        record["lr"] = self.lr
+        record.update(member.recipe.logs())
+        record["seconds"] = seconds
+        history.epochs.append(record)
+        if member.recipe.on_epoch_end(record):
+            history.status = "stopped_early"
+            history.message = (
+                _stop_message(member.recipe) or f"a regularizer stopped at epoch {record['epoch']}"
+            )
+            return True
+        return False
+
+    def _history(self, k: int) -> History:
+        if not hasattr(self, "histories"):
+            self.histories: dict[int, History] = {}
+        if k not in self.histories:
+            m = self.members[k]
+            acts_on = [r.acts_on() for r in m.recipe.regularizers if hasattr(r, "acts_on")]
+            self.histories[k] = History(model=m.model, task=self.task, acts_on=acts_on)
+        return self.histories[k]
+
+    def _finish(self, k: int, on_done: Callable[[int, History], None], message: str = "") -> None:
+        """Run member ``k``'s ``on_fit_end`` (restoring or averaging into its rows), then give
+        its model its own memory and hand its History over."""
+        member, history = self.members[k], self._history(k)
+        if message and history.status == "completed":
+            history.message = message
+        member.recipe.on_fit_end()
+        for p in member.model.parameters():
+            p.data = p.data.clone(memory_format=torch.contiguous_format)
+            p.grad = None
+        on_done(k, history)

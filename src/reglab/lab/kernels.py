@@ -1,0 +1,147 @@
+"""Batched penalty kernels for the population engine: per-member strengths as tensors.
+
+A population holds each parameter as one ``(K, ...)`` tensor. The penalties whose strengths are
+single numbers (:class:`reglab.L1`, :class:`reglab.L2`, :class:`reglab.ElasticNet` and
+:class:`reglab.WeightDecay`) then run as one in-place operation per parameter name, with a
+``(K, 1, ...)`` tensor of per-member coefficients (0, or a factor of 1, for members without
+them), instead of one call per member:
+
+- ``on_after_backward``: ``w *= 1 - lr * rate`` (weight decay), then
+  ``grad += l2 * w + l1_subgradient * sign(w)``;
+- ``on_after_step``: ``w <- w - clamp(w, -t, t)`` with ``t = lr * l1`` (the proximal L1 step).
+
+These are the same formulas, in the same order, as the regularizers' own hooks; strengths of the
+same kind on the same parameter add up (two soft-thresholdings compose into one with the summed
+threshold; weight-decay factors multiply).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import Regularizer, _overrides
+from ..penalties import WeightDecay, _ElementwisePenalty
+from ..proximal import soft_threshold_
+
+__all__ = ["Kernels", "split_kernels"]
+
+_PARAM_HOOKS = ("on_after_backward", "on_after_step")
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or (isinstance(value, torch.Tensor) and value.numel() == 1)
+
+
+def kernel_rank(reg: Regularizer) -> int | None:
+    """Where a regularizer runs among the kernels (0: weight decay, 1: elementwise penalties),
+    or None when it must run as its own hooks (tensor strengths, other types)."""
+    if isinstance(reg, WeightDecay) and _scalar(reg._rate):
+        return 0
+    if isinstance(reg, _ElementwisePenalty) and _scalar(reg._l1) and _scalar(reg._l2):
+        return 1
+    return None
+
+
+class Kernels:
+    """Per-member coefficient tables over the stacked parameters ``P`` (name -> ``(K, ...)``).
+
+    Args:
+        P: the population's stacked parameters.
+        lr: the learning rate (the proximal threshold and decay factor use it).
+    """
+
+    def __init__(self, P: dict[str, nn.Parameter], lr: float) -> None:
+        self.P, self.lr = P, lr
+        self.size = len(next(iter(P.values())))
+        self.tables: dict[str, dict[str, list[float]]] = {
+            "decay": {},
+            "l2": {},
+            "l1_grad": {},
+            "threshold": {},
+        }
+
+    def _add(self, table: str, names: list[str], k: int, value: float, multiply: bool = False):
+        for n in names:
+            start = 1.0 if multiply else 0.0
+            row = self.tables[table].setdefault(n, [start] * self.size)
+            row[k] = row[k] * value if multiply else row[k] + value
+
+    def add(self, k: int, reg: Regularizer) -> None:
+        """Fold member ``k``'s regularizer (attached to its shadow model) into the tables."""
+        names = list(reg.selection.names)
+        if isinstance(reg, WeightDecay):
+            self._add("decay", names, k, 1 - self.lr * float(reg._rate), multiply=True)
+            return
+        if reg._l2 is not None:
+            self._add("l2", names, k, float(reg._l2))
+        if reg._l1 is not None:
+            table = "threshold" if reg._prox_l1 else "l1_grad"
+            scale = self.lr if reg._prox_l1 else 1.0
+            self._add(table, names, k, float(reg._l1) * scale)
+
+    def finish(self) -> None:
+        """Turn the tables into broadcasting tensors over runs of consecutive members that use
+        them (the population orders members by recipe, so a recipe's members form one run);
+        members outside every run are not touched."""
+        self.runs: dict[str, list[tuple[str, slice, torch.Tensor]]] = {}
+        for table, rows in self.tables.items():
+            neutral = 1.0 if table == "decay" else 0.0
+            self.runs[table] = []
+            for n, row in rows.items():
+                shape = (-1, *[1] * (self.P[n].ndim - 1))
+                for start, stop in _runs([v != neutral for v in row]):
+                    coef = torch.tensor(row[start:stop], dtype=self.P[n].dtype).view(shape)
+                    self.runs[table].append((n, slice(start, stop), coef))
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        for n, rows, factor in self.runs["decay"]:
+            self.P[n][rows].mul_(factor)
+        for n, rows, c in self.runs["l2"]:
+            self.P[n].grad[rows].addcmul_(self.P[n][rows], c)
+        for n, rows, c in self.runs["l1_grad"]:
+            self.P[n].grad[rows].addcmul_(torch.sign(self.P[n][rows]), c)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        for n, rows, t in self.runs["threshold"]:
+            soft_threshold_(self.P[n].data[rows], t)
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of True in ``flags``."""
+    runs, start = [], None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def split_kernels(recipe: Any, kernels: Kernels, k: int) -> dict[str, list[Regularizer]]:
+    """Hand member ``k``'s kernel-able regularizers to ``kernels``; return the rest of its
+    parameter and gradient hooks, in chain order, to run on its shadow model.
+
+    Kernels run before the per-member hooks of the same point, in rank order, so a regularizer
+    becomes a kernel only while that keeps the chain's order: after a per-member parameter hook,
+    or after a kernel of a higher rank, everything stays a per-member hook.
+    """
+    hooks: dict[str, list[Regularizer]] = {h: [] for h in _PARAM_HOOKS}
+    kernel_ok, last = True, -1
+    for reg in recipe.regularizers:
+        rank = kernel_rank(reg)
+        if kernel_ok and rank is not None and rank >= last:
+            kernels.add(k, reg)
+            last = rank
+            continue
+        touches = [h for h in _PARAM_HOOKS if _overrides(reg, h)]
+        for h in touches:
+            hooks[h].append(reg)
+        if touches:
+            kernel_ok = False
+    return hooks

@@ -1,0 +1,203 @@
+"""Population training: many members (recipes x seeds) of one architecture trained as one
+batched model.
+
+Every member keeps its own parameters, optimizer state, data order, regularizer objects and
+random generators, exactly as :func:`reglab.fit` would give it, so a member's run is the same
+computation as its own ``fit``; only the arithmetic is batched:
+
+- The parameters of all members are stacked into one tensor per parameter name (a ``Linear``
+  weight is kept as ``(K, in, out)``, so the batched matmul reads it without a copy), the
+  forward pass is ``torch.func.vmap`` over ``functional_call``, and one fused optimizer steps
+  them all (Adam, AdamW and SGD are element-wise, so a member's update is its own).
+- Each member also has a *shadow* model: its own transformed model whose parameters are views
+  of its row of the stacked tensors. Its regularizers are attached to the shadow, so early
+  stopping, weight averaging, clipping and the data transforms run unchanged, per member, on
+  the right numbers.
+- The penalties whose strengths are plain numbers (L1, L2, elastic net, decoupled weight decay)
+  run as *kernels*: one batched operation per parameter name with a per-member strength
+  tensor (0 = off), instead of one call per member.
+- Dropout-family layers whose output is ``x`` times a random factor are replaced in the batched
+  model by slots; each member draws its factor from its own layer and generator
+  (``layer(ones)``), members without one get ones.
+- A member that stops early or diverges leaves the population at the end of that epoch: its
+  model gets its own memory, and from then on only the other members' rows are gathered into
+  the batched forward pass, so it costs no more compute and cannot spoil the others.
+
+:func:`population_reason` says why a member cannot be batched (then the lab trains it with
+``fit``, one by one).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import Chain, ConfigError, Regularizer, chain
+from ..structure import Inserted
+from ..train import _OPTIMIZERS, History, fit
+from .batched import Population, noise_layers
+
+__all__ = ["Member", "fit_population", "population_reason"]
+
+#: Regularizers that cannot run inside a population, and why.
+UNBATCHABLE = {
+    "SWA": "it changes the optimizer's learning rate and recomputes BatchNorm statistics",
+}
+
+
+@dataclass
+class Member:
+    """One member of a population: what ``fit(model, train, val, recipe=recipe, seed=seed)``
+    would take. ``train`` and ``val`` are ``(X, y)`` tensors with targets already prepared
+    (class indices, or ``(N, 1)`` floats for regression); members may share them."""
+
+    model: nn.Module
+    recipe: Regularizer | None
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    seed: int
+
+
+def population_reason(model: nn.Module, recipe: Regularizer | None) -> str | None:
+    """Why ``model`` under ``recipe`` cannot train in a population, or None when it can.
+
+    A member can be batched when its model, once transformed by the recipe, has no buffers (no
+    BatchNorm statistics), no weight parametrization, and draws randomness only in
+    multiplicative dropout-family layers inserted by reglab; and when no member of its recipe is
+    in :data:`UNBATCHABLE`. Neither argument is changed (the check transforms copies).
+
+    Example:
+        >>> population_reason(model, reglab.chain(reglab.SWA(start=10)))
+        "SWA: it changes the optimizer's learning rate and recomputes BatchNorm statistics"
+    """
+    for reg in getattr(recipe, "regularizers", (recipe,) if recipe is not None else ()):
+        if type(reg).__name__ in UNBATCHABLE:
+            return f"{type(reg).__name__}: {UNBATCHABLE[type(reg).__name__]}"
+    if recipe is not None:
+        model = copy.deepcopy(recipe).transform_model(copy.deepcopy(model))
+    for name, module in model.named_modules():
+        if torch.nn.utils.parametrize.is_parametrized(module):
+            return f"layer {name!r} has a weight parametrization (weight or spectral norm)"
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (e.g. BatchNorm statistics), which vmap cannot update"
+    noise = noise_layers(model)
+    for name, module in model.named_modules():
+        if hasattr(module, "generator") and name not in noise:
+            kind = type(module).__name__
+            return f"layer {name!r} ({kind}) draws randomness the engine cannot batch"
+    for name in noise:
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        if not isinstance(parent, Inserted):
+            return f"dropout layer {name!r} was not inserted by a reglab transform"
+    return None
+
+
+def _signature(member: Member) -> tuple:
+    params = tuple((n, tuple(p.shape), p.dtype) for n, p in member.model.named_parameters())
+    val = None if member.val is None else len(member.val[0])
+    return params, len(member.train[0]), val
+
+
+def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(
+            f"The {name!r} parameter of fit_population must be {allowed}. Got {value!r}."
+        )
+
+
+def fit_population(
+    members: Sequence[Member],
+    *,
+    epochs: int,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    task: str = "classification",
+    num_classes: int | None = None,
+    divergence_threshold: float | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
+    on_done: Callable[[int, History], None] | None = None,
+) -> list[History]:
+    """Train every member as :func:`reglab.fit` would, batched.
+
+    Members whose parameters (names and shapes) and data sizes agree train together; different
+    architectures train as separate populations, one after the other. A member that
+    :func:`population_reason` rejects is trained by :func:`reglab.fit` on its own (ask
+    ``population_reason`` first to know which).
+
+    Args:
+        members: the members; their models are transformed and trained in place.
+        epochs, optimizer, lr, batch_size, task, num_classes, divergence_threshold: as
+            :func:`reglab.fit` (``optimizer`` must be a name).
+        on_epoch: called with (epoch, members still training) after every epoch.
+        on_done: called with (member index, its History) as soon as a member finishes.
+
+    Returns:
+        One :class:`reglab.History` per member, in order; ``history.model`` is the member's own
+        trained model (its own memory, no longer tied to the population).
+
+    Raises:
+        ConfigError: for a bad argument.
+
+    Example:
+        >>> histories = fit_population([Member(m, chain(L2(s)), (X, y), (Xv, yv), seed=0)
+        ...                             for m, s in zip(models, (0.0, 1e-3, 1e-2))], epochs=20)
+    """
+    _check("optimizer", optimizer, optimizer in _OPTIMIZERS, "one of 'adam', 'adamw', 'sgd'")
+    _check("epochs", epochs, isinstance(epochs, int) and epochs >= 1, "an int >= 1")
+    _check("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1, "an int >= 1")
+    _check("task", task, task in ("classification", "regression"), "classification or regression")
+    _check("members", len(members), len(members) >= 1, "at least one Member")
+    histories: list[History | None] = [None] * len(members)
+    batched = []
+    for i, member in enumerate(members):
+        if not isinstance(member.recipe, Chain):
+            member.recipe = chain() if member.recipe is None else chain(member.recipe)
+        if population_reason(member.model, member.recipe) is None:
+            member.model = member.recipe.transform_model(member.model)
+            batched.append(i)
+            continue
+        histories[i] = fit(
+            member.model,
+            member.train,
+            member.val,
+            recipe=member.recipe,
+            epochs=epochs,
+            optimizer=optimizer,
+            lr=lr,
+            batch_size=batch_size,
+            seed=member.seed,
+            task=task,
+            num_classes=num_classes,
+            divergence_threshold=divergence_threshold,
+        )
+        if on_done is not None:
+            on_done(i, histories[i])
+    groups: dict[tuple, list[int]] = {}
+    for i in batched:
+        groups.setdefault(_signature(members[i]), []).append(i)
+    for indices in groups.values():
+        # members of one recipe side by side: each penalty kernel then touches one run of rows
+        indices.sort(key=lambda i: repr(members[i].recipe))
+        population = Population(
+            [members[i] for i in indices],
+            optimizer=optimizer,
+            lr=lr,
+            batch_size=batch_size,
+            task=task,
+            num_classes=num_classes,
+            divergence_threshold=divergence_threshold,
+        )
+
+        def done(k: int, history: History, indices: list[int] = indices) -> None:
+            histories[indices[k]] = history
+            if on_done is not None:
+                on_done(indices[k], history)
+
+        population.run(epochs, on_epoch, done)
+    return histories  # type: ignore[return-value]

@@ -1,0 +1,241 @@
+"""The population engine: each member trains as reglab.fit would train it alone."""
+
+import json
+
+import pytest
+import torch
+
+import reglab
+from reglab.lab.kernels import Kernels, split_kernels
+from reglab.lab.population import Member, fit_population, population_reason
+from reglab.lab.recipes import BUILTIN_RECIPES, build_recipe
+from reglab.lab.study import StudyConfig, dataset_for, model_for, trial_settings
+
+EPOCHS = 3
+
+
+def _settings(**changes):
+    config = StudyConfig(train_size=60, epochs=EPOCHS, batch_size=16, **changes)
+    task = "regression" if changes.get("data") == "diabetes" else "classification"
+    return trial_settings(config, task)
+
+
+def _prepared(data):
+    def prep(y):
+        return y.float().unsqueeze(1) if data.task == "regression" else y
+
+    return (data.x_train, prep(data.y_train)), (data.x_val, prep(data.y_val))
+
+
+def _members(settings, specs, seeds=(0, 1)):
+    members, refs = [], []
+    for seed in seeds:
+        data = dataset_for(settings, seed)
+        train, val = _prepared(data)
+        for spec in specs:
+            recipe = build_recipe(spec, data.image_shape)
+            members.append(Member(model_for(settings, data, seed), recipe, train, val, seed))
+            refs.append((spec, seed, data, train, val))
+    return members, refs
+
+
+def _alone(settings, spec, seed, data, train, val, epochs=EPOCHS):
+    return reglab.fit(
+        model_for(settings, data, seed),
+        train,
+        val,
+        recipe=build_recipe(spec, data.image_shape),
+        epochs=epochs,
+        batch_size=settings["batch_size"],
+        seed=seed,
+        task=data.task,
+        num_classes=data.num_classes,
+    )
+
+
+def _assert_same(batched, alone, tol=1e-4):
+    assert batched.status == alone.status
+    assert batched.epochs_run == alone.epochs_run
+    for mine, theirs in zip(batched.epochs, alone.epochs, strict=True):
+        for key, value in theirs.items():
+            if key != "seconds":
+                assert mine[key] == pytest.approx(value, rel=tol, abs=tol), key
+    for (name, p), q in zip(
+        batched.model.named_parameters(), alone.model.parameters(), strict=True
+    ):
+        assert torch.allclose(p, q, atol=10 * tol), name
+
+
+FAMILIES = [
+    "baseline",
+    "l1",
+    "l2",
+    "elastic_net",
+    "weight_decay",
+    "max_norm",
+    "group_lasso",
+    "dropout",
+    "gaussian_dropout",
+    "noise",
+    "feature_dropout",
+    "label_smoothing",
+    "mixup",
+    "cutout",
+    "augment",
+    "clip",
+    "clip_value",
+    "agc",
+    "confidence_penalty",
+    "ema",
+    "early_stopping",
+    "combined",
+]
+
+
+def test_population_members_match_fit_for_every_recipe_family():
+    settings = _settings()
+    specs = [BUILTIN_RECIPES[name][1] for name in FAMILIES]
+    members, refs = _members(settings, specs)
+    histories = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)
+    for history, (spec, seed, data, train, val) in zip(histories, refs, strict=True):
+        _assert_same(history, _alone(settings, spec, seed, data, train, val))
+
+
+def test_population_members_match_fit_for_regression_and_strength_sweeps():
+    settings = _settings(data="diabetes")
+    specs = [[{"type": "L2", "strength": s}] for s in (0.0, 0.01, 0.1, 1.0)]
+    specs += [[{"type": "L1", "strength": s}] for s in (0.01, 0.3)]
+    members, refs = _members(settings, specs)
+    histories = fit_population(members, epochs=EPOCHS, batch_size=16, task="regression")
+    for history, (spec, seed, data, train, val) in zip(histories, refs, strict=True):
+        _assert_same(history, _alone(settings, spec, seed, data, train, val))
+    # the strengths really differ: the strongest L2 ends with the smallest weights
+    norms = [sum(float(p.detach().norm()) for p in h.model.parameters()) for h in histories[:4]]
+    assert norms == sorted(norms, reverse=True)
+
+
+def test_population_members_match_fit_for_residual_and_conv_models():
+    for model, names in (("resmlp", ["baseline", "drop_path"]), ("cnn", ["channel_dropout"])):
+        settings = _settings(model=model, widths=[32, 32])
+        specs = [BUILTIN_RECIPES[n][1] for n in names]
+        members, refs = _members(settings, specs, seeds=(0,))
+        histories = fit_population(members, epochs=2, batch_size=16, num_classes=10)
+        for history, (spec, seed, data, train, val) in zip(histories, refs, strict=True):
+            _assert_same(history, _alone(settings, spec, seed, data, train, val, epochs=2))
+
+
+def test_population_member_stops_early_alone_and_keeps_its_best_weights():
+    settings = _settings()
+    stop = [{"type": "EarlyStopping", "monitor": "val_loss", "patience": 2, "min_delta": 10.0}]
+    members, refs = _members(settings, [[], stop], seeds=(0,))
+    histories = fit_population(members, epochs=8, batch_size=16, num_classes=10)
+    assert histories[0].status == "completed" and histories[0].epochs_run == 8
+    assert histories[1].status == "stopped_early" and histories[1].epochs_run == 3
+    assert "did not improve" in histories[1].message
+    for history, (spec, seed, data, train, val) in zip(histories, refs, strict=True):
+        _assert_same(history, _alone(settings, spec, seed, data, train, val, epochs=8))
+
+
+def test_population_diverged_member_is_isolated():
+    settings = _settings()
+    blow_up = [{"type": "L2", "strength": 1000.0}]  # with SGD at lr 0.1: w *= -99 per step
+    kwargs = dict(epochs=EPOCHS, batch_size=16, num_classes=10, optimizer="sgd", lr=0.1)
+    members, _ = _members(settings, [[], blow_up, [{"type": "L2", "strength": 0.01}]], (0,))
+    histories = fit_population(members, **kwargs)
+    assert histories[1].status == "diverged"
+    assert histories[1].message == "objective became nan at epoch 2"
+    assert histories[1].epochs_run == 1
+    clean, _ = _members(settings, [[], [{"type": "L2", "strength": 0.01}]], (0,))
+    alone = fit_population(clean, **kwargs)
+    for mine, theirs in ((histories[0], alone[0]), (histories[2], alone[1])):
+        assert mine.status == "completed"
+        _assert_same(mine, theirs, tol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("swa", "SWA"),
+        ("batch_norm", "buffers"),
+        ("spectral_norm", "parametrization"),
+        ("dropconnect", "randomness"),
+    ],
+)
+def test_population_reason_names_what_cannot_be_batched(name, words):
+    settings = _settings()
+    data = dataset_for(settings, 0)
+    model = model_for(settings, data, 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reason = population_reason(model, build_recipe(BUILTIN_RECIPES[name][1]))
+    assert reason is not None and words in reason
+    assert model.state_dict().keys() == before.keys()  # the model was not transformed
+
+
+def test_population_reason_accepts_the_batchable_families():
+    settings = _settings()
+    data = dataset_for(settings, 0)
+    for name in FAMILIES:
+        recipe = build_recipe(BUILTIN_RECIPES[name][1], (1, 8, 8))
+        assert population_reason(model_for(settings, data, 0), recipe) is None
+
+
+def test_population_trains_unbatchable_members_alone_with_fit():
+    settings = _settings()
+    members, refs = _members(settings, [[], BUILTIN_RECIPES["batch_norm"][1]], (0,))
+    histories = fit_population(members, epochs=2, batch_size=16, num_classes=10)
+    spec, seed, data, train, val = refs[1]
+    _assert_same(histories[1], _alone(settings, spec, seed, data, train, val, epochs=2), 1e-6)
+
+
+def test_split_kernels_keeps_the_chain_order():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    recipe = reglab.chain(reglab.MaxNorm(1.0), reglab.L1(0.1), reglab.WeightDecay(0.1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    recipe.attach(model, opt)
+    stacked = {n: torch.nn.Parameter(p.detach().unsqueeze(0)) for n, p in model.named_parameters()}
+    kernels = Kernels(stacked, 0.1)
+    hooks = split_kernels(recipe, kernels, 0)
+    # MaxNorm runs per member after the step, so L1 after it cannot be a kernel (kernels run
+    # first); WeightDecay after a per-member hook stays a hook too
+    assert [type(r).__name__ for r in hooks["on_after_step"]] == ["MaxNorm", "L1"]
+    assert [type(r).__name__ for r in hooks["on_after_backward"]] == ["L1", "WeightDecay"]
+    recipe = reglab.chain(reglab.WeightDecay(0.1), reglab.L2(0.1), reglab.ClipGradNorm(1.0))
+    recipe.attach(model, opt)
+    kernels = Kernels(stacked, 0.1)
+    hooks = split_kernels(recipe, kernels, 0)
+    assert [type(r).__name__ for r in hooks["on_after_backward"]] == ["ClipGradNorm"]
+    assert kernels.tables["l2"]["0.weight"] == [pytest.approx(0.1)]
+    assert kernels.tables["decay"]["2.weight"] == [pytest.approx(1 - 0.1 * 0.1)]
+
+
+def test_kernels_apply_per_member_strengths_with_zero_as_off():
+    w = torch.nn.Parameter(torch.tensor([[[0.5, -0.05]], [[0.5, -0.05]], [[0.5, -0.05]]]))
+    w.grad = torch.zeros_like(w)
+    kernels = Kernels({"w": w}, lr=1.0)
+    kernels.tables["threshold"]["w"] = [0.0, 0.1, 0.0]
+    kernels.tables["l2"]["w"] = [0.0, 0.0, 2.0]
+    kernels.finish()
+    kernels.after_backward()
+    kernels.after_step()
+    assert torch.allclose(w.grad[:, 0], torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, -0.1]]))
+    # member 1 soft-thresholded by 0.1 (an exact zero), members 0 and 2 untouched
+    assert torch.allclose(w.data[:, 0], torch.tensor([[0.5, -0.05], [0.4, 0.0], [0.5, -0.05]]))
+    assert w.data[1, 0, 1] == 0.0
+
+
+def test_fit_population_rejects_bad_arguments_in_one_line():
+    settings = _settings()
+    members, _ = _members(settings, [[]], (0,))
+    with pytest.raises(reglab.ConfigError, match="'optimizer' parameter of fit_population"):
+        fit_population(members, epochs=1, optimizer="lbfgs")
+    with pytest.raises(reglab.ConfigError, match="'epochs' parameter of fit_population"):
+        fit_population(members, epochs=0)
+
+
+def test_population_history_round_trips_through_json():
+    settings = _settings()
+    members, _ = _members(settings, [BUILTIN_RECIPES["clip"][1]], (0,))
+    (history,) = fit_population(members, epochs=2, batch_size=16, num_classes=10)
+    assert json.loads(json.dumps(history.epochs)) == history.epochs
+    assert "clip_fraction" in history.epochs[-1]
+    assert history.acts_on == []

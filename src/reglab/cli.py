@@ -54,6 +54,11 @@ def cli() -> None:
     help="Stop a trial as diverged when its mean training loss exceeds this.",
 )
 @click.option("--workers", type=int, help="Parallel worker processes (default: one per core).")
+@click.option(
+    "--engine",
+    help="population (default: trials trained together as one batched model) or sequential "
+    "(one reglab.fit per trial).",
+)
 @click.option("--config", "config_path", help="A study TOML file; options given here win.")
 @click.option(
     "--out",

@@ -24,6 +24,8 @@ ARGS = [
     "100",
     "--workers",
     "2",
+    "--engine",
+    "sequential",  # one trial per job: trials finish one by one, and bitwise as on a clean run
 ]
 
 

@@ -112,11 +112,18 @@ def compare(config: StudyConfig, out: str | Path, console: Console | None = None
             description=f"{result['recipe']} seed {result['seed']}: {result['status']} {figure}",
         )
 
+    def on_epoch(completed: float, total: int) -> None:
+        if "task" not in state:
+            state["task"] = progress.add_task("trials", total=total, completed=0)
+        progress.update(state["task"], completed=completed, description="training populations")
+
     with progress:
-        run = run_study(config, out, on_trial=on_trial)
+        run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
     console.print(_describe(run))
     if run.reused:
         console.print(f"Reused {run.reused} finished trials from {out}.")
+    for recipe, reason in run.sequential.items():
+        console.print(f"{recipe} trained one trial at a time (not batched): {reason}.")
     paths = write_outputs(run)
     summary = comparison(run.results, run.task, config.baseline)
     for table in rich_tables(summary, run.task):

@@ -1,0 +1,105 @@
+"""The settings of a study: :class:`StudyConfig`, the keys of a study TOML file and the options
+of ``reglab compare``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core import Choice, ConfigError, Interval, Predicate, check_param
+from .data import BUILTIN_DATASETS
+
+__all__ = ["DEFAULT_LABEL_NOISE", "DEFAULT_TRAIN_SIZE", "StudyConfig"]
+
+DEFAULT_TRAIN_SIZE = 300
+DEFAULT_LABEL_NOISE = 0.3
+
+
+def _default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class StudyConfig:
+    """Everything that defines a study: the fields are the keys of a study TOML file and the
+    options of ``reglab compare``. ``None`` means "the default for this data": ``train_size`` 300
+    (or all, if fewer), ``label_noise`` 0.3 for classification and 0 for regression,
+    ``recipes`` the default panel.
+
+    Raises:
+        ConfigError: for any value outside its constraint (checked at construction).
+
+    Example:
+        >>> StudyConfig(data="wine", recipes=["baseline", "l2"], seeds=5)
+    """
+
+    data: str = "digits"
+    target: str | None = None
+    model: str = "mlp"
+    widths: list[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "relu"
+    init: str = "he"
+    recipes: Any = None
+    seeds: int = 3
+    epochs: int = 150
+    train_size: int | None = None
+    label_noise: float | None = None
+    lr: float = 1e-3
+    batch_size: int = 32
+    optimizer: str = "adam"
+    baseline: str = "baseline"
+    divergence_threshold: float | None = None
+    workers: int = field(default_factory=_default_workers)
+    engine: str = "population"
+
+    CONSTRAINTS = {
+        "data": Predicate(
+            lambda v: isinstance(v, str) and v != "",
+            f"one of {', '.join(map(repr, BUILTIN_DATASETS))} or a .csv/.npz path",
+        ),
+        "target": Predicate(lambda v: v is None or isinstance(v, str), "a column name"),
+        "seeds": Interval(int, 1, 1000),
+        "epochs": Interval(int, 1, 100_000),
+        "train_size": Interval(int, 2, None, allow_none=True),
+        "label_noise": Interval(float, 0, 1, "left", allow_none=True),
+        "lr": Interval(float, 0, None, "neither"),
+        "batch_size": Interval(int, 1, None),
+        "optimizer": Choice("adam", "adamw", "sgd"),
+        "baseline": Predicate(lambda v: isinstance(v, str), "a recipe name"),
+        "divergence_threshold": Interval(float, 0, None, "neither", allow_none=True),
+        "workers": Interval(int, 1, 256),
+        "engine": Choice("population", "sequential"),
+    }
+
+    def __post_init__(self) -> None:
+        for name, constraint in self.CONSTRAINTS.items():
+            check_param("compare", name, getattr(self, name), constraint)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> StudyConfig:
+        """Read a study file; ``overrides`` (e.g. from the command line) win over it.
+
+        Raises:
+            ConfigError: a missing file, a TOML syntax error, an unknown key, a bad value.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"The 'config' parameter of compare must be a TOML file. Got "
+                f"{str(path)!r}, which is not a file."
+            )
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}.") from None
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                raise ConfigError(
+                    f"{path}: unknown key {key!r}; the known keys are {', '.join(known)}."
+                )
+        return cls(**{**data, **overrides})

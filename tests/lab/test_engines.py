@@ -1,0 +1,94 @@
+"""`reglab compare --engine population|sequential`: the same study, the same numbers."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from reglab.cli import main
+
+STUDY = [
+    "compare",
+    "--recipes",
+    "baseline,l1,dropout,label_smoothing,early_stopping,swa",
+    "--seeds",
+    "2",
+    "--epochs",
+    "3",
+    "--train-size",
+    "60",
+]
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def values(folder: Path) -> dict:
+    with (folder / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {(r["recipe"], r["seed"], r["epoch"], r["split"], r["metric"]): r["value"] for r in rows}
+
+
+def trials(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((folder / "trials").glob("*.json"))]
+
+
+def test_compare_population_engine_gives_the_sequential_numbers(tmp_path, capsys):
+    code, out, err = run([*STUDY, "--workers", "2", "--out", str(tmp_path / "pop")], capsys)
+    assert code == 0, err
+    # SWA cannot be batched: its trials run alone, and the output says so
+    assert "swa trained one trial at a time (not batched): SWA:" in out
+    engines = {(t["recipe"], t["engine"]) for t in trials(tmp_path / "pop")}
+    assert ("swa", "sequential") in engines and ("dropout", "population") in engines
+    assert ("swa", "population") not in engines
+    code, out, err = run(
+        [*STUDY, "--engine", "sequential", "--workers", "1", "--out", str(tmp_path / "seq")],
+        capsys,
+    )
+    assert code == 0, err
+    assert "not batched" not in out
+    pop, seq = values(tmp_path / "pop"), values(tmp_path / "seq")
+    assert pop.keys() == seq.keys()
+    for key, value in seq.items():
+        if value and key[4] != "seconds":
+            assert float(pop[key]) == pytest.approx(float(value), rel=1e-3, abs=1e-4), key
+
+
+def test_compare_population_rerun_reuses_finished_trials(tmp_path, capsys):
+    folder = tmp_path / "pop"
+    args = [*STUDY, "--recipes", "baseline,l2,dropout", "--workers", "1", "--out", str(folder)]
+    assert run(args, capsys)[0] == 0
+    first = values(folder)
+    for path in sorted((folder / "trials").glob("*.json"))[:2]:
+        path.unlink()  # as if the study had been killed before these were written
+    code, out, _ = run(args, capsys)
+    assert code == 0 and "Reused 4 finished trials" in out
+    assert len(trials(folder)) == 6 and len({t["key"] for t in trials(folder)}) == 6
+    again = values(folder)
+    assert again.keys() == first.keys()
+    for key, value in first.items():
+        if value:
+            assert float(again[key]) == pytest.approx(float(value), rel=1e-3, abs=1e-4), key
+
+
+def test_compare_engine_is_part_of_a_trial_key(tmp_path, capsys):
+    folder = tmp_path / "o"
+    small = [*STUDY, "--recipes", "baseline", "--seeds", "1", "--workers", "1", "--out"]
+    assert run([*small, str(folder)], capsys)[0] == 0
+    code, out, _ = run([*small, str(folder), "--engine", "sequential"], capsys)
+    assert code == 0 and "Reused" not in out
+    assert [t["engine"] for t in trials(folder)] == ["sequential"]
+
+
+def test_compare_rejects_an_unknown_engine_in_one_line(tmp_path, capsys):
+    code, out, err = run([*STUDY, "--engine", "gpu", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert err.strip() == (
+        "reglab: error: The 'engine' parameter of compare must be one of 'population', "
+        "'sequential'. Got 'gpu'."
+    )

@@ -56,6 +56,7 @@ class Population:
         self.threshold = settings["divergence_threshold"]
         self.optimizer_name = settings["optimizer"]
         self.alive = list(range(len(members)))
+        self.rows = list(self.alive)  # the members the batched model computes
         self.records: list[list[dict[str, float]]] = [[] for _ in members]
         self._build_base()
         self._stack()
@@ -152,12 +153,19 @@ class Population:
         return [shapes[n] for n in self.slot_names]
 
     # ----------------------------------------------------------------- one step
+    def _update_rows(self) -> None:
+        """Finished members' rows stay in the stacked tensors (their shadows have their own
+        memory by then, and the others' views must stay valid). While they are few, computing
+        them costs less than gathering the rest on every step (their losses are left out, so
+        they get no gradient); once half have finished, only the alive rows are gathered."""
+        if len(self.alive) <= len(self.members) // 2:
+            self.rows = list(self.alive)
+        self.alive_pos = torch.tensor([self.rows.index(k) for k in self.alive])
+
     def _forward(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The alive members' outputs. Finished members' rows stay in the stacked tensors
-        (their shadows have their own memory by then); the others are gathered, so the
-        regularizers' references to their parameters stay valid."""
-        gather = len(self.alive) < len(self.members)
-        index = torch.tensor(self.alive) if gather else None
+        """The outputs of the members in ``self.rows``."""
+        gather = len(self.rows) < len(self.members)
+        index = torch.tensor(self.rows) if gather else None
         params = {}
         for n in self.names:
             p = self.P[n].index_select(0, index) if gather else self.P[n]
@@ -175,10 +183,13 @@ class Population:
             if shape not in self.ones:
                 self.ones[shape] = torch.ones(shape, dtype=self.X.dtype)
             ones = self.ones[shape]
+            alive = set(self.alive)
             masks[f"{name}.factor"] = torch.stack(
                 [
-                    ones if (layer := self.slot_layers[k][j]) is None else layer(ones)
-                    for k in self.alive
+                    ones
+                    if (layer := self.slot_layers[k][j]) is None or k not in alive
+                    else layer(ones)
+                    for k in self.rows
                 ]
             )
         return masks
@@ -186,7 +197,11 @@ class Population:
     def _on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not any(self.members[k].recipe._active["on_batch"] for k in self.alive):
             return x, y
-        pairs = [self.members[k].recipe.on_batch(x[i], y[i]) for i, k in enumerate(self.alive)]
+        alive = set(self.alive)
+        pairs = [
+            self.members[k].recipe.on_batch(x[i], y[i]) if k in alive else (x[i], y[i])
+            for i, k in enumerate(self.rows)
+        ]
         ys = [p[1] for p in pairs]
         if self.task == "classification" and any(t.ndim == 2 for t in ys):
             classes = next(t.shape[1] for t in ys if t.ndim == 2)
@@ -202,14 +217,19 @@ class Population:
         return F.mse_loss(out, y, reduction="none").reshape(k, -1).mean(1)
 
     def _step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One batch; ``idx`` holds each computed row's sample indices. Returns the alive
+        members' losses."""
         alive = self.alive
-        rows = torch.tensor([self.data_pos[k] for k in alive]).unsqueeze(1)
-        x, y = self._on_batch(self.X[rows, idx], self.Y[rows, idx])
+        data = torch.tensor([self.data_pos[k] for k in self.rows]).unsqueeze(1)
+        x, y = self._on_batch(self.X[data, idx], self.Y[data, idx])
         out = self._forward(x, self._masks(idx.shape[1]))
-        losses = self._losses(out, y)
+        losses = self._losses(out, y)[self.alive_pos]
         if any(self.members[k].recipe._active["on_loss"] for k in alive):
             losses = torch.stack(
-                [self.members[k].recipe.on_loss(losses[i], out[i]) for i, k in enumerate(alive)]
+                [
+                    self.members[k].recipe.on_loss(losses[i], out[pos])
+                    for i, (k, pos) in enumerate(zip(alive, self.alive_pos.tolist(), strict=True))
+                ]
             )
         self.opt.zero_grad(set_to_none=True)
         losses.sum().backward()
@@ -232,11 +252,11 @@ class Population:
     # ----------------------------------------------------------------- epochs
     @torch.no_grad()
     def _evaluate(self, X: torch.Tensor, Y: torch.Tensor) -> list[dict[str, float]]:
-        rows = torch.tensor([self.data_pos[k] for k in self.alive])
+        rows = torch.tensor([self.data_pos[k] for k in self.rows])
         self.base.eval()
         outs = [self._forward(X[rows, i : i + 1024], {}) for i in range(0, X.shape[1], 1024)]
         self.base.train()
-        out, y = torch.cat(outs, 1), Y[rows]
+        out, y = torch.cat(outs, 1)[self.alive_pos], Y[rows][self.alive_pos]
         n = out.shape[1]
         if self.task == "classification":
             ce = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(-1, n)
@@ -262,10 +282,11 @@ class Population:
         for m in self.members:
             m.model.train()
         self.base.train()
+        self._update_rows()
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             perms = {s: torch.randperm(self.n, generator=g) for s, g in self.order_gens.items()}
-            order = torch.stack([perms[self.seed_pos[k]] for k in self.alive])
+            order = torch.stack([perms[self.seed_pos[k]] for k in self.rows])
             running = torch.zeros(len(self.alive))
             steps = 0
             for start in range(0, self.n, self.batch_size):
@@ -289,6 +310,8 @@ class Population:
             for k in ended:
                 self._finish(k, on_done)
             self.alive = [k for k in self.alive if k not in ended]
+            if self.alive:
+                self._update_rows()
             if on_epoch is not None:
                 on_epoch(epoch, len(self.alive))
             if not self.alive:

@@ -17,3 +17,61 @@ def toy_data():
     x = torch.randn(120, 6, generator=g)
     y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long()
     return (x[:80], y[:80]), (x[80:], y[80:])
+
+
+def _postgres_bin():
+    import glob
+    from pathlib import Path
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL server on a loopback port, as the `postgres` user (initdb and
+    postgres refuse root). Debian's package is installed with apt-get when it is missing; where
+    that is impossible the tests that need the server skip and say why."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bindir = _postgres_bin()
+    if bindir is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+        ):
+            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+        bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed and apt-get could not install it")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = tempfile.mkdtemp(prefix="reglab-pg-")
+    os.chmod(root, 0o755)
+    if as_user:
+        shutil.chown(root, "postgres", "postgres")
+    data = os.path.join(root, "data")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def pg(*args, check=True):
+        return subprocess.run([*as_user, *args], capture_output=True, text=True, check=check)
+
+    try:
+        pg(str(bindir / "initdb"), "-D", data, "-A", "trust", "-U", "postgres")
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+        log = os.path.join(root, "server.log")
+        pg(str(bindir / "pg_ctl"), "-D", data, "-o", options, "-l", log, "-w", "start")
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "reglab")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        detail = getattr(exc, "stderr", "") or str(exc)
+        pytest.skip(f"could not start PostgreSQL: {detail.strip()[:200]}")
+    yield f"postgresql://postgres@127.0.0.1:{port}/reglab"
+    pg(str(bindir / "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop", check=False)
+    shutil.rmtree(root, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -21,60 +22,51 @@ def cli() -> None:
     """reglab: regularization for PyTorch that you can see working."""
 
 
-@cli.command()
-@click.option(
-    "--data",
-    help="digits (default), breast_cancer, wine, diabetes, "
-    "sparse_regression, polynomial, or a .csv/.npz file.",
-)
-@click.option("--target", help="Target column of a CSV file.")
-@click.option(
-    "--model", help="mlp (default), resmlp (residual blocks), cnn (image data) or linear."
-)
-@click.option("--widths", help="Hidden widths of the MLP, e.g. 256,256.")
-@click.option("--activation", help="relu (default), gelu, tanh, silu, elu, leaky_relu or selu.")
-@click.option("--recipes", help="Comma-separated recipe names (see `reglab recipes`).")
-@click.option("--seeds", type=int, help="Number of seeds (default 3).")
-@click.option("--epochs", type=int, help="Epochs per trial (default 150).")
-@click.option("--train-size", type=int, help="Training samples (default: 300, or all if fewer).")
-@click.option(
-    "--label-noise",
-    type=float,
-    help="Fraction of training labels made wrong (default 0.3 for classification).",
-)
-@click.option("--lr", type=float, help="Learning rate (default 1e-3).")
-@click.option("--batch-size", type=int, help="Batch size (default 32).")
-@click.option(
-    "--optimizer",
-    help="adam (default), adamw or sgd; never with weight decay of its own: that is a recipe.",
-)
-@click.option(
-    "--divergence-threshold",
-    type=float,
-    help="Stop a trial as diverged when its mean training loss exceeds this.",
-)
-@click.option("--workers", type=int, help="Parallel worker processes (default: one per core).")
-@click.option(
-    "--engine",
-    help="population (default: trials trained together as one batched model) or sequential "
-    "(one reglab.fit per trial).",
-)
-@click.option("--config", "config_path", help="A study TOML file; options given here win.")
-@click.option(
-    "--out",
-    default="runs/compare",
-    show_default=True,
-    help="Output folder; a rerun with the same settings reuses its finished trials.",
-)
-def compare(config_path: str | None, out: str, **options: Any) -> None:
-    """Train one model under several recipes and seeds; report the effect of each.
+_STUDY_OPTIONS = [
+    click.option(
+        "--data",
+        help="digits (default), breast_cancer, wine, diabetes, "
+        "sparse_regression, polynomial, or a .csv/.npz file.",
+    ),
+    click.option("--target", help="Target column of a CSV file."),
+    click.option(
+        "--model", help="mlp (default), resmlp (residual blocks), cnn (image data) or linear."
+    ),
+    click.option("--widths", help="Hidden widths of the MLP, e.g. 256,256."),
+    click.option("--activation", help="relu (default), gelu, tanh, silu, elu, leaky_relu or selu."),
+    click.option("--epochs", type=int, help="Epochs per trial (default 150)."),
+    click.option(
+        "--train-size", type=int, help="Training samples (default: 300, or all if fewer)."
+    ),
+    click.option(
+        "--label-noise",
+        type=float,
+        help="Fraction of training labels made wrong (default 0.3 for classification).",
+    ),
+    click.option("--lr", type=float, help="Learning rate (default 1e-3)."),
+    click.option("--batch-size", type=int, help="Batch size (default 32)."),
+    click.option(
+        "--optimizer",
+        help="adam (default), adamw or sgd; never with weight decay of its own: that is a recipe.",
+    ),
+    click.option(
+        "--divergence-threshold",
+        type=float,
+        help="Stop a trial as diverged when its mean training loss exceeds this.",
+    ),
+    click.option("--workers", type=int, help="Parallel worker processes (default: one per core)."),
+]
 
-    With no options: digits, an MLP, 300 training samples with 30% label noise, 3 seeds and a
-    panel with one recipe of each family.
-    """
-    from .lab.compare import compare as run_compare
-    from .lab.study import StudyConfig
 
+def _study_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that define a study's data, model and training, shared by the commands."""
+    for option in reversed(_STUDY_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _study_values(options: dict[str, Any]) -> dict[str, Any]:
+    """The options given, with ``--widths`` parsed."""
     given = {k: v for k, v in options.items() if v is not None}
     if "widths" in given:
         try:
@@ -84,13 +76,116 @@ def compare(config_path: str | None, out: str, **options: Any) -> None:
                 "The 'widths' parameter of compare must be comma-separated ints, "
                 f"e.g. 256,256. Got {options['widths']!r}."
             ) from None
+    return given
+
+
+@cli.command()
+@_study_options
+@click.option("--recipes", help="Comma-separated recipe names (see `reglab recipes`).")
+@click.option("--seeds", type=int, help="Number of seeds (default 3).")
+@click.option(
+    "--engine",
+    help="population (default: trials trained together as one batched model) or sequential "
+    "(one reglab.fit per trial).",
+)
+@click.option(
+    "--storage",
+    help="An Optuna storage URL (e.g. postgresql://user:pass@host/db) shared by machines: each "
+    "runs the same command and takes trials from it.",
+)
+@click.option("--study-name", help="The shared study's name (default: compare-DATA-MODEL).")
+@click.option("--config", "config_path", help="A study TOML file; options given here win.")
+@click.option(
+    "--out",
+    default="runs/compare",
+    show_default=True,
+    help="Output folder; a rerun with the same settings reuses its finished trials.",
+)
+def compare(
+    config_path: str | None,
+    out: str,
+    storage: str | None,
+    study_name: str | None,
+    **options: Any,
+) -> None:
+    """Train one model under several recipes and seeds; report the effect of each.
+
+    With no options: digits, an MLP, 300 training samples with 30% label noise, 3 seeds and a
+    panel with one recipe of each family.
+    """
+    from .lab.compare import compare as run_compare
+    from .lab.study import StudyConfig
+
+    given = _study_values(options)
     config = StudyConfig.from_toml(config_path, **given) if config_path else StudyConfig(**given)
+    run = run_compare(config, out, _console(), storage=storage, study_name=study_name)
+    if run.interrupted:
+        sys.exit(130)
+
+
+@cli.command()
+@click.option("--recipe", required=True, help="The built-in recipe to tune (see `reglab recipes`).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    help="An argument and its range, e.g. strength=1e-5:1e-1:log (log is the default for "
+    "floats); repeat for several.",
+)
+@click.option("--trials", type=int, default=20, show_default=True, help="Trials this run adds.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every trial.")
+@click.option("--storage", help="An RDB URL shared by machines (default: a journal file in --out).")
+@click.option("--study-name", help="The Optuna study's name (default: RECIPE-DATA).")
+@click.option("--no-pruning", is_flag=True, help="Never stop a trial early.")
+@_study_options
+@click.option(
+    "--out",
+    default="runs/tune",
+    show_default=True,
+    help="Output folder: the journal file, tune_trials.csv, best.toml, tune_report.html.",
+)
+def tune(
+    recipe: str,
+    params: tuple[str, ...],
+    trials: int,
+    seed: int,
+    storage: str | None,
+    study_name: str | None,
+    no_pruning: bool,
+    out: str,
+    **options: Any,
+) -> None:
+    """Search a recipe's strengths with Optuna (TPE, median pruning on validation loss).
+
+    Prints the best values with their validation and test metrics and writes best.toml, a
+    study file for `reglab compare --config` with the tuned recipe beside baseline. Rerunning
+    continues the same study; several machines share one through --storage URL --study-name NAME.
+    """
+    from .lab.config import StudyConfig
+    from .lab.tune_report import tune as run
+    from .lab.tuner import TuneConfig
+
+    given = _study_values(options)
+    workers = given.pop("workers", None)
+
+    config = TuneConfig(
+        recipe=recipe,
+        params=list(params),
+        study=StudyConfig(**given, engine="sequential"),
+        trials=trials,
+        seed=seed,
+        storage=storage,
+        study_name=study_name,
+        pruning=not no_pruning,
+    )
+    run(config, out, workers or config.study.workers, _console())
+
+
+def _console() -> Console:
     console = Console()
     if not console.is_terminal:  # logs and pipes: do not wrap the tables at 80 columns
         console = Console(width=130)
-    run = run_compare(config, out, console)
-    if run.interrupted:
-        sys.exit(130)
+    return console
 
 
 @cli.command()

@@ -86,7 +86,7 @@ def test_compare_engine_is_part_of_a_trial_key(tmp_path, capsys):
 
 
 def test_compare_rejects_an_unknown_engine_in_one_line(tmp_path, capsys):
-    code, out, err = run([*STUDY, "--engine", "gpu", "--out", str(tmp_path / "o")], capsys)
+    code, _out, err = run([*STUDY, "--engine", "gpu", "--out", str(tmp_path / "o")], capsys)
     assert code == 2
     assert err.strip() == (
         "reglab: error: The 'engine' parameter of compare must be one of 'population', "

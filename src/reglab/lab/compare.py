@@ -83,11 +83,20 @@ def _describe(run: StudyRun) -> str:
     )
 
 
-def compare(config: StudyConfig, out: str | Path, console: Console | None = None) -> StudyRun:
+def compare(
+    config: StudyConfig,
+    out: str | Path,
+    console: Console | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+) -> StudyRun:
     """Run the study with a progress bar, print the table, write every output file.
 
+    With ``storage`` (an RDB URL, e.g. PostgreSQL) the trials come from the shared study
+    ``study_name`` (see :mod:`reglab.lab.shared`): run the same command on several machines.
+
     Raises:
-        ConfigError: for any bad setting, before training starts.
+        ConfigError: for any bad setting or an unreachable storage, before training starts.
     """
     console = console or Console(stderr=False)
     started = time.perf_counter()
@@ -118,10 +127,23 @@ def compare(config: StudyConfig, out: str | Path, console: Console | None = None
         progress.update(state["task"], completed=completed, description="training populations")
 
     with progress:
-        run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
+        if storage is not None:
+            from .shared import run_shared
+
+            name = study_name or f"compare-{Path(config.data).stem}-{config.model}"
+            run = run_shared(config, out, storage, name, on_trial=on_trial)
+        else:
+            run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
     console.print(_describe(run))
     if run.reused:
         console.print(f"Reused {run.reused} finished trials from {out}.")
+    if run.requeued:
+        console.print(f"Re-queued {run.requeued} trials of workers that died.")
+    if len(run.results) < len(run.recipes) * config.seeds and not run.interrupted:
+        console.print(
+            f"{len(run.results)} of {len(run.recipes) * config.seeds} trials are finished; "
+            "the others are still running on other machines: run the command again later."
+        )
     for recipe, reason in run.sequential.items():
         console.print(f"{recipe} trained one trial at a time (not batched): {reason}.")
     paths = write_outputs(run)

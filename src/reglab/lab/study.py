@@ -282,6 +282,7 @@ class StudyRun:
     n_train: int
     interrupted: bool = False
     sequential: dict[str, str] = field(default_factory=dict)
+    requeued: int = 0
 
 
 def plan(

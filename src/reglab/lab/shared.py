@@ -1,0 +1,164 @@
+"""Studies shared by several machines through an Optuna storage (``reglab compare --storage``).
+
+The storage is used as a queue of fixed trials: the first command to arrive adds one waiting
+Optuna trial per recipe x seed (its key, recipe and seed as user attributes); every command
+running the same study takes waiting trials one at a time (atomically), runs them with
+:func:`reglab.lab.study.run_trial`, and stores each result (JSON) on its Optuna trial. A worker
+that dies leaves its trial running: on an RDB storage the heartbeat fails it and Optuna
+re-queues a copy; for the journal file the command that started the worker does. Any machine
+can then write the table and report from the storage: each command ends by collecting every
+finished result and writing the usual outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import StudyConfig
+from .store import check_folder, write_atomic
+from .study import StudyRun, Trial, plan, run_trial
+from .tune import claim, open_storage, requeue_dead
+
+__all__ = ["run_shared"]
+
+_RESULT = "reglab_result"
+
+
+def _by_key(study: Any, states: tuple) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for t in study.get_trials(deepcopy=False, states=states):
+        if "key" in t.user_attrs:
+            found.setdefault(t.user_attrs["key"], []).append(t)
+    return found
+
+
+def enqueue_grid(study: Any, trials: list[Trial]) -> int:
+    """Add a waiting Optuna trial for every planned trial not already waiting, running or
+    complete; return how many were added."""
+    from optuna.trial import TrialState
+
+    present = _by_key(study, (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE))
+    added = 0
+    for trial in trials:
+        if trial.key not in present:
+            attrs = {"key": trial.key, "recipe": trial.recipe, "seed": trial.seed}
+            study.enqueue_trial({}, user_attrs=attrs, skip_if_exists=False)
+            added += 1
+    return added
+
+
+def results(study: Any) -> dict[str, dict[str, Any]]:
+    """The stored result of every completed trial, by key."""
+    from optuna.trial import TrialState
+
+    out = {}
+    for key, found in _by_key(study, (TrialState.COMPLETE,)).items():
+        out[key] = json.loads(found[0].user_attrs[_RESULT])
+    return out
+
+
+def _work(payload: dict[str, Any]) -> None:
+    """A worker process: run waiting trials of the study until none is left."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread  # as study.optimize does
+    from optuna.trial import TrialState
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(payload["storage"], Path(payload["out"]))
+    study = optuna.load_study(study_name=payload["name"], storage=storage)
+    plans: dict[str, Trial] = payload["trials"]
+    heartbeat = hasattr(storage, "record_heartbeat")
+    while True:
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)
+        trial = claim(study)
+        if trial is None:
+            return
+        key = study._storage.get_trial(trial._trial_id).user_attrs.get("key")
+        done = key in _by_key(study, (TrialState.COMPLETE,))
+        if key not in plans or done:  # another study's trial, or added twice by a race
+            trial.set_user_attr("skipped", "duplicate" if done else "not in this study")
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        with get_heartbeat_thread(trial._trial_id, storage):
+            result = run_trial(plans[key])
+        trial.set_user_attr(_RESULT, json.dumps(result))
+        study.tell(trial, 0.0)
+
+
+def run_shared(
+    config: StudyConfig,
+    out: str | Path,
+    storage: str,
+    study_name: str,
+    on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
+) -> StudyRun:
+    """Run the trials of ``config`` from a shared storage with this machine's workers; return
+    every result finished by any machine (the others are still running elsewhere).
+
+    Trials run one by one with :func:`reglab.fit` (the sequential engine), so the numbers are
+    those of a local ``--engine sequential`` run.
+
+    Raises:
+        ConfigError: for bad settings or an unreachable storage, before training.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = dataclasses.replace(config, engine="sequential")
+    task, settings, recipes, trials, n_train, _ = plan(config)
+    out = Path(out)
+    trial_dir = check_folder(out, settings)
+    opened = open_storage(storage, out, owner="compare")
+    study = optuna.create_study(study_name=study_name, storage=opened, load_if_exists=True)
+    requeued = requeue_dead(study)
+    enqueue_grid(study, trials)
+    payload = {
+        "storage": storage,
+        "out": str(out),
+        "name": study_name,
+        "trials": {t.key: t for t in trials},
+    }
+    total, seen = len(trials), set()
+
+    def report() -> None:
+        for key, result in results(study).items():
+            if key in payload["trials"] and key not in seen:
+                seen.add(key)
+                write_atomic(trial_dir / payload["trials"][key].filename, json.dumps(result))
+                if on_trial is not None:
+                    on_trial(result, len(seen), total)
+
+    ctx = get_context("spawn")
+    interrupted = False
+    procs = [ctx.Process(target=_work, args=(payload,)) for _ in range(config.workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(0.5)
+            if any(p.exitcode not in (None, 0) for p in procs):
+                requeued += requeue_dead(study)
+            report()
+    except KeyboardInterrupt:
+        interrupted = True
+        for p in procs:
+            p.kill()
+    for p in procs:
+        p.join()
+    requeued += requeue_dead(study)
+    report()
+    done = results(study)
+    finished = [done[t.key] for t in trials if t.key in done]
+    return StudyRun(
+        config, task, settings, recipes, finished, 0, out, n_train, interrupted, requeued=requeued
+    )

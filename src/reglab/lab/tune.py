@@ -1,0 +1,219 @@
+"""``reglab tune``: search a recipe's regularization strengths with Optuna.
+
+Each Optuna trial trains the recipe with sampled values on the study's data (one seed) and
+returns the final model's validation loss; validation loss is reported every epoch, so Optuna's
+median pruner stops hopeless trials early. TPE samples by default.
+
+Storage: by default Optuna's journal file ``<out>/tune.journal`` (several processes of one
+machine may share it); or an RDB URL such as ``postgresql://user:pass@host/db``, so that several
+machines work on one study. ``--trials N`` adds N waiting trials to the study; the workers of
+every command working on it take waiting trials one at a time (taking one is atomic in both
+storages), so nothing runs twice, and two machines each adding 5 finish 10. Rerunning continues
+the study (TPE learns from every earlier trial; waiting trials of an interrupted run are taken
+too). A worker that dies leaves its trial running: on an RDB storage the heartbeat marks it
+failed and Optuna re-queues it; with the journal file the command that started the worker does
+the same when it sees the worker gone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core import ConfigError, Interval, Regularizer, check_param
+
+__all__ = ["Dimension", "open_storage", "parse_dimension", "tunable"]
+
+JOURNAL = "tune.journal"
+_WORKER_ATTR = "reglab_worker"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched argument: ``spec[index][arg]`` between ``low`` and ``high``."""
+
+    name: str
+    index: int
+    arg: str
+    low: float
+    high: float
+    log: bool
+    integer: bool
+
+
+def tunable(spec: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, str, Interval]]:
+    """The numeric arguments of a recipe's regularizers, by name: ``'Type.arg'`` always, and
+    the bare ``'arg'`` where only one regularizer of the recipe has it."""
+    found: dict[str, tuple[int, str, Interval]] = {}
+    counts: dict[str, int] = {}
+    for index, item in enumerate(spec):
+        cls = Regularizer.registry.get(item.get("type"))
+        for arg, constraint in getattr(cls, "constraints", {}).items():
+            if isinstance(constraint, Interval) and constraint.kind in (int, float):
+                found[f"{item['type']}.{arg}"] = (index, arg, constraint)
+                counts[arg] = counts.get(arg, 0) + 1
+    for value in list(found.values()):
+        if counts[value[1]] == 1:
+            found[value[1]] = value
+    return found
+
+
+def parse_dimension(text: str, spec: Sequence[Mapping[str, Any]], recipe: str) -> Dimension:
+    """``'strength=1e-5:1e-1:log'`` (or ``'L2.strength=...'``, ``':linear'``) as a Dimension.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the tunable ones), a malformed range,
+            ``low >= high``, a log scale with ``low <= 0``, or bounds the argument forbids.
+    """
+    options = tunable(spec)
+    name, _, rest = text.partition("=")
+    name = name.strip()
+    if name not in options:
+        listed = ", ".join(options) or "none"
+        raise ConfigError(
+            f"The 'param' parameter of tune must name a tunable argument of recipe {recipe!r} "
+            f"({listed}). Got {name!r}."
+        )
+    index, arg, constraint = options[name]
+    parts = rest.split(":")
+    scale = parts[2].strip() if len(parts) == 3 else "log" if constraint.kind is float else ""
+    try:
+        low, high = float(parts[0]), float(parts[1])
+        if len(parts) > 3 or scale not in ("log", "linear", ""):
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"The 'param' parameter of tune must look like NAME=LOW:HIGH[:log|:linear]. "
+            f"Got {text!r}."
+        ) from None
+    log = scale == "log"
+    if not low < high:
+        raise ConfigError(
+            f"The 'param' parameter of tune must have LOW < HIGH. Got {name}={low:g}:{high:g}."
+        )
+    if log and low <= 0:
+        raise ConfigError(
+            f"The 'param' parameter of tune must have LOW > 0 on a log scale. "
+            f"Got {name}={low:g}:{high:g}:log."
+        )
+    integer = constraint.kind is int
+    for bound in (low, high):
+        check_param("tune", f"param {name}", int(bound) if integer else bound, constraint)
+    return Dimension(name, index, arg, low, high, log, integer)
+
+
+def with_values(
+    spec: Sequence[Mapping[str, Any]], dims: Sequence[Dimension], values: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """A copy of ``spec`` with each dimension's value filled in."""
+    out = [dict(item) for item in spec]
+    for dim in dims:
+        out[dim.index][dim.arg] = values[dim.name]
+    return out
+
+
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can parse: show no part after the scheme
+        return url.split("://", 1)[0] + "://***" if "://" in url else url
+
+
+def open_storage(url: str | None, out: Path, owner: str = "tune") -> Any:
+    """The Optuna storage: the journal file in ``out`` when ``url`` is None, else an RDB
+    storage with a heartbeat (a dead worker's trial is failed and re-queued).
+
+    Raises:
+        ConfigError: for a URL that cannot be reached, in one line with the password masked.
+    """
+    import optuna
+
+    if url is None:
+        out.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(out / JOURNAL))
+        return optuna.storages.JournalStorage(backend)
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=5,
+                grace_period=20,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=3
+                ),
+            )
+    except Exception as exc:  # sqlalchemy's errors for bad URLs, drivers, hosts, passwords
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = reason.replace(url, masked(url))
+        raise ConfigError(
+            f"The 'storage' parameter of {owner} must be a database URL that can be reached. "
+            f"Got {masked(url)!r} ({reason[:200]})."
+        ) from None
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, stored on the trials it takes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(study: Any) -> Any:
+    """Take one waiting trial of ``study`` (atomic: the storage changes its state only if it is
+    still waiting), or None when none is left."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage  # Optuna's own ask() takes waiting trials the same way
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+            trial = optuna.Trial(study, frozen._trial_id)
+            trial.set_user_attr(_WORKER_ATTR, worker_id())
+            return trial
+    return None
+
+
+def requeue_dead(study: Any) -> int:
+    """Fail and re-queue the running trials of workers of this host that are gone (the journal
+    file has no heartbeat). Returns how many were re-queued."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    count = 0
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = frozen.user_attrs.get(_WORKER_ATTR, "")
+        where, _, pid = owner.rpartition(":")
+        if where != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+            attrs = {k: v for k, v in frozen.user_attrs.items() if k != _WORKER_ATTR}
+            study.enqueue_trial(frozen.params, user_attrs={**attrs, "retry_of": frozen.number})
+            count += 1
+    return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is gone too
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def finite_or_inf(value: float) -> float:
+    return value if math.isfinite(value) else float("inf")

@@ -1,0 +1,133 @@
+"""``reglab tune`` on the console and in ``tune_report.html``: progress, the best values with
+their validation and test metrics, the tuning history and Optuna's parameter importances."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from .report import _CSS, _img
+from .tuner import TuneConfig, TuneRun, run_tune, write_tune_outputs
+
+__all__ = ["plot_history", "tune", "write_tune_report"]
+
+
+def plot_history(run: TuneRun, path: Path) -> None:
+    """Each finished trial's objective (validation loss) by trial number, and the best so far;
+    pruned trials show their last reported value as crosses."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    trials = sorted(run.trials, key=lambda t: t.number)
+    done = [t for t in trials if t.value is not None]
+    pruned = [t for t in trials if t.value is None and t.intermediate_values]
+    ax.scatter([t.number for t in done], [t.value for t in done], s=18, label="complete")
+    if pruned:
+        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        ax.scatter([t.number for t in pruned], last, marker="x", c="grey", label="pruned")
+    best, running = float("inf"), []
+    for t in done:
+        best = min(best, t.value)
+        running.append(best)
+    ax.step([t.number for t in done], running, where="post", c="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation loss")
+    ax.set_yscale("log" if done and min(t.value for t in done) > 0 else "linear")
+    ax.legend()
+    ax.set_title(f"Tuning history: {run.name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_importances(importances: dict[str, float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.4 * len(importances)))
+    names = list(importances)
+    ax.barh(names, [importances[n] for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("importance (fANOVA, normalized)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_tune_report(run: TuneRun, out: Path) -> Path:
+    """``tune_report.html``: settings, the best trial, the history and the importances."""
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_history(run, plots / "tune_history.png")
+    parts = [f"<h1>reglab tune: {html.escape(run.name)}</h1>"]
+    parts.append(
+        f"<p>Storage <code>{html.escape(run.storage)}</code>; {len(run.trials)} finished trials "
+        f"(complete or pruned) in the study; this run added {run.added}"
+        + (f" and re-queued {run.requeued} of dead workers" if run.requeued else "")
+        + ".</p>"
+    )
+    if run.best is not None:
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td></tr>"
+            for k, v in run.best.params.items()
+        )
+        metrics = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
+            for k, v in run.best.user_attrs.items()
+            if isinstance(v, float)
+        )
+        parts.append(
+            f"<h2>Best trial ({run.best.number})</h2><table>{rows}{metrics}</table>"
+            "<p><code>best.toml</code> is a study file with this recipe beside baseline: "
+            "<code>reglab compare --config best.toml</code> measures it over seeds.</p>"
+        )
+    parts.append(f"<h2>History</h2>{_img(plots / 'tune_history.png')}")
+    if run.importances:
+        plot_importances(run.importances, plots / "tune_importances.png")
+        parts.append(
+            "<h2>Parameter importances</h2><p>Optuna's fANOVA estimate of how much of the "
+            f"objective's variance each parameter explains.</p>"
+            f"{_img(plots / 'tune_importances.png')}"
+        )
+    path = out / "tune_report.html"
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>reglab tune</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
+    )
+    return path
+
+
+def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) -> TuneRun:
+    """Run the search with a progress bar, print the best trial, write every output."""
+    out = Path(out)
+    progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), console=console)
+    with progress:
+        task = progress.add_task("trials", total=config.trials)
+        run = run_tune(
+            config, out, workers, lambda done, total: progress.update(task, completed=done)
+        )
+    paths = write_tune_outputs(run, out)
+    paths["tune_report.html"] = write_tune_report(run, out)
+    console.print(
+        f"Study [bold]{run.name}[/] in {run.storage}: {len(run.trials)} finished trials "
+        f"({run.added} added by this run{f', {run.requeued} re-queued' if run.requeued else ''})."
+    )
+    if run.best is None:
+        console.print("[red]No trial completed[/]; see tune_trials.csv.")
+    else:
+        table = Table(title=f"Best trial ({run.best.number})")
+        table.add_column("")
+        table.add_column("value")
+        for key, value in run.best.params.items():
+            table.add_row(key, f"{value:.6g}")
+        for key, value in run.best.user_attrs.items():
+            if isinstance(value, float):
+                table.add_row(key, f"{value:.4f}")
+        console.print(table)
+        for name, share in run.importances.items():
+            console.print(f"importance of {name}: {share:.2f}")
+    console.print(f"Wrote {', '.join(paths)} to {out}.")
+    return run

@@ -1,0 +1,205 @@
+"""`reglab tune`: search space, storage, workers sharing a study, dead workers, bad input."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from reglab import ConfigError
+from reglab.cli import main
+from reglab.lab.recipes import BUILTIN_RECIPES
+from reglab.lab.tune import masked, parse_dimension, tunable
+
+SMALL = ["--epochs", "6", "--train-size", "80", "--batch-size", "16"]
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def journal_study(folder: Path, name: str) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "tune.journal"))
+    )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_tunable_names_every_numeric_argument_and_bare_names_when_unique():
+    names = tunable(BUILTIN_RECIPES["combined"][1])
+    assert {"L2.strength", "Dropout.p", "EarlyStopping.patience", "strength", "p"} <= set(names)
+    assert names["p"][:2] == (1, "p")
+    assert "monitor" not in names  # a choice, not a number
+
+
+def test_parse_dimension_reads_ranges_and_scales():
+    spec = BUILTIN_RECIPES["l2"][1]
+    dim = parse_dimension("strength=1e-5:1e-1", spec, "l2")
+    assert (dim.low, dim.high, dim.log, dim.integer) == (1e-5, 1e-1, True, False)
+    assert not parse_dimension("strength=0:1:linear", spec, "l2").log
+    patience = parse_dimension("patience=2:20", BUILTIN_RECIPES["early_stopping"][1], "es")
+    assert patience.integer and not patience.log
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("alpha=1:2", "must name a tunable argument of recipe 'l2' (L2.strength, strength)"),
+        ("strength=1:0.1", "must have LOW < HIGH. Got strength=1:0.1."),
+        ("strength=0:1:log", "must have LOW > 0 on a log scale. Got strength=0:1:log."),
+        ("strength=1e-3", "must look like NAME=LOW:HIGH[:log|:linear]"),
+        ("strength=-1:1:linear", "'param strength' parameter of tune must be a float"),
+    ],
+)
+def test_parse_dimension_rejects_bad_input_in_one_line(text, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        parse_dimension(text, BUILTIN_RECIPES["l2"][1], "l2")
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_masked_hides_the_password():
+    assert masked("postgresql://ann:s3cret@db.example:5432/lab") == (
+        "postgresql://ann:***@db.example:5432/lab"
+    )
+
+
+def test_tune_beats_a_poor_strength_with_two_workers_and_no_trial_lost(tmp_path, capsys):
+    out = tmp_path / "t"
+    base = ["tune", "--recipe", "l2", "--param", "strength=1e-4:30:log", *SMALL]
+    base += ["--workers", "2", "--no-pruning", "--out", str(out)]
+    code, stdout, err = run([*base, "--trials", "6"], capsys)
+    assert code == 0, err
+    assert "Best trial" in stdout
+    rows = list(csv.DictReader((out / "tune_trials.csv").open()))
+    assert sorted(int(r["number"]) for r in rows) == list(range(6))
+    assert {r["state"] for r in rows} == {"complete"}
+    study = journal_study(out, "l2-digits")
+    assert len(study.trials) == 6  # nothing ran twice, nothing extra
+    workers = {t.user_attrs["reglab_worker"] for t in study.trials}
+    assert 1 <= len(workers) <= 2
+    # the deliberately poor end of the range: L2(30) crushes the weights
+    poor = _val_loss(out, strength=30.0, capsys=capsys)
+    assert study.best_value < poor - 0.3
+    assert (out / "best.toml").is_file() and (out / "tune_report.html").is_file()
+    report = (out / "tune_report.html").read_text()
+    assert "<h2>History</h2>" in report and "Parameter importances" in report
+    # rerunning continues the same study
+    code, stdout, err = run([*base, "--trials", "2"], capsys)
+    assert code == 0, err
+    assert len(journal_study(out, "l2-digits").trials) == 8
+
+
+def _val_loss(out: Path, strength: float, capsys) -> float:
+    folder = out / "poor"
+    args = ["tune", "--recipe", "l2", "--param", f"strength={strength}:{strength * 1.0001}"]
+    args += ["--trials", "1", *SMALL, "--workers", "1", "--no-pruning", "--out", str(folder)]
+    assert run(args, capsys)[0] == 0
+    return journal_study(folder, "l2-digits").best_value
+
+
+def test_tune_best_toml_runs_in_compare(tmp_path, capsys):
+    out = tmp_path / "t"
+    args = ["tune", "--recipe", "dropout", "--param", "p=0.1:0.6:linear", "--trials", "2"]
+    assert run([*args, *SMALL, "--workers", "1", "--out", str(out)], capsys)[0] == 0
+    toml = (out / "best.toml").read_text()
+    assert "dropout_tuned" in toml and "baseline" in toml
+    code, stdout, err = run(
+        [
+            "compare",
+            "--config",
+            str(out / "best.toml"),
+            "--seeds",
+            "1",
+            "--epochs",
+            "2",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "dropout_tuned" in stdout
+
+
+def test_tune_killed_worker_trial_is_requeued_and_the_others_finish(tmp_path):
+    out = tmp_path / "t"
+    args = [sys.executable, "-m", "reglab", "tune", "--recipe", "l2"]
+    args += ["--param", "strength=1e-4:1:log", "--trials", "4", "--workers", "2"]
+    args += ["--epochs", "60", "--train-size", "200", "--no-pruning", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    victim = None
+    while victim is None:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+        try:
+            study = journal_study(out, "l2-digits")
+        except (KeyError, OSError, ValueError):
+            continue
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running and "reglab_worker" in running[0].user_attrs:
+            victim = running[0]
+    os.kill(int(victim.user_attrs["reglab_worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    study = journal_study(out, "l2-digits")
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 4
+    assert states.count(TrialState.FAIL) == 1
+    retried = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retried) == 1 and retried[0].params == victim.params
+    assert "1 re-queued" in stdout
+
+
+def test_tune_unreachable_storage_is_one_line_with_the_password_masked(tmp_path, capsys):
+    url = "postgresql://ann:s3cret@127.0.0.1:9/lab"
+    args = ["tune", "--recipe", "l2", "--param", "strength=1e-4:1", "--storage", url]
+    code, _out, err = run([*args, *SMALL, "--out", str(tmp_path / "t")], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "s3cret" not in err
+    assert "postgresql://ann:***@127.0.0.1:9/lab" in err
+
+
+def test_tune_unknown_param_lists_the_tunable_ones(tmp_path, capsys):
+    args = ["tune", "--recipe", "combined", "--param", "strenght=1:2"]
+    code, _out, err = run([*args, "--out", str(tmp_path / "t")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "L2.strength" in err and "Dropout.p" in err and "'strenght'" in err
+
+
+def test_tune_needs_a_param(tmp_path, capsys):
+    code, _out, err = run(["tune", "--recipe", "l2", "--out", str(tmp_path / "t")], capsys)
+    assert code == 2 and "--param strength=1e-5:1e-1:log" in err
+
+
+def test_tune_two_machines_share_one_postgresql_study(tmp_path, postgres_url):
+    args = [sys.executable, "-m", "reglab", "tune", "--recipe", "l2"]
+    args += ["--param", "strength=1e-4:1:log", "--trials", "3", "--workers", "1"]
+    args += [*SMALL, "--storage", postgres_url, "--study-name", "shared"]
+    procs = [
+        subprocess.Popen(
+            [*args, "--out", str(tmp_path / f"m{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 6
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert len({tuple(t.params.items()) for t in study.trials}) == 6

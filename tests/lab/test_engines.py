@@ -92,3 +92,49 @@ def test_compare_rejects_an_unknown_engine_in_one_line(tmp_path, capsys):
         "reglab: error: The 'engine' parameter of compare must be one of 'population', "
         "'sequential'. Got 'gpu'."
     )
+
+
+def test_compare_two_machines_on_postgresql_match_one_local_run(tmp_path, capsys, postgres_url):
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.trial import TrialState
+
+    small = ["--recipes", "baseline,l2,dropout", "--seeds", "2", "--epochs", "3"]
+    small += ["--train-size", "60", "--workers", "1"]
+    local = tmp_path / "local"
+    code, _, err = run(["compare", *small, "--engine", "sequential", "--out", str(local)], capsys)
+    assert code == 0, err
+    shared = [*small, "--storage", postgres_url, "--study-name", "grid"]
+    cmd = [sys.executable, "-m", "reglab", "compare", *shared]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--out", str(tmp_path / f"m{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    study = optuna.load_study(study_name="grid", storage=postgres_url)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["key"] for t in complete) == sorted(
+        {t.user_attrs["key"] for t in complete}
+    )
+    assert len(complete) == 6
+    # any machine writes the table from the storage: the numbers of the local run
+    code, _out, err = run(["compare", *shared, "--out", str(tmp_path / "m2")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "m2" / "results.csv").read_text() == (local / "results.csv").read_text()
+    assert (tmp_path / "m2" / "report.html").is_file()
+
+
+def test_compare_unreachable_storage_is_one_line(tmp_path, capsys):
+    url = "postgresql://ann:s3cret@127.0.0.1:9/lab"
+    code, _, err = run([*STUDY, "--storage", url, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "s3cret" not in err
+    assert "The 'storage' parameter of compare" in err

@@ -181,6 +181,50 @@ def tune(
     run(config, out, workers or config.study.workers, _console())
 
 
+@cli.command()
+@click.option("--recipe", required=True, help="The built-in recipe (see `reglab recipes`).")
+@click.option(
+    "--param", required=True, help="The argument and its range, e.g. strength=1e-4:1 (log scale)."
+)
+@click.option("--points", type=int, default=8, show_default=True, help="Strengths on the grid.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Chains, one per seed.")
+@click.option("--cold", is_flag=True, help="Start every fit from the initial weights.")
+@click.option(
+    "--warm-epochs", type=int, help="Epochs of each warm-started point (default: epochs/3)."
+)
+@_study_options
+@click.option("--out", default="runs/path", show_default=True, help="Output folder.")
+def path(
+    recipe: str,
+    param: str,
+    points: int,
+    seeds: int,
+    cold: bool,
+    warm_epochs: int | None,
+    out: str,
+    **options: Any,
+) -> None:
+    """A regularization path: fit at log-spaced strengths from strong to weak, each fit
+    warm-started from the previous one; plot the U-curve, sparsity and weight norm, and mark
+    the best strength and the one-standard-error choice."""
+    from .lab.config import StudyConfig
+    from .lab.path import PathConfig
+    from .lab.path_report import path as run
+
+    given = _study_values(options)
+    workers = given.pop("workers", None)
+    config = PathConfig(
+        recipe=recipe,
+        param=param,
+        study=StudyConfig(**given),
+        points=points,
+        seeds=seeds,
+        warm=not cold,
+        warm_epochs=warm_epochs,
+    )
+    run(config, out, workers or config.study.workers, _console())
+
+
 def _console() -> Console:
     console = Console()
     if not console.is_terminal:  # logs and pipes: do not wrap the tables at 80 columns

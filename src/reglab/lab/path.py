@@ -1,0 +1,213 @@
+"""``reglab path``: a regularization path over a log-spaced strength grid, with warm starts.
+
+As glmnet does for linear models, the grid runs from the strongest value to the weakest and each
+fit starts from the previous fit's weights (``warm``), so later points need fewer epochs
+(``warm_epochs``). Every seed runs its own chain, in parallel worker processes. For each
+strength the path records validation and train loss, sparsity and weight norm; the best strength
+has the lowest mean validation loss over seeds, and the one-standard-error choice is the
+strongest whose mean is within one standard error of the best (Hastie, Tibshirani & Friedman,
+*The Elements of Statistical Learning*, 7.10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import ConfigError, Interval, check_param
+from ..train import evaluate, fit
+from .config import StudyConfig
+from .data import dataset_task
+from .inspect import model_figures
+from .recipes import build_recipe, resolve_recipes
+from .study import dataset_for, model_for, plan
+from .tune import Dimension, parse_dimension, with_values
+
+__all__ = ["PathConfig", "choose", "grid", "run_path"]
+
+
+@dataclass
+class PathConfig:
+    """A path of ``recipe``'s argument ``param`` (``'strength=1e-5:1'``) over ``points``
+    log-spaced values, ``seeds`` chains, on the study ``study``.
+
+    Raises:
+        ConfigError: for a bad value, an unknown argument or a bad range.
+    """
+
+    recipe: str
+    param: str
+    study: StudyConfig = field(default_factory=StudyConfig)
+    points: int = 8
+    seeds: int = 3
+    warm: bool = True
+    warm_epochs: int | None = None
+
+    CONSTRAINTS = {
+        "points": Interval(int, 2, 200),
+        "seeds": Interval(int, 1, 100),
+        "warm_epochs": Interval(int, 1, None, allow_none=True),
+    }
+
+    def __post_init__(self) -> None:
+        for name, constraint in self.CONSTRAINTS.items():
+            check_param("path", name, getattr(self, name), constraint)
+        task = dataset_task(self.study.data, self.study.target)
+        self.spec = resolve_recipes([self.recipe], task)[self.recipe]
+        self.dim = parse_dimension(self.param, self.spec, self.recipe)
+        if not self.dim.log:
+            raise ConfigError(
+                f"The 'param' parameter of path must be a log-scale range (a path is "
+                f"log-spaced). Got {self.param!r}."
+            )
+
+    @property
+    def later_epochs(self) -> int:
+        """Epochs of every point after the first: ``warm_epochs``, by default a third of the
+        study's epochs when warm-starting, all of them otherwise."""
+        if not self.warm:
+            return self.study.epochs
+        return self.warm_epochs or max(1, self.study.epochs // 3)
+
+
+def grid(dim: Dimension, points: int) -> list[float]:
+    """``points`` log-spaced values from ``dim.high`` down to ``dim.low`` (strongest first)."""
+    values = np.geomspace(dim.high, dim.low, points)
+    return [round(float(v)) if dim.integer else float(v) for v in values]
+
+
+def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """One seed's path: every strength in order, each fit starting from the previous one."""
+    torch.set_num_threads(1)
+    settings, seed, dim = payload["settings"], payload["seed"], payload["dim"]
+    data = dataset_for(settings, seed)
+    rows, state = [], None
+    for i, value in enumerate(payload["grid"]):
+        spec = with_values(payload["spec"], [dim], {dim.name: value})
+        model = model_for(settings, data, seed)
+        if state is not None:
+            model.load_state_dict(state)
+        epochs = settings["epochs"] if i == 0 else payload["later_epochs"]
+        started = time.perf_counter()
+        history = fit(
+            model,
+            (data.x_train, data.y_train),
+            (data.x_val, data.y_val),
+            recipe=build_recipe(spec, data.image_shape),
+            epochs=epochs,
+            optimizer=settings["optimizer"],
+            lr=settings["lr"],
+            batch_size=settings["batch_size"],
+            seed=seed,
+            task=data.task,
+            num_classes=data.num_classes,
+        )
+        row: dict[str, Any] = {
+            "strength": value,
+            "seed": seed,
+            "epochs": history.epochs_run,
+            "seconds": time.perf_counter() - started,
+            "status": history.status,
+            "first_train_loss": history.epochs[0]["train_loss"] if history.epochs else math.nan,
+        }
+        for split, x, y in (
+            ("train", data.x_train, data.y_train),
+            ("val", data.x_val, data.y_val),
+            ("test", data.x_test, data.y_test),
+        ):
+            row.update({f"{split}_{k}": v for k, v in evaluate(history.model, (x, y)).items()})
+        figures = model_figures(history.model, data)["figures"]
+        row["zero_fraction"], row["weight_l2"] = figures["zero_fraction"], figures["weight_l2"]
+        rows.append(row)
+        if payload["warm"]:
+            state = {k: v.detach().clone() for k, v in history.model.state_dict().items()}
+            if set(state) != set(model_for(settings, data, seed).state_dict()):
+                raise ConfigError(
+                    f"The 'recipe' parameter of path must keep the model's parameter names "
+                    f"to warm-start (use --cold). Got {payload['recipe']!r}."
+                )
+    return rows
+
+
+def choose(rows: Sequence[dict[str, Any]], metric: str = "val_loss") -> dict[str, Any]:
+    """Per strength the mean and standard error of ``metric`` over seeds; the best strength
+    (lowest mean) and the one-standard-error choice (the strongest with a mean within one
+    standard error of the best)."""
+    by: dict[float, list[float]] = {}
+    for r in rows:
+        if math.isfinite(r[metric]):
+            by.setdefault(r["strength"], []).append(r[metric])
+    stats = {}
+    for s, values in by.items():
+        se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+        stats[s] = (float(np.mean(values)), se)
+    if not stats:
+        return {"stats": {}, "best": None, "one_se": None}
+    best = min(stats, key=lambda s: stats[s][0])
+    limit = stats[best][0] + stats[best][1]
+    one_se = max(s for s, (mean, _) in stats.items() if mean <= limit)
+    return {"stats": stats, "best": best, "one_se": one_se}
+
+
+@dataclass
+class PathRun:
+    """What :func:`run_path` produced: one row per strength and seed, the choice, the time."""
+
+    config: PathConfig
+    rows: list[dict[str, Any]]
+    choice: dict[str, Any]
+    seconds: float
+    task: str = "classification"
+
+
+def run_path(
+    config: PathConfig,
+    workers: int = 1,
+    on_chain: Callable[[int, int], None] | None = None,
+) -> PathRun:
+    """Run every seed's chain (in ``workers`` processes) and choose the strength.
+
+    Raises:
+        ConfigError: for bad settings, before training.
+    """
+    started = time.perf_counter()
+    study = dataclasses.replace(config.study, recipes=[config.recipe], seeds=config.seeds)
+    task, settings, *_ = plan(study)
+    values = grid(config.dim, config.points)
+    payloads = [
+        {
+            "settings": settings,
+            "seed": seed,
+            "dim": config.dim,
+            "spec": config.spec,
+            "grid": values,
+            "warm": config.warm,
+            "later_epochs": config.later_epochs,
+            "recipe": config.recipe,
+        }
+        for seed in range(config.seeds)
+    ]
+    rows: list[dict[str, Any]] = []
+    if workers <= 1:
+        for i, payload in enumerate(payloads):
+            rows += _chain(payload)
+            if on_chain is not None:
+                on_chain(i + 1, len(payloads))
+    else:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(payloads)), mp_context=ctx) as pool:
+            for i, chain_rows in enumerate(pool.map(_chain, payloads)):
+                rows += chain_rows
+                if on_chain is not None:
+                    on_chain(i + 1, len(payloads))
+    metric = "val_loss"
+    return PathRun(config, rows, choose(rows, metric), time.perf_counter() - started, task)

@@ -1,0 +1,77 @@
+"""`reglab path`: the grid, the one-standard-error choice, warm starts, outputs, bad input."""
+
+import csv
+
+import pytest
+
+from reglab.cli import main
+from reglab.lab.path import choose, grid
+from reglab.lab.tune import Dimension
+
+SMALL = ["--train-size", "60", "--batch-size", "16", "--workers", "1"]
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def test_grid_runs_from_strong_to_weak_on_a_log_scale():
+    values = grid(Dimension("strength", 0, "strength", 1e-4, 1.0, True, False), 5)
+    assert values == pytest.approx([1.0, 1e-1, 1e-2, 1e-3, 1e-4])
+    patience = grid(Dimension("patience", 0, "patience", 2, 32, True, True), 5)
+    assert patience == [32, 16, 8, 4, 2]
+
+
+def test_choose_picks_the_best_and_the_strongest_within_one_standard_error():
+    rows = [
+        {"strength": s, "val_loss": v}
+        for s, values in ((1.0, (1.10, 1.00)), (0.1, (1.05, 0.95)), (0.01, (1.30, 1.20)))
+        for v in values
+    ]
+    choice = choose(rows)
+    # means 1.05, 1.00, 1.25; the best's standard error is 0.05, so 1.0 (mean 1.05) qualifies
+    assert choice["best"] == 0.1
+    assert choice["one_se"] == 1.0
+    assert choice["stats"][0.1] == pytest.approx((1.0, 0.05))
+    rows[0]["val_loss"] = 1.2  # mean 1.15: outside, so the best is the choice
+    assert choose(rows)["one_se"] == 0.1
+
+
+def test_path_writes_csv_plot_report_and_warm_starts_help(tmp_path, capsys):
+    args = ["path", "--recipe", "l1", "--param", "strength=1e-3:3e-2", "--points", "3"]
+    args += ["--seeds", "2", "--epochs", "12", *SMALL]
+    code, out, err = run([*args, "--out", str(tmp_path / "warm")], capsys)
+    assert code == 0, err
+    assert "best" in out and "1-SE" in out
+    warm = list(csv.DictReader((tmp_path / "warm" / "path.csv").open()))
+    assert len(warm) == 6
+    assert [float(r["strength"]) for r in warm[:3]] == pytest.approx([3e-2, 5.477e-3, 1e-3], 1e-3)
+    assert [int(r["epochs"]) for r in warm[:3]] == [12, 4, 4]  # later points: a third
+    assert (tmp_path / "warm" / "plots" / "path.png").is_file()
+    assert "one-standard-error" in (tmp_path / "warm" / "path_report.html").read_text()
+    code, _, err = run([*args, "--cold", "--out", str(tmp_path / "cold")], capsys)
+    assert code == 0, err
+    cold = list(csv.DictReader((tmp_path / "cold" / "path.csv").open()))
+    assert [int(r["epochs"]) for r in cold[:3]] == [12, 12, 12]
+    for w, c in zip(warm, cold, strict=True):
+        if float(w["strength"]) < 3e-2:  # a warm start begins where the previous fit ended
+            assert float(w["first_train_loss"]) < 0.7 * float(c["first_train_loss"])
+        else:
+            assert w["first_train_loss"] == c["first_train_loss"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--param", "strength=1e-3:1", "--points", "1"], "'points' parameter of path"),
+        (["--param", "strength=0:1:linear"], "must be a log-scale range"),
+        (["--param", "alpha=1e-3:1"], "tunable argument of recipe 'l1' (L1.strength, strength)"),
+    ],
+)
+def test_path_bad_input_is_one_line(tmp_path, capsys, extra, message):
+    code, _, err = run(["path", "--recipe", "l1", *extra, "--out", str(tmp_path / "p")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert message in err

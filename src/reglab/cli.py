@@ -137,6 +137,12 @@ def compare(
 @click.option("--storage", help="An RDB URL shared by machines (default: a journal file in --out).")
 @click.option("--study-name", help="The Optuna study's name (default: RECIPE-DATA).")
 @click.option("--no-pruning", is_flag=True, help="Never stop a trial early.")
+@click.option(
+    "--engine",
+    default="population",
+    show_default=True,
+    help="population (each worker trains 4 trials at once) or sequential.",
+)
 @_study_options
 @click.option(
     "--out",
@@ -152,6 +158,7 @@ def tune(
     storage: str | None,
     study_name: str | None,
     no_pruning: bool,
+    engine: str,
     out: str,
     **options: Any,
 ) -> None:
@@ -177,6 +184,7 @@ def tune(
         storage=storage,
         study_name=study_name,
         pruning=not no_pruning,
+        engine=engine,
     )
     run(config, out, workers or config.study.workers, _console())
 

@@ -55,6 +55,7 @@ class Population:
         self.batch_size = settings["batch_size"]
         self.threshold = settings["divergence_threshold"]
         self.optimizer_name = settings["optimizer"]
+        self.should_stop = settings.get("should_stop")
         self.alive = list(range(len(members)))
         self.rows = list(self.alive)  # the members the batched model computes
         self.records: list[list[dict[str, float]]] = [[] for _ in members]
@@ -344,6 +345,10 @@ class Population:
             history.message = (
                 _stop_message(member.recipe) or f"a regularizer stopped at epoch {record['epoch']}"
             )
+            return True
+        if self.should_stop is not None and self.should_stop(k, record):
+            history.status = "stopped_early"
+            history.message = f"should_stop stopped it at epoch {record['epoch']}"
             return True
         return False
 

@@ -122,6 +122,7 @@ def fit_population(
     divergence_threshold: float | None = None,
     on_epoch: Callable[[int, int], None] | None = None,
     on_done: Callable[[int, History], None] | None = None,
+    should_stop: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> list[History]:
     """Train every member as :func:`reglab.fit` would, batched.
 
@@ -136,6 +137,9 @@ def fit_population(
             :func:`reglab.fit` (``optimizer`` must be a name).
         on_epoch: called with (epoch, members still training) after every epoch.
         on_done: called with (member index, its History) as soon as a member finishes.
+        should_stop: called with (member index, that epoch's record) after each batched
+            member's epoch; True stops the member (status ``'stopped_early'``), e.g. when
+            Optuna prunes its trial.
 
     Returns:
         One :class:`reglab.History` per member, in order; ``history.model`` is the member's own
@@ -192,6 +196,9 @@ def fit_population(
             task=task,
             num_classes=num_classes,
             divergence_threshold=divergence_threshold,
+            should_stop=None
+            if should_stop is None
+            else (lambda k, record, indices=indices: should_stop(indices[k], record)),
         )
 
         def done(k: int, history: History, indices: list[int] = indices) -> None:

@@ -115,6 +115,8 @@ def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) ->
         f"Study [bold]{run.name}[/] in {run.storage}: {len(run.trials)} finished trials "
         f"({run.added} added by this run{f', {run.requeued} re-queued' if run.requeued else ''})."
     )
+    if run.sequential:
+        console.print(f"Trials ran one at a time (not batched): {run.sequential}.")
     if run.best is None:
         console.print("[red]No trial completed[/]; see tune_trials.csv.")
     else:

@@ -5,6 +5,7 @@ See :mod:`reglab.lab.tune` for the search space, the storage and how trials are 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -19,9 +20,10 @@ from typing import Any
 import tomli_w
 import torch
 
-from ..core import ConfigError, Interval, Predicate, check_param
-from ..train import evaluate, fit
+from ..core import Choice, ConfigError, Interval, Predicate, check_param
+from ..train import History, _prepare_targets, evaluate, fit
 from .config import StudyConfig
+from .population import Member, fit_population
 from .recipes import build_recipe, resolve_recipes
 from .study import dataset_for, model_for, plan
 from .tune import (
@@ -56,12 +58,14 @@ class TuneConfig:
     storage: str | None = None
     study_name: str | None = None
     pruning: bool = True
+    engine: str = "population"
 
     CONSTRAINTS = {
         "trials": Interval(int, 1, 100_000),
         "seed": Interval(int, 0, None),
         "storage": Predicate(lambda v: v is None or (isinstance(v, str) and "://" in v), "a URL"),
         "study_name": Predicate(lambda v: v is None or (isinstance(v, str) and v), "a name"),
+        "engine": Choice("population", "sequential"),
     }
 
     def __post_init__(self) -> None:
@@ -100,37 +104,17 @@ def _suggest(trial: Any, dims: Sequence[Dimension]) -> dict[str, Any]:
     return values
 
 
-def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float:
-    """Train one Optuna trial; report validation loss each epoch (pruning); return the final
-    model's validation loss. Test metrics and the run's status go to the trial's user attrs."""
-    import optuna
-
+def _build(trial: Any, payload: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The trial's data, model (initial weights of the seed) and recipe, values sampled."""
     settings, seed = payload["settings"], payload["seed"]
-    values = _suggest(trial, payload["dims"])
-    spec = with_values(payload["spec"], payload["dims"], values)
+    spec = with_values(payload["spec"], payload["dims"], _suggest(trial, payload["dims"]))
     data = dataset_for(settings, seed)
-    model = model_for(settings, data, seed)
+    return data, model_for(settings, data, seed), build_recipe(spec, data.image_shape)
 
-    def report(record: dict[str, float]) -> None:
-        trial.report(record["val_loss"], record["epoch"])
-        if payload["pruning"] and trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
 
-    history = fit(
-        model,
-        (data.x_train, data.y_train),
-        (data.x_val, data.y_val),
-        recipe=build_recipe(spec, data.image_shape),
-        epochs=settings["epochs"],
-        optimizer=settings["optimizer"],
-        lr=settings["lr"],
-        batch_size=settings["batch_size"],
-        seed=seed,
-        task=data.task,
-        num_classes=data.num_classes,
-        divergence_threshold=settings["divergence_threshold"],
-        on_epoch=report,
-    )
+def _result(trial: Any, history: History, data: Any) -> float:
+    """Store the run's status and final validation and test metrics on the trial; return the
+    objective, the final model's validation loss."""
     val = evaluate(history.model, (data.x_val, data.y_val), data.task)
     test = evaluate(history.model, (data.x_test, data.y_test), data.task)
     trial.set_user_attr("status", history.status)
@@ -141,9 +125,96 @@ def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float:
     return finite_or_inf(val["loss"])
 
 
-def _work(payload: dict[str, Any]) -> None:
-    """A worker process: take waiting trials until none is left."""
+def _prune(trial: Any, record: dict[str, float], pruning: bool) -> bool:
+    trial.report(record["val_loss"], record["epoch"])
+    return pruning and trial.should_prune()
+
+
+def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
+    """Train one Optuna trial with :func:`reglab.fit`, reporting validation loss each epoch;
+    return the final model's validation loss, or None when the pruner stopped it. Test metrics
+    and the run's status go to the trial's user attrs."""
     import optuna
+
+    settings = payload["settings"]
+    data, model, recipe = _build(trial, payload)
+
+    def report(record: dict[str, float]) -> None:
+        if _prune(trial, record, payload["pruning"]):
+            raise optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
+
+    try:
+        history = fit(
+            model,
+            (data.x_train, data.y_train),
+            (data.x_val, data.y_val),
+            recipe=recipe,
+            epochs=settings["epochs"],
+            optimizer=settings["optimizer"],
+            lr=settings["lr"],
+            batch_size=settings["batch_size"],
+            seed=payload["seed"],
+            task=data.task,
+            num_classes=data.num_classes,
+            divergence_threshold=settings["divergence_threshold"],
+            on_epoch=report,
+        )
+    except optuna.TrialPruned:
+        return None
+    return _result(trial, history, data)
+
+
+def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[float | None]:
+    """Train several Optuna trials together with the population engine; a pruned trial leaves
+    the population at that epoch. Returns, per trial, its objective or None when pruned."""
+    settings = payload["settings"]
+    built = [_build(t, payload) for t in trials]
+    members = [
+        Member(
+            model,
+            recipe,
+            (data.x_train, _prepare_targets(data.y_train, data.task)),
+            (data.x_val, _prepare_targets(data.y_val, data.task)),
+            payload["seed"],
+        )
+        for data, model, recipe in built
+    ]
+    pruned: set[int] = set()
+
+    def should_stop(k: int, record: dict[str, float]) -> bool:
+        if _prune(trials[k], record, payload["pruning"]):
+            pruned.add(k)
+            return True
+        return False
+
+    data = built[0][0]
+    histories = fit_population(
+        members,
+        epochs=settings["epochs"],
+        optimizer=settings["optimizer"],
+        lr=settings["lr"],
+        batch_size=settings["batch_size"],
+        task=data.task,
+        num_classes=data.num_classes,
+        divergence_threshold=settings["divergence_threshold"],
+        should_stop=should_stop,
+    )
+    return [
+        None if k in pruned else _result(trials[k], history, data)
+        for k, history in enumerate(histories)
+    ]
+
+
+#: Trials a tune worker takes at once and trains as one population (engine 'population').
+TUNE_POPULATION = 4
+
+
+def _work(payload: dict[str, Any]) -> None:
+    """A worker process: take waiting trials until none is left, ``payload['batch']`` at a
+    time (trained as one population) or one at a time."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread  # as study.optimize does
+    from optuna.trial import TrialState
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -151,29 +222,36 @@ def _work(payload: dict[str, Any]) -> None:
     study = optuna.load_study(
         study_name=payload["name"],
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=None),
+        sampler=optuna.samplers.TPESampler(),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=5),
     )
     heartbeat = hasattr(storage, "record_heartbeat")
     while True:
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
-        trial = claim(study)
-        if trial is None:
+        trials = []
+        while len(trials) < payload["batch"] and (trial := claim(study)) is not None:
+            trials.append(trial)
+        if not trials:
             return
-        from optuna.storages._heartbeat import get_heartbeat_thread  # as study.optimize does
-
-        with get_heartbeat_thread(trial._trial_id, storage):
+        with contextlib.ExitStack() as stack:
+            for trial in trials:
+                stack.enter_context(get_heartbeat_thread(trial._trial_id, storage))
             try:
-                value = evaluate_trial(trial, payload)
-            except optuna.TrialPruned:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                continue
+                if len(trials) > 1:
+                    values = evaluate_population(trials, payload)
+                else:
+                    values = [evaluate_trial(trials[0], payload)]
             except ConfigError as exc:
-                trial.set_user_attr("error", str(exc))
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                for trial in trials:
+                    trial.set_user_attr("error", str(exc))
+                    study.tell(trial, state=TrialState.FAIL)
                 continue
-        study.tell(trial, value)
+        for trial, value in zip(trials, values, strict=True):
+            if value is None:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
 
 
 @dataclass
@@ -189,6 +267,7 @@ class TuneRun:
     requeued: int
     config: TuneConfig
     importances: dict[str, float] = field(default_factory=dict)
+    sequential: str | None = None
 
 
 def run_tune(
@@ -209,7 +288,10 @@ def run_tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(out)
     study_config = dataclasses.replace(config.study, recipes=[config.recipe], seeds=1)
-    _, settings, *_ = plan(study_config)  # checks data, model and the recipe before training
+    # checks data, model and the recipe before training; the reason it cannot be batched
+    _, settings, _, _, _, sequential = plan(study_config)
+    reason = sequential.get(config.recipe) if config.engine == "population" else None
+    batched = config.engine == "population" and reason is None
     storage = open_storage(config.storage, out)
     study = optuna.create_study(
         study_name=config.name, storage=storage, direction="minimize", load_if_exists=True
@@ -224,6 +306,7 @@ def run_tune(
         "spec": config.spec,
         "dims": config.dims,
         "pruning": config.pruning,
+        "batch": TUNE_POPULATION if batched else 1,
         "storage": config.storage,
         "out": str(out),
         "name": config.name,
@@ -271,6 +354,7 @@ def run_tune(
         requeued,
         config,
         dict(importances),
+        reason,
     )
 
 

@@ -4,9 +4,13 @@ from .calibration import calibration_bins, expected_calibration_error
 from .compare import compare, write_outputs
 from .data import BUILTIN_DATASETS, DataError, Dataset, load_dataset
 from .models import MODELS, build_model
+from .path import PathConfig, run_path
+from .population import Member, fit_population, population_reason
 from .recipes import BUILTIN_RECIPES, DEFAULT_PANEL, resolve_recipes
+from .shared import run_shared
 from .stats import mean_ci, paired_test
-from .study import StudyConfig, run_study, run_trial
+from .study import StudyConfig, run_population, run_study, run_trial
+from .tuner import TuneConfig, run_tune
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -15,16 +19,25 @@ __all__ = [
     "MODELS",
     "DataError",
     "Dataset",
+    "Member",
+    "PathConfig",
     "StudyConfig",
+    "TuneConfig",
     "build_model",
     "calibration_bins",
     "compare",
     "expected_calibration_error",
+    "fit_population",
     "load_dataset",
     "mean_ci",
     "paired_test",
+    "population_reason",
     "resolve_recipes",
+    "run_path",
+    "run_population",
+    "run_shared",
     "run_study",
     "run_trial",
+    "run_tune",
     "write_outputs",
 ]

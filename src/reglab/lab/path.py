@@ -29,7 +29,7 @@ from .config import StudyConfig
 from .data import dataset_task
 from .inspect import model_figures
 from .recipes import build_recipe, resolve_recipes
-from .study import dataset_for, model_for, plan
+from .study import dataset_for, fit_options, model_for, plan
 from .tune import Dimension, parse_dimension, with_values
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
@@ -103,13 +103,8 @@ def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
             (data.x_train, data.y_train),
             (data.x_val, data.y_val),
             recipe=build_recipe(spec, data.image_shape),
-            epochs=epochs,
-            optimizer=settings["optimizer"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
             seed=seed,
-            task=data.task,
-            num_classes=data.num_classes,
+            **{**fit_options(settings, data), "epochs": epochs},
         )
         row: dict[str, Any] = {
             "strength": value,

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from .path import PathConfig, PathRun, run_path
-from .report import _CSS, _img
+from .report import _img, html_page
 from .results import to_csv
 
 __all__ = ["path", "plot_path", "write_path_outputs"]
@@ -109,10 +109,7 @@ def write_path_outputs(run: PathRun, out: Path) -> dict[str, Path]:
         f"<table><tr><th>strength</th><th>mean</th><th>standard error</th></tr>{rows}</table>"
     )
     paths["path_report.html"] = out / "path_report.html"
-    paths["path_report.html"].write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>reglab path</title>"
-        f"<style>{_CSS}</style></head><body>{body}</body></html>"
-    )
+    paths["path_report.html"].write_text(html_page("reglab path", body))
     return paths
 
 

@@ -185,6 +185,14 @@ img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold}
 code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}"""
 
 
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page with the reports' style; ``body`` is already escaped."""
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{body}</body></html>"
+    )
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ import torch
 from .config import StudyConfig
 from .store import check_folder, write_atomic
 from .study import StudyRun, Trial, plan, run_trial
-from .tune import claim, open_storage, requeue_dead
+from .tune import claim, open_storage, requeue_dead, run_workers
 
 __all__ = ["run_shared"]
 
@@ -138,24 +136,11 @@ def run_shared(
                 if on_trial is not None:
                     on_trial(result, len(seen), total)
 
-    ctx = get_context("spawn")
     interrupted = False
-    procs = [ctx.Process(target=_work, args=(payload,)) for _ in range(config.workers)]
-    for p in procs:
-        p.start()
     try:
-        while any(p.is_alive() for p in procs):
-            time.sleep(0.5)
-            if any(p.exitcode not in (None, 0) for p in procs):
-                requeued += requeue_dead(study)
-            report()
+        requeued += run_workers(_work, payload, config.workers, study, report)
     except KeyboardInterrupt:
         interrupted = True
-        for p in procs:
-            p.kill()
-    for p in procs:
-        p.join()
-    requeued += requeue_dead(study)
     report()
     done = results(study)
     finished = [done[t.key] for t in trials if t.key in done]

@@ -116,6 +116,26 @@ def model_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> torch.nn
     )
 
 
+def fit_options(settings: Mapping[str, Any], data: Dataset) -> dict[str, Any]:
+    """The keyword arguments of :func:`reglab.fit` (and of ``fit_population``) that a study's
+    settings and data fix: epochs, optimizer, lr, batch size, task, classes, divergence."""
+    return {
+        "epochs": settings["epochs"],
+        "optimizer": settings["optimizer"],
+        "lr": settings["lr"],
+        "batch_size": settings["batch_size"],
+        "task": data.task,
+        "num_classes": data.num_classes,
+        "divergence_threshold": settings["divergence_threshold"],
+    }
+
+
+def member_for(data: Dataset, model: torch.nn.Module, recipe: Any, seed: int) -> Member:
+    """A population member on ``data``'s training and validation splits."""
+    train = (data.x_train, _prepare_targets(data.y_train, data.task))
+    return Member(model, recipe, train, (data.x_val, _prepare_targets(data.y_val, data.task)), seed)
+
+
 def run_trial(trial: Trial) -> dict[str, Any]:
     """Train one trial with :func:`reglab.fit` and evaluate its final model; never raises for a
     failed run.
@@ -142,14 +162,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             (data.x_train, data.y_train),
             (data.x_val, data.y_val),
             recipe=recipe,
-            epochs=settings["epochs"],
-            optimizer=settings["optimizer"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
             seed=trial.seed,
-            task=data.task,
-            num_classes=data.num_classes,
-            divergence_threshold=settings["divergence_threshold"],
+            **fit_options(settings, data),
         )
     except ConfigError as exc:
         return _failed(trial, str(exc), time.perf_counter() - started)
@@ -185,23 +199,14 @@ def run_population(trials: Sequence[Trial], report: Callable[[int], None] | None
         if population_reason(model, recipe) is not None:
             results[i] = run_trial(trial)
             continue
-        train = (data.x_train, _prepare_targets(data.y_train, data.task))
-        val = (data.x_val, _prepare_targets(data.y_val, data.task))
-        members.append(Member(model, recipe, train, val, trial.seed))
+        members.append(member_for(data, model, recipe, trial.seed))
         index.append(i)
         built.append((data, recipe))
     if members:
-        task = built[0][0].task
         histories = fit_population(
             members,
-            epochs=settings["epochs"],
-            optimizer=settings["optimizer"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
-            task=task,
-            num_classes=built[0][0].num_classes,
-            divergence_threshold=settings["divergence_threshold"],
             on_epoch=None if report is None else (lambda epoch, alive: report(epoch)),
+            **fit_options(settings, built[0][0]),
         )
         share = (time.perf_counter() - started) / len(members)
         for i, history, (data, recipe) in zip(index, histories, built, strict=True):

@@ -17,12 +17,15 @@ the same when it sees the worker gone.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import socket
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -182,23 +185,40 @@ def claim(study: Any) -> Any:
     return None
 
 
+#: A running trial with no owner this long after it started was taken by a worker that died
+#: between taking it and writing its name (the two are separate writes): it is re-queued too.
+ORPHAN_SECONDS = 10.0
+
+
 def requeue_dead(study: Any) -> int:
     """Fail and re-queue the running trials of workers of this host that are gone (the journal
-    file has no heartbeat). Returns how many were re-queued."""
+    file has no heartbeat), and orphans (see :data:`ORPHAN_SECONDS`). Returns how many."""
     from optuna.trial import TrialState
 
     host = socket.gethostname()
+    now = datetime.datetime.now()
     count = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = frozen.user_attrs.get(_WORKER_ATTR, "")
         where, _, pid = owner.rpartition(":")
-        if where != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+        if owner:
+            dead = where == host and pid.isdigit() and not _alive(int(pid))
+        else:
+            started = frozen.datetime_start or now
+            dead = (now - started).total_seconds() > ORPHAN_SECONDS
+        if dead and study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL):
             attrs = {k: v for k, v in frozen.user_attrs.items() if k != _WORKER_ATTR}
             study.enqueue_trial(frozen.params, user_attrs={**attrs, "retry_of": frozen.number})
             count += 1
     return count
+
+
+def orphans(study: Any) -> int:
+    """Running trials that no worker has claimed by name (yet)."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(1 for t in running if not t.user_attrs.get(_WORKER_ATTR))
 
 
 def _alive(pid: int) -> bool:
@@ -213,6 +233,55 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ")[-1][:1] != "Z"
     except OSError:
         return True
+
+
+def run_workers(
+    target: Callable[[dict[str, Any]], None],
+    payload: dict[str, Any],
+    count: int,
+    study: Any,
+    tick: Callable[[], None] | None = None,
+) -> int:
+    """Run ``count`` worker processes of ``target(payload)`` until the study has no waiting
+    trial; call ``tick`` about once a second. A dead worker's trials are failed and re-queued
+    (:func:`requeue_dead`), and fresh workers take them if the others have already finished.
+    On Ctrl-C the workers are killed and KeyboardInterrupt propagates.
+
+    Returns:
+        How many trials were re-queued.
+    """
+    from optuna.trial import TrialState
+
+    ctx = get_context("spawn")
+    requeued = 0
+    for _round in range(5):  # another round only for trials that dead workers left behind
+        procs = [ctx.Process(target=target, args=(payload,)) for _ in range(max(1, count))]
+        for p in procs:
+            p.start()
+        try:
+            while any(p.is_alive() for p in procs):
+                time.sleep(1.0)
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    requeued += requeue_dead(study)
+                if tick is not None:
+                    tick()
+        except BaseException:
+            for p in procs:
+                p.kill()
+            raise
+        for p in procs:
+            p.join()
+        requeued += requeue_dead(study)
+        for _wait in range(int(ORPHAN_SECONDS) + 2):  # a worker killed mid-claim
+            if not orphans(study):
+                break
+            time.sleep(1.0)
+            requeued += requeue_dead(study)
+        if tick is not None:
+            tick()
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            break
+    return requeued
 
 
 def finite_or_inf(value: float) -> float:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from .report import _CSS, _img
+from .report import _img, html_page
 from .tuner import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
 __all__ = ["plot_history", "tune", "write_tune_report"]
@@ -93,10 +93,7 @@ def write_tune_report(run: TuneRun, out: Path) -> Path:
             f"{_img(plots / 'tune_importances.png')}"
         )
     path = out / "tune_report.html"
-    path.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>reglab tune</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"
-    )
+    path.write_text(html_page("reglab tune", "".join(parts)))
     return path
 
 

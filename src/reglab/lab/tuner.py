@@ -10,10 +10,8 @@ import csv
 import dataclasses
 import io
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +19,11 @@ import tomli_w
 import torch
 
 from ..core import Choice, ConfigError, Interval, Predicate, check_param
-from ..train import History, _prepare_targets, evaluate, fit
+from ..train import History, evaluate, fit
 from .config import StudyConfig
-from .population import Member, fit_population
+from .population import fit_population
 from .recipes import build_recipe, resolve_recipes
-from .study import dataset_for, model_for, plan
+from .study import dataset_for, fit_options, member_for, model_for, plan
 from .tune import (
     Dimension,
     claim,
@@ -34,6 +32,7 @@ from .tune import (
     open_storage,
     parse_dimension,
     requeue_dead,
+    run_workers,
     with_values,
 )
 
@@ -149,15 +148,9 @@ def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
             (data.x_train, data.y_train),
             (data.x_val, data.y_val),
             recipe=recipe,
-            epochs=settings["epochs"],
-            optimizer=settings["optimizer"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
             seed=payload["seed"],
-            task=data.task,
-            num_classes=data.num_classes,
-            divergence_threshold=settings["divergence_threshold"],
             on_epoch=report,
+            **fit_options(settings, data),
         )
     except optuna.TrialPruned:
         return None
@@ -169,16 +162,7 @@ def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[
     the population at that epoch. Returns, per trial, its objective or None when pruned."""
     settings = payload["settings"]
     built = [_build(t, payload) for t in trials]
-    members = [
-        Member(
-            model,
-            recipe,
-            (data.x_train, _prepare_targets(data.y_train, data.task)),
-            (data.x_val, _prepare_targets(data.y_val, data.task)),
-            payload["seed"],
-        )
-        for data, model, recipe in built
-    ]
+    members = [member_for(data, model, recipe, payload["seed"]) for data, model, recipe in built]
     pruned: set[int] = set()
 
     def should_stop(k: int, record: dict[str, float]) -> bool:
@@ -188,17 +172,7 @@ def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[
         return False
 
     data = built[0][0]
-    histories = fit_population(
-        members,
-        epochs=settings["epochs"],
-        optimizer=settings["optimizer"],
-        lr=settings["lr"],
-        batch_size=settings["batch_size"],
-        task=data.task,
-        num_classes=data.num_classes,
-        divergence_threshold=settings["divergence_threshold"],
-        should_stop=should_stop,
-    )
+    histories = fit_population(members, should_stop=should_stop, **fit_options(settings, data))
     return [
         None if k in pruned else _result(trials[k], history, data)
         for k, history in enumerate(histories)
@@ -313,27 +287,12 @@ def run_tune(
     }
     total = config.trials
     done_before = _finished(study)
-    ctx = get_context("spawn")
-    for _round in range(5):  # more rounds only when dead workers left re-queued trials
-        procs = [ctx.Process(target=_work, args=(payload,)) for _ in range(max(1, workers))]
-        for p in procs:
-            p.start()
-        try:
-            while any(p.is_alive() for p in procs):
-                time.sleep(0.3)
-                if any(p.exitcode not in (None, 0) for p in procs):
-                    requeued += requeue_dead(study)
-                if on_progress is not None:
-                    on_progress(min(total, _finished(study) - done_before), total)
-        except BaseException:
-            for p in procs:
-                p.kill()
-            raise
-        for p in procs:
-            p.join()
-        requeued += requeue_dead(study)
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            break
+
+    def tick() -> None:
+        if on_progress is not None:
+            on_progress(min(total, _finished(study) - done_before), total)
+
+    requeued += run_workers(_work, payload, workers, study, tick)
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     if on_progress is not None:

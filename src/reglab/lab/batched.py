@@ -58,7 +58,6 @@ class Population:
         self.should_stop = settings.get("should_stop")
         self.alive = list(range(len(members)))
         self.rows = list(self.alive)  # the members the batched model computes
-        self.records: list[list[dict[str, float]]] = [[] for _ in members]
         self._build_base()
         self._stack()
         for m in members:
@@ -113,12 +112,12 @@ class Population:
         self.opt = _OPTIMIZERS[self.optimizer_name](self.P.values(), lr=self.lr, fused=True)
 
     def _data(self) -> None:
-        """Unique data sets and seeds; each member points at one of each."""
-        sets: dict[tuple[int, int], int] = {}
+        """Unique data sets (the same tensor objects) and seeds; each member points at one."""
+        sets: dict[tuple[int, ...], int] = {}
         xs, ys, vxs, vys = [], [], [], []
         self.data_pos, self.seed_pos, self.order_gens = [], [], {}
         for m in self.members:
-            key = (id(m.train[0]), id(m.val[0]) if m.val else 0)
+            key = tuple(id(t) for t in (*m.train, *(m.val or ())))
             if key not in sets:
                 sets[key] = len(xs)
                 xs.append(m.train[0])

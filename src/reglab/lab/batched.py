@@ -157,8 +157,9 @@ class Population:
         """Finished members' rows stay in the stacked tensors (their shadows have their own
         memory by then, and the others' views must stay valid). While they are few, computing
         them costs less than gathering the rest on every step (their losses are left out, so
-        they get no gradient); once half have finished, only the alive rows are gathered."""
-        if len(self.alive) <= len(self.members) // 2:
+        they get no gradient); once a quarter have finished, only the alive rows are gathered
+        (measured at 15 members: gathering 13 is slower than computing 15, 10 is faster)."""
+        if 4 * len(self.alive) <= 3 * len(self.members):
             self.rows = list(self.alive)
         self.alive_pos = torch.tensor([self.rows.index(k) for k in self.alive])
 

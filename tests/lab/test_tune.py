@@ -112,6 +112,7 @@ def test_tune_best_toml_runs_in_compare(tmp_path, capsys):
     assert run([*args, *SMALL, "--workers", "1", "--out", str(out)], capsys)[0] == 0
     toml = (out / "best.toml").read_text()
     assert "dropout_tuned" in toml and "baseline" in toml
+    assert "engine" not in toml and "workers" not in toml
     code, stdout, err = run(
         [
             "compare",

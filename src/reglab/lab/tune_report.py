@@ -25,8 +25,8 @@ def plot_history(run: TuneRun, path: Path) -> None:
     pruned trials show their last reported value as crosses."""
     fig, ax = plt.subplots(figsize=(7, 4))
     trials = sorted(run.trials, key=lambda t: t.number)
-    done = [t for t in trials if t.value is not None]
-    pruned = [t for t in trials if t.value is None and t.intermediate_values]
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    pruned = [t for t in trials if t.state.name == "PRUNED" and t.intermediate_values]
     ax.scatter([t.number for t in done], [t.value for t in done], s=18, label="complete")
     if pruned:
         last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
@@ -38,7 +38,6 @@ def plot_history(run: TuneRun, path: Path) -> None:
     ax.step([t.number for t in done], running, where="post", c="C3", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss")
-    ax.set_yscale("log" if done and min(t.value for t in done) > 0 else "linear")
     ax.legend()
     ax.set_title(f"Tuning history: {run.name}")
     fig.tight_layout()

@@ -327,8 +327,10 @@ def _finished(study: Any) -> int:
 def best_study_toml(run: TuneRun) -> str:
     """A study file for ``reglab compare --config``: the tuned recipe beside baseline."""
     config = run.config
-    study = {k: v for k, v in dataclasses.asdict(config.study).items() if v is not None}
-    study.pop("recipes", None)
+    skip = ("recipes", "workers", "engine")  # the machine's business, not the study's
+    study = {
+        k: v for k, v in dataclasses.asdict(config.study).items() if v is not None and k not in skip
+    }
     tuned = with_values(config.spec, config.dims, run.best.params)
     study["recipes"] = {"baseline": [], f"{config.recipe}_tuned": tuned}
     return tomli_w.dumps(study)

@@ -161,15 +161,21 @@ class Population:
         (measured at 15 members: gathering 13 is slower than computing 15, 10 is faster)."""
         if 4 * len(self.alive) <= 3 * len(self.members):
             self.rows = list(self.alive)
+        # what the steps of the coming epoch look up, computed once
         self.alive_pos = torch.tensor([self.rows.index(k) for k in self.alive])
+        self.alive_set = set(self.alive)
+        self.rows_index = torch.tensor(self.rows) if len(self.rows) < len(self.members) else None
+        self.data_rows = torch.tensor([self.data_pos[k] for k in self.rows])
+        recipes = [self.members[k].recipe for k in self.alive]
+        self.batch_hooks = any(r._active["on_batch"] for r in recipes)
+        self.loss_hooks = any(r._active["on_loss"] for r in recipes)
 
     def _forward(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         """The outputs of the members in ``self.rows``."""
-        gather = len(self.rows) < len(self.members)
-        index = torch.tensor(self.rows) if gather else None
+        index = self.rows_index
         params = {}
         for n in self.names:
-            p = self.P[n].index_select(0, index) if gather else self.P[n]
+            p = self.P[n] if index is None else self.P[n].index_select(0, index)
             params[n] = p.transpose(1, 2) if self.transposed[n] else p
 
         def one(p: dict, m: dict, xi: torch.Tensor) -> torch.Tensor:
@@ -184,7 +190,7 @@ class Population:
             if shape not in self.ones:
                 self.ones[shape] = torch.ones(shape, dtype=self.X.dtype)
             ones = self.ones[shape]
-            alive = set(self.alive)
+            alive = self.alive_set
             masks[f"{name}.factor"] = torch.stack(
                 [
                     ones
@@ -196,9 +202,9 @@ class Population:
         return masks
 
     def _on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not any(self.members[k].recipe._active["on_batch"] for k in self.alive):
+        if not self.batch_hooks:
             return x, y
-        alive = set(self.alive)
+        alive = self.alive_set
         pairs = [
             self.members[k].recipe.on_batch(x[i], y[i]) if k in alive else (x[i], y[i])
             for i, k in enumerate(self.rows)
@@ -221,11 +227,11 @@ class Population:
         """One batch; ``idx`` holds each computed row's sample indices. Returns the alive
         members' losses."""
         alive = self.alive
-        data = torch.tensor([self.data_pos[k] for k in self.rows]).unsqueeze(1)
+        data = self.data_rows.unsqueeze(1)
         x, y = self._on_batch(self.X[data, idx], self.Y[data, idx])
         out = self._forward(x, self._masks(idx.shape[1]))
         losses = self._losses(out, y)[self.alive_pos]
-        if any(self.members[k].recipe._active["on_loss"] for k in alive):
+        if self.loss_hooks:
             losses = torch.stack(
                 [
                     self.members[k].recipe.on_loss(losses[i], out[pos])
@@ -253,7 +259,7 @@ class Population:
     # ----------------------------------------------------------------- epochs
     @torch.no_grad()
     def _evaluate(self, X: torch.Tensor, Y: torch.Tensor) -> list[dict[str, float]]:
-        rows = torch.tensor([self.data_pos[k] for k in self.rows])
+        rows = self.data_rows
         self.base.eval()
         outs = [self._forward(X[rows, i : i + 1024], {}) for i in range(0, X.shape[1], 1024)]
         self.base.train()

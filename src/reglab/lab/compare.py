@@ -79,7 +79,7 @@ def _describe(run: StudyRun) -> str:
     return (
         f"[bold]{s['data']}[/] with {s['model']} {s['widths'] if s['model'] == 'mlp' else ''}"
         f" · train size {size}{noise} · {n_recipes} recipes x {seeds} seeds · "
-        f"{s['epochs']} epochs · {s['optimizer']} lr {s['lr']} · {workers} workers"
+        f"{s['epochs']} epochs · {s['optimizer']} {s['lr']} · {workers} workers, {s['engine']}"
     )
 
 

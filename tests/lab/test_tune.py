@@ -166,7 +166,8 @@ def test_tune_killed_worker_trial_is_requeued_and_the_others_finish(tmp_path):
     )
     for t in failed:
         retried = [r for r in study.trials if r.user_attrs.get("retry_of") == t.number]
-        assert len(retried) == 1 and retried[0].params == t.params
+        # a trial killed before its values were drawn has none; the retry draws its own
+        assert len(retried) == 1 and (retried[0].params == t.params or not t.params)
         assert retried[0].state == TrialState.COMPLETE
     assert f"{len(failed)} re-queued" in stdout
 

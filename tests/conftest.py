@@ -75,3 +75,39 @@ def postgres_url():
     yield f"postgresql://postgres@127.0.0.1:{port}/reglab"
     pg(str(bindir / "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop", check=False)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(args)`` runs the ``reglab`` command in this process and returns its exit code,
+    standard output and standard error."""
+    from reglab.cli import main
+
+    def run(args):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        captured = capsys.readouterr()
+        return info.value.code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def machines():
+    """``machines(commands)`` starts every command as its own process at once (as if on
+    separate machines), waits for all, and asserts each exits 0; returns their stdouts."""
+    import subprocess
+
+    def run(commands, timeout=300):
+        procs = [
+            subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for c in commands
+        ]
+        outs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err
+            outs.append(out)
+        return outs
+
+    return run

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from reglab.cli import main
-
 STUDY = [
     "compare",
     "--recipes",
@@ -21,13 +19,6 @@ STUDY = [
 ]
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
 def values(folder: Path) -> dict:
     with (folder / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -38,17 +29,16 @@ def trials(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((folder / "trials").glob("*.json"))]
 
 
-def test_compare_population_engine_gives_the_sequential_numbers(tmp_path, capsys):
-    code, out, err = run([*STUDY, "--workers", "2", "--out", str(tmp_path / "pop")], capsys)
+def test_compare_population_engine_gives_the_sequential_numbers(tmp_path, cli):
+    code, out, err = cli([*STUDY, "--workers", "2", "--out", str(tmp_path / "pop")])
     assert code == 0, err
     # SWA cannot be batched: its trials run alone, and the output says so
     assert "swa trained one trial at a time (not batched): SWA:" in out
     engines = {(t["recipe"], t["engine"]) for t in trials(tmp_path / "pop")}
     assert ("swa", "sequential") in engines and ("dropout", "population") in engines
     assert ("swa", "population") not in engines
-    code, out, err = run(
+    code, out, err = cli(
         [*STUDY, "--engine", "sequential", "--workers", "1", "--out", str(tmp_path / "seq")],
-        capsys,
     )
     assert code == 0, err
     assert "not batched" not in out
@@ -59,14 +49,14 @@ def test_compare_population_engine_gives_the_sequential_numbers(tmp_path, capsys
             assert float(pop[key]) == pytest.approx(float(value), rel=1e-3, abs=1e-4), key
 
 
-def test_compare_population_rerun_reuses_finished_trials(tmp_path, capsys):
+def test_compare_population_rerun_reuses_finished_trials(tmp_path, cli):
     folder = tmp_path / "pop"
     args = [*STUDY, "--recipes", "baseline,l2,dropout", "--workers", "1", "--out", str(folder)]
-    assert run(args, capsys)[0] == 0
+    assert cli(args)[0] == 0
     first = values(folder)
     for path in sorted((folder / "trials").glob("*.json"))[:2]:
         path.unlink()  # as if the study had been killed before these were written
-    code, out, _ = run(args, capsys)
+    code, out, _ = cli(args)
     assert code == 0 and "Reused 4 finished trials" in out
     assert len(trials(folder)) == 6 and len({t["key"] for t in trials(folder)}) == 6
     again = values(folder)
@@ -76,17 +66,17 @@ def test_compare_population_rerun_reuses_finished_trials(tmp_path, capsys):
             assert float(again[key]) == pytest.approx(float(value), rel=1e-3, abs=1e-4), key
 
 
-def test_compare_engine_is_part_of_a_trial_key(tmp_path, capsys):
+def test_compare_engine_is_part_of_a_trial_key(tmp_path, cli):
     folder = tmp_path / "o"
     small = [*STUDY, "--recipes", "baseline", "--seeds", "1", "--workers", "1", "--out"]
-    assert run([*small, str(folder)], capsys)[0] == 0
-    code, out, _ = run([*small, str(folder), "--engine", "sequential"], capsys)
+    assert cli([*small, str(folder)])[0] == 0
+    code, out, _ = cli([*small, str(folder), "--engine", "sequential"])
     assert code == 0 and "Reused" not in out
     assert [t["engine"] for t in trials(folder)] == ["sequential"]
 
 
-def test_compare_rejects_an_unknown_engine_in_one_line(tmp_path, capsys):
-    code, _out, err = run([*STUDY, "--engine", "gpu", "--out", str(tmp_path / "o")], capsys)
+def test_compare_rejects_an_unknown_engine_in_one_line(tmp_path, cli):
+    code, _out, err = cli([*STUDY, "--engine", "gpu", "--out", str(tmp_path / "o")])
     assert code == 2
     assert err.strip() == (
         "reglab: error: The 'engine' parameter of compare must be one of 'population', "
@@ -94,8 +84,9 @@ def test_compare_rejects_an_unknown_engine_in_one_line(tmp_path, capsys):
     )
 
 
-def test_compare_two_machines_on_postgresql_match_one_local_run(tmp_path, capsys, postgres_url):
-    import subprocess
+def test_compare_two_machines_on_postgresql_match_one_local_run(
+    tmp_path, cli, machines, postgres_url
+):
     import sys
 
     import optuna
@@ -104,22 +95,11 @@ def test_compare_two_machines_on_postgresql_match_one_local_run(tmp_path, capsys
     small = ["--recipes", "baseline,l2,dropout", "--seeds", "2", "--epochs", "3"]
     small += ["--train-size", "60", "--workers", "1"]
     local = tmp_path / "local"
-    code, _, err = run(["compare", *small, "--engine", "sequential", "--out", str(local)], capsys)
+    code, _, err = cli(["compare", *small, "--engine", "sequential", "--out", str(local)])
     assert code == 0, err
     shared = [*small, "--storage", postgres_url, "--study-name", "grid"]
     cmd = [sys.executable, "-m", "reglab", "compare", *shared]
-    procs = [
-        subprocess.Popen(
-            [*cmd, "--out", str(tmp_path / f"m{i}")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    machines([[*cmd, "--out", str(tmp_path / f"m{i}")] for i in range(2)])
     study = optuna.load_study(study_name="grid", storage=postgres_url)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert sorted(t.user_attrs["key"] for t in complete) == sorted(
@@ -127,14 +107,14 @@ def test_compare_two_machines_on_postgresql_match_one_local_run(tmp_path, capsys
     )
     assert len(complete) == 6
     # any machine writes the table from the storage: the numbers of the local run
-    code, _out, err = run(["compare", *shared, "--out", str(tmp_path / "m2")], capsys)
+    code, _out, err = cli(["compare", *shared, "--out", str(tmp_path / "m2")])
     assert code == 0, err
     assert (tmp_path / "m2" / "results.csv").read_text() == (local / "results.csv").read_text()
     assert (tmp_path / "m2" / "report.html").is_file()
 
 
-def test_compare_unreachable_storage_is_one_line(tmp_path, capsys):
+def test_compare_unreachable_storage_is_one_line(tmp_path, cli):
     url = "postgresql://ann:s3cret@127.0.0.1:9/lab"
-    code, _, err = run([*STUDY, "--storage", url, "--out", str(tmp_path / "o")], capsys)
+    code, _, err = cli([*STUDY, "--storage", url, "--out", str(tmp_path / "o")])
     assert code == 2 and err.count("\n") == 1 and "s3cret" not in err
     assert "The 'storage' parameter of compare" in err

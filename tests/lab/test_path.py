@@ -4,18 +4,10 @@ import csv
 
 import pytest
 
-from reglab.cli import main
 from reglab.lab.path import choose, grid
 from reglab.lab.tune import Dimension
 
 SMALL = ["--train-size", "60", "--batch-size", "16", "--workers", "1"]
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 def test_grid_runs_from_strong_to_weak_on_a_log_scale():
@@ -40,10 +32,10 @@ def test_choose_picks_the_best_and_the_strongest_within_one_standard_error():
     assert choose(rows)["one_se"] == 0.1
 
 
-def test_path_writes_csv_plot_report_and_warm_starts_help(tmp_path, capsys):
+def test_path_writes_csv_plot_report_and_warm_starts_help(tmp_path, cli):
     args = ["path", "--recipe", "l1", "--param", "strength=1e-3:3e-2", "--points", "3"]
     args += ["--seeds", "2", "--epochs", "12", *SMALL]
-    code, out, err = run([*args, "--out", str(tmp_path / "warm")], capsys)
+    code, out, err = cli([*args, "--out", str(tmp_path / "warm")])
     assert code == 0, err
     assert "best" in out and "1-SE" in out
     warm = list(csv.DictReader((tmp_path / "warm" / "path.csv").open()))
@@ -52,7 +44,7 @@ def test_path_writes_csv_plot_report_and_warm_starts_help(tmp_path, capsys):
     assert [int(r["epochs"]) for r in warm[:3]] == [12, 4, 4]  # later points: a third
     assert (tmp_path / "warm" / "plots" / "path.png").is_file()
     assert "one-standard-error" in (tmp_path / "warm" / "path_report.html").read_text()
-    code, _, err = run([*args, "--cold", "--out", str(tmp_path / "cold")], capsys)
+    code, _, err = cli([*args, "--cold", "--out", str(tmp_path / "cold")])
     assert code == 0, err
     cold = list(csv.DictReader((tmp_path / "cold" / "path.csv").open()))
     assert [int(r["epochs"]) for r in cold[:3]] == [12, 12, 12]
@@ -71,7 +63,7 @@ def test_path_writes_csv_plot_report_and_warm_starts_help(tmp_path, capsys):
         (["--param", "alpha=1e-3:1"], "tunable argument of recipe 'l1' (L1.strength, strength)"),
     ],
 )
-def test_path_bad_input_is_one_line(tmp_path, capsys, extra, message):
-    code, _, err = run(["path", "--recipe", "l1", *extra, "--out", str(tmp_path / "p")], capsys)
+def test_path_bad_input_is_one_line(tmp_path, cli, extra, message):
+    code, _, err = cli(["path", "--recipe", "l1", *extra, "--out", str(tmp_path / "p")])
     assert code == 2 and err.count("\n") == 1
     assert message in err

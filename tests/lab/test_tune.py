@@ -13,18 +13,10 @@ import pytest
 from optuna.trial import TrialState
 
 from reglab import ConfigError
-from reglab.cli import main
 from reglab.lab.recipes import BUILTIN_RECIPES
 from reglab.lab.tune import masked, parse_dimension, tunable
 
 SMALL = ["--epochs", "6", "--train-size", "80", "--batch-size", "16"]
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 def journal_study(folder: Path, name: str) -> optuna.Study:
@@ -72,11 +64,11 @@ def test_masked_hides_the_password():
     )
 
 
-def test_tune_beats_a_poor_strength_with_two_workers_and_no_trial_lost(tmp_path, capsys):
+def test_tune_beats_a_poor_strength_with_two_workers_and_no_trial_lost(tmp_path, cli):
     out = tmp_path / "t"
     base = ["tune", "--recipe", "l2", "--param", "strength=1e-4:30:log", *SMALL]
     base += ["--workers", "2", "--no-pruning", "--out", str(out)]
-    code, stdout, err = run([*base, "--trials", "6"], capsys)
+    code, stdout, err = cli([*base, "--trials", "6"])
     assert code == 0, err
     assert "Best trial" in stdout
     rows = list(csv.DictReader((out / "tune_trials.csv").open()))
@@ -87,33 +79,33 @@ def test_tune_beats_a_poor_strength_with_two_workers_and_no_trial_lost(tmp_path,
     workers = {t.user_attrs["reglab_worker"] for t in study.trials}
     assert 1 <= len(workers) <= 2
     # the deliberately poor end of the range: L2(30) crushes the weights
-    poor = _val_loss(out, strength=30.0, capsys=capsys)
+    poor = _val_loss(out, strength=30.0, cli=cli)
     assert study.best_value < poor - 0.3
     assert (out / "best.toml").is_file() and (out / "tune_report.html").is_file()
     report = (out / "tune_report.html").read_text()
     assert "<h2>History</h2>" in report and "Parameter importances" in report
     # rerunning continues the same study
-    code, stdout, err = run([*base, "--trials", "2"], capsys)
+    code, stdout, err = cli([*base, "--trials", "2"])
     assert code == 0, err
     assert len(journal_study(out, "l2-digits").trials) == 8
 
 
-def _val_loss(out: Path, strength: float, capsys) -> float:
+def _val_loss(out: Path, strength: float, cli) -> float:
     folder = out / "poor"
     args = ["tune", "--recipe", "l2", "--param", f"strength={strength}:{strength * 1.0001}"]
     args += ["--trials", "1", *SMALL, "--workers", "1", "--no-pruning", "--out", str(folder)]
-    assert run(args, capsys)[0] == 0
+    assert cli(args)[0] == 0
     return journal_study(folder, "l2-digits").best_value
 
 
-def test_tune_best_toml_runs_in_compare(tmp_path, capsys):
+def test_tune_best_toml_runs_in_compare(tmp_path, cli):
     out = tmp_path / "t"
     args = ["tune", "--recipe", "dropout", "--param", "p=0.1:0.6:linear", "--trials", "2"]
-    assert run([*args, *SMALL, "--workers", "1", "--out", str(out)], capsys)[0] == 0
+    assert cli([*args, *SMALL, "--workers", "1", "--out", str(out)])[0] == 0
     toml = (out / "best.toml").read_text()
     assert "dropout_tuned" in toml and "baseline" in toml
     assert "engine" not in toml and "workers" not in toml
-    code, stdout, err = run(
+    code, stdout, err = cli(
         [
             "compare",
             "--config",
@@ -127,7 +119,6 @@ def test_tune_best_toml_runs_in_compare(tmp_path, capsys):
             "--out",
             str(tmp_path / "c"),
         ],
-        capsys,
     )
     assert code == 0, err
     assert "dropout_tuned" in stdout
@@ -172,43 +163,32 @@ def test_tune_killed_worker_trial_is_requeued_and_the_others_finish(tmp_path):
     assert f"{len(failed)} re-queued" in stdout
 
 
-def test_tune_unreachable_storage_is_one_line_with_the_password_masked(tmp_path, capsys):
+def test_tune_unreachable_storage_is_one_line_with_the_password_masked(tmp_path, cli):
     url = "postgresql://ann:s3cret@127.0.0.1:9/lab"
     args = ["tune", "--recipe", "l2", "--param", "strength=1e-4:1", "--storage", url]
-    code, _out, err = run([*args, *SMALL, "--out", str(tmp_path / "t")], capsys)
+    code, _out, err = cli([*args, *SMALL, "--out", str(tmp_path / "t")])
     assert code == 2
     assert err.count("\n") == 1 and "s3cret" not in err
     assert "postgresql://ann:***@127.0.0.1:9/lab" in err
 
 
-def test_tune_unknown_param_lists_the_tunable_ones(tmp_path, capsys):
+def test_tune_unknown_param_lists_the_tunable_ones(tmp_path, cli):
     args = ["tune", "--recipe", "combined", "--param", "strenght=1:2"]
-    code, _out, err = run([*args, "--out", str(tmp_path / "t")], capsys)
+    code, _out, err = cli([*args, "--out", str(tmp_path / "t")])
     assert code == 2 and err.count("\n") == 1
     assert "L2.strength" in err and "Dropout.p" in err and "'strenght'" in err
 
 
-def test_tune_needs_a_param(tmp_path, capsys):
-    code, _out, err = run(["tune", "--recipe", "l2", "--out", str(tmp_path / "t")], capsys)
+def test_tune_needs_a_param(tmp_path, cli):
+    code, _out, err = cli(["tune", "--recipe", "l2", "--out", str(tmp_path / "t")])
     assert code == 2 and "--param strength=1e-5:1e-1:log" in err
 
 
-def test_tune_two_machines_share_one_postgresql_study(tmp_path, postgres_url):
+def test_tune_two_machines_share_one_postgresql_study(tmp_path, machines, postgres_url):
     args = [sys.executable, "-m", "reglab", "tune", "--recipe", "l2"]
     args += ["--param", "strength=1e-4:1:log", "--trials", "3", "--workers", "1"]
     args += [*SMALL, "--storage", postgres_url, "--study-name", "shared"]
-    procs = [
-        subprocess.Popen(
-            [*args, "--out", str(tmp_path / f"m{i}")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    machines([[*args, "--out", str(tmp_path / f"m{i}")] for i in range(2)])
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     assert all(t.state in finished for t in study.trials)
@@ -216,13 +196,13 @@ def test_tune_two_machines_share_one_postgresql_study(tmp_path, postgres_url):
     assert len({tuple(t.params.items()) for t in study.trials}) == 6
 
 
-def test_tune_population_and_sequential_engines_agree(tmp_path, capsys):
+def test_tune_population_and_sequential_engines_agree(tmp_path, cli):
     values = {}
     for engine in ("population", "sequential"):
         folder = tmp_path / engine
         args = ["tune", "--recipe", "l2", "--param", "strength=0.01:0.0100001", "--trials", "2"]
         args += [*SMALL, "--workers", "1", "--no-pruning", "--engine", engine]
-        assert run([*args, "--out", str(folder)], capsys)[0] == 0
+        assert cli([*args, "--out", str(folder)])[0] == 0
         study = journal_study(folder, "l2-digits")
         values[engine] = sorted(t.value for t in study.trials)
     assert values["population"] == pytest.approx(values["sequential"], rel=1e-4)

@@ -13,11 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from .path import PathConfig, PathRun, run_path
-from .report import _img, html_page
+from .report import _img, counting, html_page
 from .results import to_csv
 
 __all__ = ["path", "plot_path", "write_path_outputs"]
@@ -116,10 +115,8 @@ def write_path_outputs(run: PathRun, out: Path) -> dict[str, Path]:
 def path(config: PathConfig, out: str | Path, workers: int, console: Console) -> PathRun:
     """Run the path with a progress bar, print the table and the choice, write the outputs."""
     out = Path(out)
-    progress = Progress(TextColumn("seeds"), BarColumn(), MofNCompleteColumn(), console=console)
-    with progress:
-        task = progress.add_task("seeds", total=config.seeds)
-        run = run_path(config, workers, lambda done, _: progress.update(task, completed=done))
+    with counting(console, "seeds", config.seeds) as update:
+        run = run_path(config, workers, lambda done, _: update(done))
     table = Table(title=f"Regularization path of {config.recipe} ({config.dim.name})")
     for col in ("strength", "val loss", "± SE", "train loss", "zero weights", "‖w‖₂"):
         table.add_column(col)

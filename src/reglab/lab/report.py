@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,17 @@ table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bott
 text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold}
 code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}"""
+
+
+@contextlib.contextmanager
+def counting(console: Any, label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar ``label ━━━ done/total`` on ``console``; yields ``update(done)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), console=console)
+    with progress:
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.update(task, completed=done)
 
 
 def html_page(title: str, body: str) -> str:

@@ -11,10 +11,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from .report import _img, html_page
+from .report import _img, counting, html_page
 from .tuner import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
 __all__ = ["plot_history", "tune", "write_tune_report"]
@@ -99,12 +98,8 @@ def write_tune_report(run: TuneRun, out: Path) -> Path:
 def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) -> TuneRun:
     """Run the search with a progress bar, print the best trial, write every output."""
     out = Path(out)
-    progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), console=console)
-    with progress:
-        task = progress.add_task("trials", total=config.trials)
-        run = run_tune(
-            config, out, workers, lambda done, total: progress.update(task, completed=done)
-        )
+    with counting(console, "trials", config.trials) as update:
+        run = run_tune(config, out, workers, lambda done, _: update(done))
     paths = write_tune_outputs(run, out)
     paths["tune_report.html"] = write_tune_report(run, out)
     console.print(

@@ -28,10 +28,11 @@ def _postgres_bin():
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_server():
     """A throw-away PostgreSQL server on a loopback port, as the `postgres` user (initdb and
-    postgres refuse root). Debian's package is installed with apt-get when it is missing; where
-    that is impossible the tests that need the server skip and say why."""
+    postgres refuse root); yields its URL without a database. Debian's package is installed with
+    apt-get when it is missing; where that is impossible the tests that need the server skip and
+    say why."""
     import os
     import shutil
     import socket
@@ -67,14 +68,28 @@ def postgres_url():
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
         log = os.path.join(root, "server.log")
         pg(str(bindir / "pg_ctl"), "-D", data, "-o", options, "-l", log, "-w", "start")
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "reglab")
     except (subprocess.CalledProcessError, OSError) as exc:
         shutil.rmtree(root, ignore_errors=True)
         detail = getattr(exc, "stderr", "") or str(exc)
         pytest.skip(f"could not start PostgreSQL: {detail.strip()[:200]}")
-    yield f"postgresql://postgres@127.0.0.1:{port}/reglab"
+    yield f"postgresql://postgres@127.0.0.1:{port}"
     pg(str(bindir / "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop", check=False)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A new, empty database on the session's server for each test: every test meets Optuna's
+    schema being created, as a first user of a database does."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{postgres_server}/{name}"
 
 
 @pytest.fixture

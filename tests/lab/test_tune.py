@@ -234,3 +234,40 @@ def test_requeue_dead_takes_back_trials_of_dead_and_half_started_workers(tmp_pat
     retries = [t for t in study.trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs["retry_of"] for t in retries) == sorted([dead.number, orphan.number])
     assert all(t.user_attrs["key"] == "k" for t in retries)
+
+
+_OPEN_AT_ONCE = """
+import pathlib, sys, time
+from reglab.lab.tune import open_storage
+pathlib.Path(sys.argv[2]).touch()
+while not pathlib.Path(sys.argv[3]).exists():
+    time.sleep(0.001)
+open_storage(sys.argv[1], pathlib.Path("."), "compare")
+"""
+
+
+def _open_at_once(url: str, folder: Path, processes: int = 6) -> None:
+    go = folder / "go"
+    procs = []
+    for i in range(processes):
+        ready = folder / f"ready{i}"
+        cmd = [sys.executable, "-c", _OPEN_AT_ONCE, url, str(ready), str(go)]
+        procs.append((ready, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)))
+    deadline = time.monotonic() + 120
+    while not all(ready.exists() for ready, _ in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # every process is imported and waiting: they all open the storage now
+    errors = [proc.communicate(timeout=120)[1] for _, proc in procs]
+    assert [proc.returncode for _, proc in procs] == [0] * processes, "\n".join(errors)
+    study = optuna.create_study(study_name="after", storage=url)
+    assert study.trials == []
+
+
+def test_open_storage_by_many_first_users_of_a_postgresql_database_at_once(tmp_path, postgres_url):
+    # machines started together on an empty database all create Optuna's tables: one wins
+    # and the others must use its tables, not fail (CI caught this with two machines)
+    _open_at_once(postgres_url, tmp_path)
+
+
+def test_open_storage_by_many_first_users_of_a_sqlite_file_at_once(tmp_path):
+    _open_at_once(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)

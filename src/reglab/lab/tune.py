@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import random
 import socket
 import time
 import warnings
@@ -131,9 +132,17 @@ def masked(url: str) -> str:
         return url.split("://", 1)[0] + "://***" if "://" in url else url
 
 
+#: How many times opening an RDB storage is tried while other processes create its tables.
+SCHEMA_ATTEMPTS = 12
+
+
 def open_storage(url: str | None, out: Path, owner: str = "tune") -> Any:
     """The Optuna storage: the journal file in ``out`` when ``url`` is None, else an RDB
     storage with a heartbeat (a dead worker's trial is failed and re-queued).
+
+    Machines started together on an empty database all create Optuna's tables at once; all
+    but one then fail on a table or row another created. Such an attempt is retried (up to
+    ``SCHEMA_ATTEMPTS`` times, after a short random pause) and finds the tables in place.
 
     Raises:
         ConfigError: for a URL that cannot be reached, in one line with the password masked.
@@ -144,25 +153,42 @@ def open_storage(url: str | None, out: Path, owner: str = "tune") -> Any:
         out.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(out / JOURNAL))
         return optuna.storages.JournalStorage(backend)
-    try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs={"pool_pre_ping": True},
-                heartbeat_interval=5,
-                grace_period=20,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=3
-                ),
-            )
-    except Exception as exc:  # sqlalchemy's errors for bad URLs, drivers, hosts, passwords
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        reason = reason.replace(url, masked(url))
-        raise ConfigError(
-            f"The 'storage' parameter of {owner} must be a database URL that can be reached. "
-            f"Got {masked(url)!r} ({reason[:200]})."
-        ) from None
+    pause = random.Random(os.getpid())
+    attempts = 0
+    while True:
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=5,
+                    grace_period=20,
+                    heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+                    ),
+                )
+        except Exception as exc:  # sqlalchemy's errors for bad URLs, drivers, hosts, passwords
+            attempts += 1
+            if _created_by_another(exc) and attempts < SCHEMA_ATTEMPTS:
+                time.sleep(pause.uniform(0.05, 0.25) * attempts)
+                continue
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = reason.replace(url, masked(url))
+            raise ConfigError(
+                f"The 'storage' parameter of {owner} must be a database URL that can be "
+                f"reached. Got {masked(url)!r} ({reason[:200]})."
+            ) from None
+
+
+def _created_by_another(exc: Exception) -> bool:
+    """Whether ``exc`` is a table, type or row of Optuna's schema that another process created
+    while this one created it too (PostgreSQL, MySQL and SQLite word it differently)."""
+    import sqlalchemy
+
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return True
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and "already exists" in str(exc)
 
 
 def worker_id() -> str:

@@ -65,6 +65,16 @@ def _study_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _study(config_path: str | None, given: dict[str, Any], owner: str) -> Any:
+    """The study of a command: the ``--config`` file with the options given winning over it,
+    or the options alone."""
+    from .lab.config import StudyConfig
+
+    if config_path is None:
+        return StudyConfig(**given)
+    return StudyConfig.from_toml(config_path, owner=owner, **given)
+
+
 def _study_values(options: dict[str, Any]) -> dict[str, Any]:
     """The options given, with ``--widths`` parsed."""
     given = {k: v for k, v in options.items() if v is not None}
@@ -114,17 +124,19 @@ def compare(
     panel with one recipe of each family.
     """
     from .lab.compare import compare as run_compare
-    from .lab.study import StudyConfig
 
-    given = _study_values(options)
-    config = StudyConfig.from_toml(config_path, **given) if config_path else StudyConfig(**given)
+    config = _study(config_path, _study_values(options), "compare")
     run = run_compare(config, out, _console(), storage=storage, study_name=study_name)
     if run.interrupted:
         sys.exit(130)
 
 
 @cli.command()
-@click.option("--recipe", required=True, help="The built-in recipe to tune (see `reglab recipes`).")
+@click.option(
+    "--recipe",
+    required=True,
+    help="The recipe to tune: built-in (see `reglab recipes`) or defined in --config.",
+)
 @click.option(
     "--param",
     "params",
@@ -145,6 +157,11 @@ def compare(
 )
 @_study_options
 @click.option(
+    "--config",
+    "config_path",
+    help="A study TOML file: its settings, and recipes --recipe may name; options given win.",
+)
+@click.option(
     "--out",
     default="runs/tune",
     show_default=True,
@@ -159,6 +176,7 @@ def tune(
     study_name: str | None,
     no_pruning: bool,
     engine: str,
+    config_path: str | None,
     out: str,
     **options: Any,
 ) -> None:
@@ -168,7 +186,6 @@ def tune(
     study file for `reglab compare --config` with the tuned recipe beside baseline. Rerunning
     continues the same study; several machines share one through --storage URL --study-name NAME.
     """
-    from .lab.config import StudyConfig
     from .lab.tune_report import tune as run
     from .lab.tuner import TuneConfig
 
@@ -178,7 +195,7 @@ def tune(
     config = TuneConfig(
         recipe=recipe,
         params=list(params),
-        study=StudyConfig(**given, engine="sequential"),
+        study=_study(config_path, {**given, "engine": "sequential"}, "tune"),
         trials=trials,
         seed=seed,
         storage=storage,
@@ -190,7 +207,11 @@ def tune(
 
 
 @cli.command()
-@click.option("--recipe", required=True, help="The built-in recipe (see `reglab recipes`).")
+@click.option(
+    "--recipe",
+    required=True,
+    help="The recipe: built-in (see `reglab recipes`) or defined in --config.",
+)
 @click.option(
     "--param", required=True, help="The argument and its range, e.g. strength=1e-4:1 (log scale)."
 )
@@ -201,6 +222,11 @@ def tune(
     "--warm-epochs", type=int, help="Epochs of each warm-started point (default: epochs/3)."
 )
 @_study_options
+@click.option(
+    "--config",
+    "config_path",
+    help="A study TOML file: its settings, and recipes --recipe may name; options given win.",
+)
 @click.option("--out", default="runs/path", show_default=True, help="Output folder.")
 def path(
     recipe: str,
@@ -209,13 +235,13 @@ def path(
     seeds: int,
     cold: bool,
     warm_epochs: int | None,
+    config_path: str | None,
     out: str,
     **options: Any,
 ) -> None:
     """A regularization path: fit at log-spaced strengths from strong to weak, each fit
     warm-started from the previous one; plot the U-curve, sparsity and weight norm, and mark
     the best strength and the one-standard-error choice."""
-    from .lab.config import StudyConfig
     from .lab.path import PathConfig
     from .lab.path_report import path as run
 
@@ -224,7 +250,7 @@ def path(
     config = PathConfig(
         recipe=recipe,
         param=param,
-        study=StudyConfig(**given),
+        study=_study(config_path, given, "path"),
         points=points,
         seeds=seeds,
         warm=not cold,

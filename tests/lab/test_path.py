@@ -55,6 +55,28 @@ def test_path_writes_csv_plot_report_and_warm_starts_help(tmp_path, cli):
             assert w["first_train_loss"] == c["first_train_loss"]
 
 
+def test_path_warm_starts_a_study_file_recipe_that_adds_parameters(tmp_path, cli):
+    # InsertNorm gives the model new parameters: each later point starts from the previous
+    # fit's weights in that structure, norm included (it used to stop with an error)
+    config = tmp_path / "study.toml"
+    config.write_text(
+        'epochs = 9\n[recipes]\nbn_l2 = [{type = "InsertNorm", kind = "batch"}, '
+        '{type = "L2", strength = 0.01}]\n'
+    )
+    args = ["path", "--config", str(config), "--recipe", "bn_l2", "--param", "strength=1e-3:1e-1"]
+    args += ["--points", "2", "--seeds", "1", *SMALL]
+    rows = {}
+    for mode in ("warm", "cold"):
+        extra = ["--cold"] if mode == "cold" else []
+        code, _, err = cli([*args, *extra, "--out", str(tmp_path / mode)])
+        assert code == 0, err
+        rows[mode] = list(csv.DictReader((tmp_path / mode / "path.csv").open()))
+    assert [int(r["epochs"]) for r in rows["warm"]] == [9, 3]  # the file's epochs, then a third
+    assert rows["warm"][0]["first_train_loss"] == rows["cold"][0]["first_train_loss"]
+    warm, cold = (float(rows[m][1]["first_train_loss"]) for m in ("warm", "cold"))
+    assert warm < 0.7 * cold
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

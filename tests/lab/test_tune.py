@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import optuna
@@ -98,30 +99,49 @@ def _val_loss(out: Path, strength: float, cli) -> float:
     return journal_study(folder, "l2-digits").best_value
 
 
-def test_tune_best_toml_runs_in_compare(tmp_path, cli):
+STUDY_FILE = """
+data = "wine"
+epochs = 6
+train_size = 80
+batch_size = 16
+baseline = "plain"
+
+[recipes]
+plain = []
+drop = [{type = "Dropout", p = 0.3}, {type = "L2", strength = 0.001}]
+"""
+
+
+def test_tune_a_study_file_recipe_and_best_toml_runs_in_compare(tmp_path, cli):
+    config = tmp_path / "study.toml"
+    config.write_text(STUDY_FILE)
     out = tmp_path / "t"
-    args = ["tune", "--recipe", "dropout", "--param", "p=0.1:0.6:linear", "--trials", "2"]
-    assert cli([*args, *SMALL, "--workers", "1", "--out", str(out)])[0] == 0
-    toml = (out / "best.toml").read_text()
-    assert "dropout_tuned" in toml and "baseline" in toml
-    assert "engine" not in toml and "workers" not in toml
-    code, stdout, err = cli(
-        [
-            "compare",
-            "--config",
-            str(out / "best.toml"),
-            "--seeds",
-            "1",
-            "--epochs",
-            "2",
-            "--workers",
-            "1",
-            "--out",
-            str(tmp_path / "c"),
-        ],
-    )
+    args = ["tune", "--config", str(config), "--recipe", "drop", "--param", "p=0.1:0.6:linear"]
+    assert cli([*args, "--trials", "2", "--workers", "1", "--out", str(out)])[0] == 0
+    study = journal_study(out, "drop-wine")
+    assert all(t.user_attrs["epochs_run"] == 6 for t in study.trials)  # the file's settings
+    best = tomllib.loads((out / "best.toml").read_text())
+    assert best["data"] == "wine" and best["epochs"] == 6
+    assert "engine" not in best and "workers" not in best and "baseline" not in best
+    tuned = best["recipes"]["drop_tuned"]
+    assert tuned[1] == {"type": "L2", "strength": 0.001}  # the file's other regularizer
+    assert tuned[0]["p"] == pytest.approx(study.best_params["p"])
+    assert best["recipes"]["baseline"] == []
+    args = ["compare", "--config", str(out / "best.toml"), "--seeds", "1", "--epochs", "2"]
+    code, stdout, err = cli([*args, "--workers", "1", "--out", str(tmp_path / "c")])
     assert code == 0, err
-    assert "dropout_tuned" in stdout
+    assert "drop_tuned" in stdout
+
+
+@pytest.mark.parametrize("command", ["tune", "path"])
+def test_unknown_recipe_lists_the_study_files_and_the_builtins(tmp_path, cli, command):
+    config = tmp_path / "study.toml"
+    config.write_text(STUDY_FILE)
+    args = [command, "--config", str(config), "--recipe", "nosuch", "--param", "strength=1e-3:1"]
+    code, _, err = cli([*args, "--out", str(tmp_path / "o")])
+    assert code == 2 and err.count("\n") == 1
+    assert f"The 'recipe' parameter of {command} must be one of 'plain', 'drop', 'baseline'" in err
+    assert err.rstrip().endswith("Got 'nosuch'.")
 
 
 def test_tune_killed_worker_trial_is_requeued_and_the_others_finish(tmp_path):

@@ -80,8 +80,9 @@ class StudyConfig:
             check_param("compare", name, getattr(self, name), constraint)
 
     @classmethod
-    def from_toml(cls, path: str | Path, **overrides: Any) -> StudyConfig:
-        """Read a study file; ``overrides`` (e.g. from the command line) win over it.
+    def from_toml(cls, path: str | Path, owner: str = "compare", **overrides: Any) -> StudyConfig:
+        """Read a study file; ``overrides`` (e.g. from the command line) win over it. ``owner``
+        is the command named in errors.
 
         Raises:
             ConfigError: a missing file, a TOML syntax error, an unknown key, a bad value.
@@ -89,7 +90,7 @@ class StudyConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(
-                f"The 'config' parameter of compare must be a TOML file. Got "
+                f"The 'config' parameter of {owner} must be a TOML file. Got "
                 f"{str(path)!r}, which is not a file."
             )
         try:

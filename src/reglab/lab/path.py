@@ -28,7 +28,7 @@ from ..train import evaluate, fit
 from .config import StudyConfig
 from .data import dataset_task
 from .inspect import model_figures
-from .recipes import build_recipe, resolve_recipes
+from .recipes import build_recipe, recipe_spec
 from .study import dataset_for, fit_options, model_for, plan
 from .tune import Dimension, parse_dimension, with_values
 
@@ -38,7 +38,8 @@ __all__ = ["PathConfig", "choose", "grid", "run_path"]
 @dataclass
 class PathConfig:
     """A path of ``recipe``'s argument ``param`` (``'strength=1e-5:1'``) over ``points``
-    log-spaced values, ``seeds`` chains, on the study ``study``.
+    log-spaced values, ``seeds`` chains, on the study ``study``. ``recipe`` is a name
+    ``study.recipes`` defines (a study file's ``[recipes]`` table), else a built-in name.
 
     Raises:
         ConfigError: for a bad value, an unknown argument or a bad range.
@@ -62,7 +63,7 @@ class PathConfig:
         for name, constraint in self.CONSTRAINTS.items():
             check_param("path", name, getattr(self, name), constraint)
         task = dataset_task(self.study.data, self.study.target)
-        self.spec = resolve_recipes([self.recipe], task)[self.recipe]
+        self.spec = recipe_spec(self.recipe, self.study.recipes, task, "path")
         self.dim = parse_dimension(self.param, self.spec, self.recipe)
         if not self.dim.log:
             raise ConfigError(
@@ -85,6 +86,10 @@ def grid(dim: Dimension, points: int) -> list[float]:
     return [round(float(v)) if dim.integer else float(v) for v in values]
 
 
+def _as_is(model: torch.nn.Module) -> torch.nn.Module:
+    return model
+
+
 def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """One seed's path: every strength in order, each fit starting from the previous one."""
     torch.set_num_threads(1)
@@ -93,16 +98,19 @@ def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
     rows, state = [], None
     for i, value in enumerate(payload["grid"]):
         spec = with_values(payload["spec"], [dim], {dim.name: value})
+        recipe = build_recipe(spec, data.image_shape)
         model = model_for(settings, data, seed)
-        if state is not None:
+        if state is not None:  # the previous fit's weights, in the structure its recipe made
+            model = recipe.transform_model(model)
             model.load_state_dict(state)
+            recipe.transform_model = _as_is  # type: ignore[method-assign]  # fit's call: done
         epochs = settings["epochs"] if i == 0 else payload["later_epochs"]
         started = time.perf_counter()
         history = fit(
             model,
             (data.x_train, data.y_train),
             (data.x_val, data.y_val),
-            recipe=build_recipe(spec, data.image_shape),
+            recipe=recipe,
             seed=seed,
             **{**fit_options(settings, data), "epochs": epochs},
         )
@@ -125,11 +133,6 @@ def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(row)
         if payload["warm"]:
             state = {k: v.detach().clone() for k, v in history.model.state_dict().items()}
-            if set(state) != set(model_for(settings, data, seed).state_dict()):
-                raise ConfigError(
-                    f"The 'recipe' parameter of path must keep the model's parameter names "
-                    f"to warm-start (use --cold). Got {payload['recipe']!r}."
-                )
     return rows
 
 
@@ -175,7 +178,9 @@ def run_path(
         ConfigError: for bad settings, before training.
     """
     started = time.perf_counter()
-    study = dataclasses.replace(config.study, recipes=[config.recipe], seeds=config.seeds)
+    study = dataclasses.replace(
+        config.study, recipes={config.recipe: config.spec}, seeds=config.seeds
+    )
     task, settings, *_ = plan(study)
     values = grid(config.dim, config.points)
     payloads = [

@@ -215,6 +215,22 @@ def resolve_recipes(
     return out
 
 
+def recipe_spec(name: str, recipes: Any, task: str, owner: str) -> Spec:
+    """The specs of the one recipe ``name`` that ``owner`` (``tune``, ``path``) works on: the
+    study file's recipe of that name when ``recipes`` (a study's ``recipes``) defines it, else
+    the built-in one.
+
+    Raises:
+        ConfigError: a name neither defines, listing both; a bad spec.
+    """
+    defined = dict(recipes) if isinstance(recipes, Mapping) else {}
+    if name in defined:
+        return resolve_recipes({name: defined[name]}, task)[name]
+    if name in BUILTIN_RECIPES:
+        return resolve_recipes([name], task)[name]
+    raise unknown_name(owner, "recipe", name, [*defined, *BUILTIN_RECIPES])
+
+
 def build_recipe(spec: Spec, image_shape: Sequence[int] | None = None) -> Chain:
     """A fresh chain from specs (each trial gets its own, since regularizers keep state). Image
     transforms that take an ``image_shape`` and were given none get the data's."""

@@ -22,7 +22,7 @@ from ..core import Choice, ConfigError, Interval, Predicate, check_param
 from ..train import History, evaluate, fit
 from .config import StudyConfig
 from .population import fit_population
-from .recipes import build_recipe, resolve_recipes
+from .recipes import build_recipe, recipe_spec
 from .study import dataset_for, fit_options, member_for, model_for, plan
 from .tune import (
     Dimension,
@@ -41,7 +41,8 @@ __all__ = ["TuneConfig", "TuneRun", "run_tune"]
 
 @dataclass
 class TuneConfig:
-    """What ``reglab tune`` searches: ``recipe`` (a built-in name) with ``params`` (e.g.
+    """What ``reglab tune`` searches: ``recipe`` (a name ``study.recipes`` defines, as a study
+    file's ``[recipes]`` table does, else a built-in name) with ``params`` (e.g.
     ``['strength=1e-5:1e-1:log']``), ``trials`` more trials on the study of ``study`` (the data,
     model and training settings, as for ``reglab compare``), trained at ``seed``.
 
@@ -75,7 +76,7 @@ class TuneConfig:
                 "The 'param' parameter of tune must be given at least once, e.g. "
                 "--param strength=1e-5:1e-1:log. Got none."
             )
-        self.spec = resolve_recipes([self.recipe], self.study_task())[self.recipe]
+        self.spec = recipe_spec(self.recipe, self.study.recipes, self.study_task(), "tune")
         self.dims = [parse_dimension(p, self.spec, self.recipe) for p in self.params]
         names = [d.name for d in self.dims]
         if len(set(names)) != len(names):
@@ -261,7 +262,7 @@ def run_tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(out)
-    study_config = dataclasses.replace(config.study, recipes=[config.recipe], seeds=1)
+    study_config = dataclasses.replace(config.study, recipes={config.recipe: config.spec}, seeds=1)
     # checks data, model and the recipe before training; the reason it cannot be batched
     _, settings, _, _, _, sequential = plan(study_config)
     reason = sequential.get(config.recipe) if config.engine == "population" else None
@@ -327,7 +328,8 @@ def _finished(study: Any) -> int:
 def best_study_toml(run: TuneRun) -> str:
     """A study file for ``reglab compare --config``: the tuned recipe beside baseline."""
     config = run.config
-    skip = ("recipes", "workers", "engine")  # the machine's business, not the study's
+    # recipes and baseline are the file's own; workers and engine are the machine's business
+    skip = ("recipes", "baseline", "workers", "engine")
     study = {
         k: v for k, v in dataclasses.asdict(config.study).items() if v is not None and k not in skip
     }

@@ -118,3 +118,24 @@ def test_compare_unreachable_storage_is_one_line(tmp_path, cli):
     code, _, err = cli([*STUDY, "--storage", url, "--out", str(tmp_path / "o")])
     assert code == 2 and err.count("\n") == 1 and "s3cret" not in err
     assert "The 'storage' parameter of compare" in err
+
+
+def test_shared_duplicate_runs_only_the_lower_copy_of_a_trial_added_twice(tmp_path):
+    import optuna
+
+    from reglab.lab.shared import duplicate
+    from reglab.lab.tune import claim
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j"))
+    )
+    study = optuna.create_study(study_name="s", storage=storage)
+    for key in ("k", "other", "k", "k"):  # two machines enqueued the grid at once
+        study.enqueue_trial({}, user_attrs={"key": key}, skip_if_exists=False)
+    first, other, second = (claim(study) for _ in range(3))  # taken at once on two machines
+    assert not duplicate(study, first.number, "k")  # the lower copy runs
+    assert duplicate(study, second.number, "k")  # the higher one must not
+    assert not duplicate(study, other.number, "other")
+    study.tell(first, 0.0)
+    third = claim(study)
+    assert third.number == 3 and duplicate(study, third.number, "k")  # k is complete

@@ -53,6 +53,21 @@ def enqueue_grid(study: Any, trials: list[Trial]) -> int:
     return added
 
 
+def duplicate(study: Any, number: int, key: str) -> bool:
+    """Whether the trial ``number`` (running here) repeats one of the same ``key`` that is
+    complete or running with a lower number: two machines that enqueued the grid at once add
+    each trial twice, and a worker that takes the second copy while the first runs elsewhere
+    must not run it again. Of two copies taken at once, the lower number runs."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.RUNNING, TrialState.COMPLETE)
+    return any(
+        t.state == TrialState.COMPLETE or t.number < number
+        for t in _by_key(study, states).get(key, [])
+        if t.number != number
+    )
+
+
 def results(study: Any) -> dict[str, dict[str, Any]]:
     """The stored result of every completed trial, by key."""
     from optuna.trial import TrialState
@@ -82,9 +97,9 @@ def _work(payload: dict[str, Any]) -> None:
         if trial is None:
             return
         key = study._storage.get_trial(trial._trial_id).user_attrs.get("key")
-        done = key in _by_key(study, (TrialState.COMPLETE,))
-        if key not in plans or done:  # another study's trial, or added twice by a race
-            trial.set_user_attr("skipped", "duplicate" if done else "not in this study")
+        twice = duplicate(study, trial.number, key)
+        if key not in plans or twice:  # another study's trial, or added twice by a race
+            trial.set_user_attr("skipped", "duplicate" if twice else "not in this study")
             study.tell(trial, state=TrialState.PRUNED)
             continue
         with get_heartbeat_thread(trial._trial_id, storage):

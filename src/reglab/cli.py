@@ -121,7 +121,8 @@ def compare(
     """Train one model under several recipes and seeds; report the effect of each.
 
     With no options: digits, an MLP, 300 training samples with 30% label noise, 3 seeds and a
-    panel with one recipe of each family.
+    panel with one recipe of each family. A trial that fails is printed with its error and
+    the exit status is 1; the others are reported, and a rerun redoes only the failed ones.
     """
     from .lab.compare import compare as run_compare
 
@@ -129,6 +130,8 @@ def compare(
     run = run_compare(config, out, _console(), storage=storage, study_name=study_name)
     if run.interrupted:
         sys.exit(130)
+    if any(r["status"] == "failed" for r in run.results):
+        sys.exit(1)  # every output is written; the errors are printed and in trials.csv
 
 
 @cli.command()
@@ -185,6 +188,8 @@ def tune(
     Prints the best values with their validation and test metrics and writes best.toml, a
     study file for `reglab compare --config` with the tuned recipe beside baseline. Rerunning
     continues the same study; several machines share one through --storage URL --study-name NAME.
+    A trial that fails is printed with its error (and is in tune_trials.csv); the exit status
+    is then 1.
     """
     from .lab.tune_report import tune as run
     from .lab.tuner import TuneConfig
@@ -203,7 +208,8 @@ def tune(
         pruning=not no_pruning,
         engine=engine,
     )
-    run(config, out, workers or config.study.workers, _console())
+    if run(config, out, workers or config.study.workers, _console()).failed:
+        sys.exit(1)  # every output is written; the errors are printed and in tune_trials.csv
 
 
 @cli.command()

@@ -139,3 +139,50 @@ def test_shared_duplicate_runs_only_the_lower_copy_of_a_trial_added_twice(tmp_pa
     study.tell(first, 0.0)
     third = claim(study)
     assert third.number == 3 and duplicate(study, third.number, "k")  # k is complete
+
+
+# BatchNorm cannot train on a last batch of one sample (17 = 16 + 1): a genuine error at run time
+ONE_SAMPLE_LAST = ["--train-size", "17", "--batch-size", "16", "--epochs", "2", "--workers", "1"]
+BN_RECIPES = '[recipes]\nbaseline = []\nbn = [{type = "InsertNorm", kind = "batch"}]\n'
+
+
+def test_compare_a_trial_that_raises_fails_alone_and_the_rest_is_reported(tmp_path, cli):
+    config = tmp_path / "study.toml"
+    config.write_text(BN_RECIPES)
+    out = tmp_path / "o"
+    args = ["compare", "--config", str(config), "--seeds", "2", *ONE_SAMPLE_LAST]
+    code, stdout, _ = cli([*args, "--out", str(out)])
+    assert code == 1
+    assert "bn seed 0 failed: ValueError: Expected more than 1 value per channel" in stdout
+    with (out / "trials.csv").open() as handle:
+        rows = {(r["recipe"], r["seed"]): r for r in csv.DictReader(handle)}
+    assert [rows[("baseline", s)]["status"] for s in "01"] == ["completed", "completed"]
+    assert [rows[("bn", s)]["status"] for s in "01"] == ["failed", "failed"]
+    assert rows[("bn", "1")]["message"].startswith("ValueError: Expected more than 1 value")
+    assert (out / "report.html").is_file() and (out / "results.csv").is_file()
+
+
+def test_run_population_runs_each_trial_alone_when_the_population_raises(monkeypatch):
+    from reglab.lab import study
+    from reglab.lab.config import StudyConfig
+
+    config = StudyConfig(recipes=["baseline", "l2"], seeds=1, epochs=2, train_size=60, workers=1)
+    trials = study.plan(config)[3]
+    real_fit = study.fit
+
+    def fit(model, *args, recipe, **kwargs):
+        if "L2" in repr(recipe):
+            raise RuntimeError("boom\nsecond line")
+        return real_fit(model, *args, recipe=recipe, **kwargs)
+
+    def fit_population(*args, **kwargs):
+        raise RuntimeError("a member failed")
+
+    monkeypatch.setattr(study, "fit", fit)
+    monkeypatch.setattr(study, "fit_population", fit_population)
+    results = study.run_population(trials)
+    by_recipe = {r["recipe"]: r for r in results}
+    assert by_recipe["baseline"]["status"] == "completed"  # not lost with the population
+    assert by_recipe["baseline"]["epochs_run"] == 2
+    assert by_recipe["l2"]["status"] == "failed"
+    assert by_recipe["l2"]["message"] == "RuntimeError: boom"

@@ -291,3 +291,23 @@ def test_open_storage_by_many_first_users_of_a_postgresql_database_at_once(tmp_p
 
 def test_open_storage_by_many_first_users_of_a_sqlite_file_at_once(tmp_path):
     _open_at_once(f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+
+
+def test_tune_trials_that_raise_fail_with_their_error_once_and_exit_1(tmp_path, cli):
+    # BatchNorm cannot train on a last batch of one sample (17 = 16 + 1); the trials used to
+    # kill their workers, be re-queued round after round, and end in exit 0
+    config = tmp_path / "study.toml"
+    config.write_text(
+        '[recipes]\nbn = [{type = "InsertNorm", kind = "batch"}, {type = "L2", strength = 0.01}]\n'
+    )
+    out = tmp_path / "t"
+    args = ["tune", "--config", str(config), "--recipe", "bn", "--param", "strength=1e-3:1"]
+    args += ["--trials", "2", "--workers", "1", "--epochs", "2", "--train-size", "17"]
+    code, stdout, _ = cli([*args, "--batch-size", "16", "--out", str(out)])
+    assert code == 1
+    assert "2 trial(s) failed (0, 1): ValueError: Expected more than 1 value" in stdout
+    assert "re-queued" not in stdout
+    assert [t.state for t in journal_study(out, "bn-digits").trials] == [TrialState.FAIL] * 2
+    rows = list(csv.DictReader((out / "tune_trials.csv").open()))
+    assert [r["state"] for r in rows] == ["fail", "fail"]
+    assert all(r["error"].startswith("ValueError: Expected more than 1 value") for r in rows)

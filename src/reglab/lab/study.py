@@ -165,8 +165,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             seed=trial.seed,
             **fit_options(settings, data),
         )
-    except ConfigError as exc:
-        return _failed(trial, str(exc), time.perf_counter() - started)
+    except Exception as exc:  # the trial fails with its error; the study goes on
+        return _failed(trial, error_line(exc), time.perf_counter() - started)
     result = trial_result(trial, data, history, recipe)
     result["seconds"] = time.perf_counter() - started
     return result
@@ -203,16 +203,29 @@ def run_population(trials: Sequence[Trial], report: Callable[[int], None] | None
         index.append(i)
         built.append((data, recipe))
     if members:
-        histories = fit_population(
-            members,
-            on_epoch=None if report is None else (lambda epoch, alive: report(epoch)),
-            **fit_options(settings, built[0][0]),
-        )
+        try:
+            histories = fit_population(
+                members,
+                on_epoch=None if report is None else (lambda epoch, alive: report(epoch)),
+                **fit_options(settings, built[0][0]),
+            )
+        except Exception:  # one member's error: each trial alone, so only that one fails
+            for i in index:
+                results[i] = run_trial(trials[i])
+            return results
         share = (time.perf_counter() - started) / len(members)
         for i, history, (data, recipe) in zip(index, histories, built, strict=True):
             results[i] = trial_result(trials[i], data, history, recipe, "population")
             results[i]["seconds"] = share
     return results
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a trial's error: a ConfigError's message, else ``Type: first line``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, ConfigError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _settings(trial: Trial) -> dict[str, Any]:

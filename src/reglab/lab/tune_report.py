@@ -108,6 +108,12 @@ def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) ->
     )
     if run.sequential:
         console.print(f"Trials ran one at a time (not batched): {run.sequential}.")
+    errors: dict[str, list[int]] = {}
+    for t in run.failed:
+        errors.setdefault(t.user_attrs["error"], []).append(t.number)
+    for error, numbers in errors.items():
+        which = ", ".join(map(str, sorted(numbers)))
+        console.print(f"[red]{len(numbers)} trial(s) failed[/] ({which}): {error}")
     if run.best is None:
         console.print("[red]No trial completed[/]; see tune_trials.csv.")
     else:

@@ -23,7 +23,7 @@ from ..train import History, evaluate, fit
 from .config import StudyConfig
 from .population import fit_population
 from .recipes import build_recipe, recipe_spec
-from .study import dataset_for, fit_options, member_for, model_for, plan
+from .study import dataset_for, error_line, fit_options, member_for, model_for, plan
 from .tune import (
     Dimension,
     claim,
@@ -217,9 +217,9 @@ def _work(payload: dict[str, Any]) -> None:
                     values = evaluate_population(trials, payload)
                 else:
                     values = [evaluate_trial(trials[0], payload)]
-            except ConfigError as exc:
+            except Exception as exc:  # fails these trials, not the worker (no endless retry)
                 for trial in trials:
-                    trial.set_user_attr("error", str(exc))
+                    trial.set_user_attr("error", error_line(exc))
                     study.tell(trial, state=TrialState.FAIL)
                 continue
         for trial, value in zip(trials, values, strict=True):
@@ -232,7 +232,8 @@ def _work(payload: dict[str, Any]) -> None:
 @dataclass
 class TuneRun:
     """What :func:`run_tune` did: the study name, the storage as shown (password masked), the
-    finished trials of the whole study, and the best one."""
+    finished trials of the whole study, the best one, and the trials of this run that failed
+    with an error (its text in the ``error`` user attribute)."""
 
     name: str
     storage: str
@@ -243,6 +244,7 @@ class TuneRun:
     config: TuneConfig
     importances: dict[str, float] = field(default_factory=dict)
     sequential: str | None = None
+    failed: list[Any] = field(default_factory=list)
 
 
 def run_tune(
@@ -272,6 +274,7 @@ def run_tune(
         study_name=config.name, storage=storage, direction="minimize", load_if_exists=True
     )
     requeued = requeue_dead(study)
+    first = len(study.get_trials(deepcopy=False))
     added = config.trials  # waiting trials of an interrupted run are taken too
     for _ in range(added):
         study.enqueue_trial({}, skip_if_exists=False)
@@ -305,6 +308,11 @@ def run_tune(
             importances = optuna.importance.get_param_importances(study)
         except (RuntimeError, ValueError):  # e.g. every trial with the same value
             importances = {}
+    failed = [
+        t
+        for t in study.get_trials(states=(TrialState.FAIL,))
+        if t.number >= first and "error" in t.user_attrs
+    ]
     return TuneRun(
         config.name,
         masked(config.storage) if config.storage else str(out / "tune.journal"),
@@ -315,6 +323,7 @@ def run_tune(
         config,
         dict(importances),
         reason,
+        failed,
     )
 
 
@@ -339,16 +348,17 @@ def best_study_toml(run: TuneRun) -> str:
 
 
 def trials_csv(run: TuneRun) -> str:
-    """One row per finished trial: number, state, parameters, validation and test metrics."""
+    """One row per finished trial and per trial of this run that failed: number, state,
+    parameters, validation and test metrics, and the error of a failed one."""
     names = [d.name for d in run.config.dims]
     attrs = sorted({k for t in run.trials for k in t.user_attrs if k[:4] in ("val_", "test")})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["number", "state", *names, "value", *attrs])
-    for t in sorted(run.trials, key=lambda t: t.number):
+    writer.writerow(["number", "state", *names, "value", *attrs, "error"])
+    for t in sorted([*run.trials, *run.failed], key=lambda t: t.number):
         row = [t.number, t.state.name.lower(), *(t.params.get(n, "") for n in names)]
         row += [t.value if t.value is not None else "", *(t.user_attrs.get(a, "") for a in attrs)]
-        writer.writerow(row)
+        writer.writerow([*row, t.user_attrs.get("error", "")])
     return buffer.getvalue()
 
 
@@ -361,6 +371,7 @@ def write_tune_outputs(run: TuneRun, out: Path) -> dict[str, Path]:
         "study": run.name,
         "storage": run.storage,
         "finished": len(run.trials),
+        "failed": {t.number: t.user_attrs["error"] for t in run.failed},
         "best": None
         if run.best is None
         else {

@@ -192,7 +192,6 @@ def run_path(
             "grid": values,
             "warm": config.warm,
             "later_epochs": config.later_epochs,
-            "recipe": config.recipe,
         }
         for seed in range(config.seeds)
     ]

@@ -58,6 +58,18 @@ _STUDY_OPTIONS = [
 ]
 
 
+_CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    help="A study TOML file: its settings and its [recipes]; options given win.",
+)
+_RECIPE_OPTION = click.option(
+    "--recipe",
+    required=True,
+    help="The recipe: built-in (see `reglab recipes`) or defined in --config.",
+)
+
+
 def _study_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that define a study's data, model and training, shared by the commands."""
     for option in reversed(_STUDY_OPTIONS):
@@ -104,7 +116,7 @@ def _study_values(options: dict[str, Any]) -> dict[str, Any]:
     "runs the same command and takes trials from it.",
 )
 @click.option("--study-name", help="The shared study's name (default: compare-DATA-MODEL).")
-@click.option("--config", "config_path", help="A study TOML file; options given here win.")
+@_CONFIG_OPTION
 @click.option(
     "--out",
     default="runs/compare",
@@ -135,11 +147,7 @@ def compare(
 
 
 @cli.command()
-@click.option(
-    "--recipe",
-    required=True,
-    help="The recipe to tune: built-in (see `reglab recipes`) or defined in --config.",
-)
+@_RECIPE_OPTION
 @click.option(
     "--param",
     "params",
@@ -159,11 +167,7 @@ def compare(
     help="population (each worker trains 4 trials at once) or sequential.",
 )
 @_study_options
-@click.option(
-    "--config",
-    "config_path",
-    help="A study TOML file: its settings, and recipes --recipe may name; options given win.",
-)
+@_CONFIG_OPTION
 @click.option(
     "--out",
     default="runs/tune",
@@ -213,11 +217,7 @@ def tune(
 
 
 @cli.command()
-@click.option(
-    "--recipe",
-    required=True,
-    help="The recipe: built-in (see `reglab recipes`) or defined in --config.",
-)
+@_RECIPE_OPTION
 @click.option(
     "--param", required=True, help="The argument and its range, e.g. strength=1e-4:1 (log scale)."
 )
@@ -228,11 +228,7 @@ def tune(
     "--warm-epochs", type=int, help="Epochs of each warm-started point (default: epochs/3)."
 )
 @_study_options
-@click.option(
-    "--config",
-    "config_path",
-    help="A study TOML file: its settings, and recipes --recipe may name; options given win.",
-)
+@_CONFIG_OPTION
 @click.option("--out", default="runs/path", show_default=True, help="Output folder.")
 def path(
     recipe: str,

@@ -21,7 +21,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import reglab
-from reglab.lab.models import build_model
+from reglab.lab.inputs.models import build_model
 
 STEPS, REPEATS = 300, 5
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 
-from reglab.lab.config import StudyConfig
-from reglab.lab.path import PathConfig, run_path
+from reglab.lab.studies.config import StudyConfig
+from reglab.lab.studies.path import PathConfig, run_path
 
 LASSO = StudyConfig(
     data="sparse_regression",

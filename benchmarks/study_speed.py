@@ -31,8 +31,8 @@ def plain_loop(threads: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from reglab.lab.recipes import DEFAULT_PANEL, IMAGE_PANEL
-    from reglab.lab.study import StudyConfig, dataset_for, model_for, trial_settings
+    from reglab.lab.inputs.recipes import DEFAULT_PANEL, IMAGE_PANEL
+    from reglab.lab.studies.study import StudyConfig, dataset_for, model_for, trial_settings
 
     torch.set_num_threads(threads)
     settings = trial_settings(StudyConfig(), "classification")
@@ -60,7 +60,7 @@ def plain_loop(threads: int) -> None:
 
 
 def engine(name: str) -> None:
-    from reglab.lab.study import StudyConfig, run_study
+    from reglab.lab.studies.study import StudyConfig, run_study
 
     with tempfile.TemporaryDirectory() as out:
         run = run_study(StudyConfig(engine=name), out)

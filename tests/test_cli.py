@@ -279,7 +279,7 @@ def test_recipes_lists_builtins_and_regularizer_arguments(capsys):
 
 def test_every_builtin_regularizer_but_replace_norm_has_a_builtin_recipe():
     from reglab import Regularizer
-    from reglab.lab.recipes import BUILTIN_RECIPES
+    from reglab.lab.inputs.recipes import BUILTIN_RECIPES
 
     used = {s["type"] for _, specs in BUILTIN_RECIPES.values() for s in specs}
     builtin = {n for n, c in Regularizer.registry.items() if c.__module__.startswith("reglab.")} - {

@@ -168,7 +168,7 @@ def _standardized(x, y):
 def datasets():
     """Two regression sets: diabetes (correlated features, condition number ~470) and the lab's
     sparse_regression (100 features, 10 informative), with the full-batch steps each needs."""
-    from reglab.lab.data import _builtin
+    from reglab.lab.inputs.data import _builtin
 
     raw = _builtin("sparse_regression")
     return {

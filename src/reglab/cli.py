@@ -80,7 +80,7 @@ def _study_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _study(config_path: str | None, given: dict[str, Any], owner: str) -> Any:
     """The study of a command: the ``--config`` file with the options given winning over it,
     or the options alone."""
-    from .lab.config import StudyConfig
+    from .lab.studies.config import StudyConfig
 
     if config_path is None:
         return StudyConfig(**given)
@@ -136,7 +136,7 @@ def compare(
     panel with one recipe of each family. A trial that fails is printed with its error and
     the exit status is 1; the others are reported, and a rerun redoes only the failed ones.
     """
-    from .lab.compare import compare as run_compare
+    from .lab.studies.compare import compare as run_compare
 
     config = _study(config_path, _study_values(options), "compare")
     run = run_compare(config, out, _console(), storage=storage, study_name=study_name)
@@ -195,8 +195,8 @@ def tune(
     A trial that fails is printed with its error (and is in tune_trials.csv); the exit status
     is then 1.
     """
-    from .lab.tune_report import tune as run
-    from .lab.tuner import TuneConfig
+    from .lab.studies.tune_report import tune as run
+    from .lab.studies.tuner import TuneConfig
 
     given = _study_values(options)
     workers = given.pop("workers", None)
@@ -244,8 +244,8 @@ def path(
     """A regularization path: fit at log-spaced strengths from strong to weak, each fit
     warm-started from the previous one; plot the U-curve, sparsity and weight norm, and mark
     the best strength and the one-standard-error choice."""
-    from .lab.path import PathConfig
-    from .lab.path_report import path as run
+    from .lab.studies.path import PathConfig
+    from .lab.studies.path_report import path as run
 
     given = _study_values(options)
     workers = given.pop("workers", None)
@@ -271,7 +271,7 @@ def _console() -> Console:
 @cli.command()
 def recipes() -> None:
     """List the built-in recipes and regularizers with their parameters."""
-    from .lab.recipes import BUILTIN_RECIPES, DEFAULT_PANEL
+    from .lab.inputs.recipes import BUILTIN_RECIPES, DEFAULT_PANEL
 
     console = Console()
     table = Table(title="Built-in recipes (* in the default panel)")

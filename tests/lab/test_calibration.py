@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import reglab
-from reglab.lab.calibration import (
+from reglab.lab.reports.calibration import (
     calibration_bins,
     expected_calibration_error,
     raw_weight_metrics,

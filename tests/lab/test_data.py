@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from reglab import ConfigError
-from reglab.lab.data import BUILTIN_DATASETS, DataError, load_dataset
+from reglab.lab.inputs.data import BUILTIN_DATASETS, DataError, load_dataset
 
 
 @pytest.mark.parametrize("name", list(BUILTIN_DATASETS))
@@ -144,7 +144,7 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_default_panel_gains_augment_for_image_data_only():
-    from reglab.lab.recipes import resolve_recipes
+    from reglab.lab.inputs.recipes import resolve_recipes
 
     assert "augment" in resolve_recipes(None, "classification", images=True)
     assert "augment" not in resolve_recipes(None, "classification", images=False)
@@ -153,7 +153,7 @@ def test_default_panel_gains_augment_for_image_data_only():
 
 
 def test_image_recipes_get_the_data_image_shape():
-    from reglab.lab.recipes import BUILTIN_RECIPES, build_recipe
+    from reglab.lab.inputs.recipes import BUILTIN_RECIPES, build_recipe
 
     recipe = build_recipe(BUILTIN_RECIPES["cutout"][1], (1, 8, 8))
     assert recipe.regularizers[0].get_config()["image_shape"] == [1, 8, 8]

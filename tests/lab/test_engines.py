@@ -123,8 +123,8 @@ def test_compare_unreachable_storage_is_one_line(tmp_path, cli):
 def test_shared_duplicate_runs_only_the_lower_copy_of_a_trial_added_twice(tmp_path):
     import optuna
 
-    from reglab.lab.shared import duplicate
-    from reglab.lab.tune import claim
+    from reglab.lab.studies.shared import duplicate
+    from reglab.lab.studies.tune import claim
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "j"))
@@ -164,7 +164,7 @@ def test_compare_a_trial_that_raises_fails_alone_and_the_rest_is_reported(tmp_pa
 
 def test_run_population_runs_each_trial_alone_when_the_population_raises(monkeypatch):
     from reglab.lab import study
-    from reglab.lab.config import StudyConfig
+    from reglab.lab.studies.config import StudyConfig
 
     config = StudyConfig(recipes=["baseline", "l2"], seeds=1, epochs=2, train_size=60, workers=1)
     trials = study.plan(config)[3]

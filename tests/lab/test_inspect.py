@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from reglab.lab.data import load_dataset
-from reglab.lab.inspect import model_figures
+from reglab.lab.inputs.data import load_dataset
+from reglab.lab.reports.inspect import model_figures
 
 
 def test_model_figures_per_layer_closed_form():
@@ -38,7 +38,7 @@ def test_model_figures_count_informative_and_noise_inputs():
 
 def test_model_figures_skip_inputs_for_a_cnn():
     data = load_dataset("digits", seed=0, train_size=100)
-    from reglab.lab.models import build_model
+    from reglab.lab.inputs.models import build_model
 
     out = model_figures(build_model("cnn", 64, 10, image_shape=(1, 8, 8)), data)
     assert "features_kept" not in out["figures"] and "features" not in out

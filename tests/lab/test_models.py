@@ -3,7 +3,7 @@ import torch
 
 import reglab
 from reglab import ConfigError
-from reglab.lab.models import build_model
+from reglab.lab.inputs.models import build_model
 
 
 @pytest.mark.parametrize("init", ["he", "xavier", "orthogonal", "torch"])

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import reglab
-from reglab.lab.kernels import Kernels, split_kernels
-from reglab.lab.population import Member, fit_population, population_reason
-from reglab.lab.recipes import BUILTIN_RECIPES, build_recipe
-from reglab.lab.study import StudyConfig, dataset_for, model_for, trial_settings
+from reglab.lab.engine.kernels import Kernels, split_kernels
+from reglab.lab.engine.population import Member, fit_population, population_reason
+from reglab.lab.inputs.recipes import BUILTIN_RECIPES, build_recipe
+from reglab.lab.studies.study import StudyConfig, dataset_for, model_for, trial_settings
 
 EPOCHS = 3
 

@@ -3,7 +3,7 @@ import math
 import pytest
 from scipy import stats
 
-from reglab.lab.stats import mean_ci, paired_test, summarize
+from reglab.lab.reports.stats import mean_ci, paired_test, summarize
 
 
 def test_mean_ci_closed_form():

@@ -14,8 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from reglab import ConfigError
-from reglab.lab.recipes import BUILTIN_RECIPES
-from reglab.lab.tune import masked, parse_dimension, tunable
+from reglab.lab.inputs.recipes import BUILTIN_RECIPES
+from reglab.lab.studies.tune import masked, parse_dimension, tunable
 
 SMALL = ["--epochs", "6", "--train-size", "80", "--batch-size", "16"]
 
@@ -258,7 +258,7 @@ def test_requeue_dead_takes_back_trials_of_dead_and_half_started_workers(tmp_pat
 
 _OPEN_AT_ONCE = """
 import pathlib, sys, time
-from reglab.lab.tune import open_storage
+from reglab.lab.studies.tune import open_storage
 pathlib.Path(sys.argv[2]).touch()
 while not pathlib.Path(sys.argv[3]).exists():
     time.sleep(0.001)

@@ -1,16 +1,16 @@
 """The lab: data, models, studies, statistics and reports, built on the public library."""
 
-from .calibration import calibration_bins, expected_calibration_error
-from .compare import compare, write_outputs
-from .data import BUILTIN_DATASETS, DataError, Dataset, load_dataset
-from .models import MODELS, build_model
-from .path import PathConfig, run_path
-from .population import Member, fit_population, population_reason
-from .recipes import BUILTIN_RECIPES, DEFAULT_PANEL, resolve_recipes
-from .shared import run_shared
-from .stats import mean_ci, paired_test
-from .study import StudyConfig, run_population, run_study, run_trial
-from .tuner import TuneConfig, run_tune
+from .engine.population import Member, fit_population, population_reason
+from .inputs.data import BUILTIN_DATASETS, DataError, Dataset, load_dataset
+from .inputs.models import MODELS, build_model
+from .inputs.recipes import BUILTIN_RECIPES, DEFAULT_PANEL, resolve_recipes
+from .reports.calibration import calibration_bins, expected_calibration_error
+from .reports.stats import mean_ci, paired_test
+from .studies.compare import compare, write_outputs
+from .studies.path import PathConfig, run_path
+from .studies.shared import run_shared
+from .studies.study import StudyConfig, run_population, run_study, run_trial
+from .studies.tuner import TuneConfig, run_tune
 
 __all__ = [
     "BUILTIN_DATASETS",

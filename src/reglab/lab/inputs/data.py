@@ -19,7 +19,7 @@ import torch
 from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 
-from ..core import ConfigError, Interval, check_param, unknown_name
+from ...core import ConfigError, Interval, check_param, unknown_name
 
 __all__ = ["BUILTIN_DATASETS", "DataError", "Dataset", "dataset_task", "load_dataset"]
 

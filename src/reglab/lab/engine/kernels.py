@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Regularizer, _overrides
-from ..penalties import WeightDecay, _ElementwisePenalty
-from ..proximal import soft_threshold_
+from ...core import Regularizer, _overrides
+from ...penalties import WeightDecay, _ElementwisePenalty
+from ...proximal import soft_threshold_
 
 __all__ = ["Kernels", "split_kernels"]
 

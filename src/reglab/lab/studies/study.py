@@ -20,17 +20,17 @@ from typing import Any
 
 import torch
 
-from .. import __version__
-from ..core import ConfigError
-from ..train import History, _prepare_targets, evaluate, fit
-from .calibration import raw_weight_metrics, uncertainty_figures
+from ... import __version__
+from ...core import ConfigError
+from ...train import History, _prepare_targets, evaluate, fit
+from ..engine.population import Member, fit_population, population_reason
+from ..engine.runner import run_jobs
+from ..inputs.data import Dataset, dataset_task, load_dataset
+from ..inputs.models import build_model
+from ..inputs.recipes import build_recipe, resolve_recipes
+from ..reports.calibration import raw_weight_metrics, uncertainty_figures
+from ..reports.inspect import model_figures
 from .config import DEFAULT_LABEL_NOISE, DEFAULT_TRAIN_SIZE, StudyConfig
-from .data import Dataset, dataset_task, load_dataset
-from .inspect import model_figures
-from .models import build_model
-from .population import Member, fit_population, population_reason
-from .recipes import build_recipe, resolve_recipes
-from .runner import run_jobs
 from .store import check_folder, load_finished, write_atomic
 
 __all__ = ["StudyConfig", "Trial", "run_population", "run_study", "run_trial"]
@@ -146,10 +146,10 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         ``epochs_run``, ``seconds``, ``history`` (per-epoch records), ``final`` (split ->
         metrics of the final model, after any restore), ``model`` (sparsity and norms, overall
         and per layer; inputs kept), ``histogram`` and ``features`` (names of the inputs still
-        used, or None); see :func:`reglab.lab.inspect.model_figures`. ``final['test']`` also
-        holds calibration and Monte-Carlo dropout figures and ``calibration`` the reliability
-        counts (see :func:`reglab.lab.calibration.uncertainty_figures`); ``final['test_raw']``
-        holds the raw weights' test metrics of a recipe with weight averaging.
+        used, or None); see :func:`reglab.lab.reports.inspect.model_figures`. ``final['test']``
+        also holds calibration and Monte-Carlo dropout figures and ``calibration`` the
+        reliability counts (see :func:`reglab.lab.reports.calibration.uncertainty_figures`);
+        ``final['test_raw']`` holds the raw weights' test metrics of a recipe with weight averaging.
     """
     settings = _settings(trial)
     started = time.perf_counter()
@@ -173,7 +173,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
 
 
 def run_population(trials: Sequence[Trial], report: Callable[[int], None] | None = None) -> list:
-    """Train trials of one study together with :func:`reglab.lab.population.fit_population`
+    """Train trials of one study together with :func:`reglab.lab.engine.population.fit_population`
     and evaluate each as :func:`run_trial` does (``engine`` is ``'population'``; ``seconds``
     is the population's time shared equally). Trials it cannot batch run with :func:`run_trial`.
 

@@ -3,10 +3,10 @@
 The storage is used as a queue of fixed trials: the first command to arrive adds one waiting
 Optuna trial per recipe x seed (its key, recipe and seed as user attributes); every command
 running the same study takes waiting trials one at a time (atomically), runs them with
-:func:`reglab.lab.study.run_trial`, and stores each result (JSON) on its Optuna trial. A worker
-that dies leaves its trial running: on an RDB storage the heartbeat fails it and Optuna
-re-queues a copy; for the journal file the command that started the worker does. Any machine
-can then write the table and report from the storage: each command ends by collecting every
+:func:`reglab.lab.studies.study.run_trial`, and stores each result (JSON) on its Optuna
+trial. A worker that dies leaves its trial running: on an RDB storage the heartbeat fails it
+and Optuna re-queues a copy; for the journal file the command that started the worker does.
+Any machine can then write the table and report from the storage: each command ends by collecting every
 finished result and writing the usual outputs.
 """
 

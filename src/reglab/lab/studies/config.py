@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core import Choice, ConfigError, Interval, Predicate, check_param
-from .data import BUILTIN_DATASETS
+from ...core import Choice, ConfigError, Interval, Predicate, check_param
+from ..inputs.data import BUILTIN_DATASETS
 
 __all__ = ["DEFAULT_LABEL_NOISE", "DEFAULT_TRAIN_SIZE", "StudyConfig"]
 

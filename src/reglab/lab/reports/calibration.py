@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Regularizer
-from ..mc_dropout import STOCHASTIC, mc_predict
-from ..train import evaluate
+from ...core import Regularizer
+from ...mc_dropout import STOCHASTIC, mc_predict
+from ...train import evaluate
 from .results import primary_metric
 from .stats import mean_ci, paired_test
 

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Chain, ConfigError, Regularizer, chain
-from ..structure import Inserted
-from ..train import _OPTIMIZERS, History, fit
+from ...core import Chain, ConfigError, Regularizer, chain
+from ...structure import Inserted
+from ...train import _OPTIMIZERS, History, fit
 from .batched import Population, noise_layers
 
 __all__ = ["Member", "fit_population", "population_reason"]

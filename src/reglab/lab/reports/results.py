@@ -117,7 +117,7 @@ def table_metrics(task: str) -> tuple[list[str], list[str]]:
 def comparison(
     results: Sequence[Mapping[str, Any]], task: str, baseline: str
 ) -> list[RecipeSummary]:
-    """The comparison table's rows (see :func:`reglab.lab.stats.summarize`)."""
+    """The comparison table's rows (see :func:`reglab.lab.reports.stats.summarize`)."""
     metrics, compare = table_metrics(task)
     return summarize(per_trial_figures(results, task), metrics, compare, baseline)
 

@@ -11,8 +11,8 @@ import tomli_w
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .report import features_summary, write_plots, write_report
-from .results import (
+from ..reports.report import features_summary, write_plots, write_report
+from ..reports.results import (
     RESULT_COLUMNS,
     comparison,
     result_rows,
@@ -93,7 +93,7 @@ def compare(
     """Run the study with a progress bar, print the table, write every output file.
 
     With ``storage`` (an RDB URL, e.g. PostgreSQL) the trials come from the shared study
-    ``study_name`` (see :mod:`reglab.lab.shared`): run the same command on several machines.
+    ``study_name`` (see :mod:`reglab.lab.studies.shared`): run the same command on several machines.
 
     Raises:
         ConfigError: for any bad setting or an unreachable storage, before training starts.

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..core import Choice, ConfigError, Interval, Predicate, check_param
-from ..structure import Residual
+from ...core import Choice, ConfigError, Interval, Predicate, check_param
+from ...structure import Residual
 
 __all__ = ["MODELS", "build_model"]
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..selection import select_params
-from .data import Dataset
+from ...selection import select_params
+from ..inputs.data import Dataset
 
 __all__ = ["model_figures"]
 

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core import ConfigError, Interval, check_param
-from ..train import evaluate, fit
+from ...core import ConfigError, Interval, check_param
+from ...train import evaluate, fit
+from ..inputs.data import dataset_task
+from ..inputs.recipes import build_recipe, recipe_spec
+from ..reports.inspect import model_figures
 from .config import StudyConfig
-from .data import dataset_task
-from .inspect import model_figures
-from .recipes import build_recipe, recipe_spec
 from .study import dataset_for, fit_options, model_for, plan
 from .tune import Dimension, parse_dimension, with_values
 

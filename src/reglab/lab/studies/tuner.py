@@ -1,6 +1,6 @@
 """Running ``reglab tune``: the study, its worker processes, and what it writes.
 
-See :mod:`reglab.lab.tune` for the search space, the storage and how trials are shared.
+See :mod:`reglab.lab.studies.tune` for the search space, the storage and how trials are shared.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 import tomli_w
 import torch
 
-from ..core import Choice, ConfigError, Interval, Predicate, check_param
-from ..train import History, evaluate, fit
+from ...core import Choice, ConfigError, Interval, Predicate, check_param
+from ...train import History, evaluate, fit
+from ..engine.population import fit_population
+from ..inputs.recipes import build_recipe, recipe_spec
 from .config import StudyConfig
-from .population import fit_population
-from .recipes import build_recipe, recipe_spec
 from .study import dataset_for, error_line, fit_options, member_for, model_for, plan
 from .tune import (
     Dimension,
@@ -85,7 +85,7 @@ class TuneConfig:
             )
 
     def study_task(self) -> str:
-        from .data import dataset_task
+        from ..inputs.data import dataset_task
 
         return dataset_task(self.study.data, self.study.target)
 

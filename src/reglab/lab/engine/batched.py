@@ -1,4 +1,4 @@
-"""The batched model behind :func:`reglab.lab.population.fit_population`: stacked parameters,
+"""The batched model behind :func:`reglab.lab.engine.population.fit_population`: stacked parameters,
 one optimizer, a shadow model per member, dropout slots, per-member hooks and kernels."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..core import ConfigError
-from ..dropout import _DropLayer
-from ..train import _OPTIMIZERS, History, _stop_message
+from ...core import ConfigError
+from ...dropout import _DropLayer
+from ...train import _OPTIMIZERS, History, _stop_message
 from .kernels import Kernels, split_kernels
 
 if TYPE_CHECKING:

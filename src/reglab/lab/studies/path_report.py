@@ -15,9 +15,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ..reports.report import _img, counting, html_page
+from ..reports.results import to_csv
 from .path import PathConfig, PathRun, run_path
-from .report import _img, counting, html_page
-from .results import to_csv
 
 __all__ = ["path", "plot_path", "write_path_outputs"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core import Chain, ConfigError, Regularizer, unknown_name
-from ..serialize import recipe_from_specs
+from ...core import Chain, ConfigError, Regularizer, unknown_name
+from ...serialize import recipe_from_specs
 
 __all__ = ["BUILTIN_RECIPES", "DEFAULT_PANEL", "build_recipe", "resolve_recipes"]
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core import ConfigError
+from ...core import ConfigError
 
 __all__ = ["FORMAT", "MANIFEST", "check_folder", "load_finished", "write_atomic"]
 

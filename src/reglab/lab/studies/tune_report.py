@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
-from .report import _img, counting, html_page
+from ..reports.report import _img, counting, html_page
 from .tuner import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
 __all__ = ["plot_history", "tune", "write_tune_report"]

@@ -30,7 +30,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ..core import ConfigError, Interval, Regularizer, check_param
+from ...core import ConfigError, Interval, Regularizer, check_param
 
 __all__ = ["Dimension", "open_storage", "parse_dimension", "tunable"]
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .core import ConfigError, Interval, Predicate, Regularizer
+from .core import ConfigError, Interval, Predicate, Regularizer, draw_device
 from .dropout import dropout
 
 __all__ = [
@@ -34,8 +34,17 @@ __all__ = [
 ]
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(n, generator=g) * (high - low) + low
+def _draw_int(high: int, n: int, g: torch.Generator | None, x: torch.Tensor) -> torch.Tensor:
+    """``n`` integers uniform in ``[0, high)`` on ``x``'s device."""
+    k = torch.randint(0, high, (n,), generator=g, device=draw_device(g, x))
+    return k.to(x.device, non_blocking=True)
+
+
+def _uniform(
+    n: int, low: float, high: float, g: torch.Generator | None, x: torch.Tensor
+) -> torch.Tensor:
+    u = torch.rand(n, generator=g, device=draw_device(g, x)).to(x.device, non_blocking=True)
+    return u * (high - low) + low
 
 
 def gaussian_noise(
@@ -49,8 +58,10 @@ def gaussian_noise(
     Example:
         >>> gaussian_noise(torch.zeros(3), 0.1, torch.Generator().manual_seed(0))
     """
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return x + noise.mul_(std)
+    noise = torch.randn(
+        x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x)
+    )
+    return x + noise.to(x.device, non_blocking=True).mul_(std)
 
 
 def _check_crop(padding: int, h: int, w: int) -> None:
@@ -66,13 +77,15 @@ _TABLE_LIMIT = 1 << 22  # entries of a precomputed index table (32 MB of int64)
 
 @functools.lru_cache(maxsize=32)
 def _crop_indices(
-    h: int, w: int, padding: int
+    h: int, w: int, padding: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """For the ``(2p+1)**2`` windows of a padded image: the flat start of each, the top-left
     window's flat indices, and (when small enough) every window's indices as one table."""
     padded_w, k = w + 2 * padding, 2 * padding + 1
-    window = (torch.arange(h)[:, None] * padded_w + torch.arange(w)[None, :]).view(1, -1)
-    starts = (torch.arange(k)[:, None] * padded_w + torch.arange(k)[None, :]).view(-1, 1)
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    window = (rows[:, None] * padded_w + cols[None, :]).view(1, -1)
+    offsets = torch.arange(k, device=device)
+    starts = (offsets[:, None] * padded_w + offsets[None, :]).view(-1, 1)
     table = starts + window if k * k * h * w <= _TABLE_LIMIT else None
     return starts, table, window
 
@@ -94,9 +107,9 @@ def random_crop(
         return x
     b, c, h, w = x.shape
     _check_crop(padding, h, w)
-    starts, table, window = _crop_indices(h, w, padding)
+    starts, table, window = _crop_indices(h, w, padding, x.device)
     padded = F.pad(x, (padding, padding, padding, padding)).view(b, c, -1)
-    choice = torch.randint(0, len(starts), (b,), generator=generator)  # uniform over offsets
+    choice = _draw_int(len(starts), b, generator, x)  # uniform over offsets
     rows = table[choice] if table is not None else starts[choice] + window
     return padded.gather(2, rows[:, None, :].expand(b, c, h * w)).view(b, c, h, w)
 
@@ -105,7 +118,7 @@ def random_flip(
     x: torch.Tensor, p: float, dim: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Flip each image along ``dim`` (-1 horizontal, -2 vertical) with probability ``p``."""
-    flip = torch.rand(x.shape[0], generator=generator) < p
+    flip = _uniform(x.shape[0], 0.0, 1.0, generator, x) < p
     return torch.where(flip[:, None, None, None], x.flip(dim), x)
 
 
@@ -120,9 +133,9 @@ def random_affine(
     and zoom by ``U(1 - scale, 1 + scale)``, per sample, with bilinear resampling and zero fill
     (PyTorch's ``affine_grid``/``grid_sample``)."""
     b = x.shape[0]
-    angle = _uniform(b, -degrees, degrees, generator) * math.pi / 180
-    zoom = _uniform(b, 1 - scale, 1 + scale, generator)
-    shift = _uniform(2 * b, -translate, translate, generator).view(b, 2) * 2  # grid units
+    angle = _uniform(b, -degrees, degrees, generator, x) * math.pi / 180
+    zoom = _uniform(b, 1 - scale, 1 + scale, generator, x)
+    shift = _uniform(2 * b, -translate, translate, generator, x).view(b, 2) * 2  # grid units
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
@@ -154,18 +167,18 @@ def color_jitter(
             f"color jitter (RGB). Got {x.shape[1]} channels."
         )
     b = x.shape[0]
-    x = enhance.adjust_brightness(x, _uniform(b, -brightness, brightness, generator))
-    x = enhance.adjust_contrast(x, _uniform(b, 1 - contrast, 1 + contrast, generator))
-    x = enhance.adjust_saturation(x, _uniform(b, 1 - saturation, 1 + saturation, generator))
-    return enhance.adjust_hue(x, _uniform(b, -hue, hue, generator) * 2 * math.pi)
+    x = enhance.adjust_brightness(x, _uniform(b, -brightness, brightness, generator, x))
+    x = enhance.adjust_contrast(x, _uniform(b, 1 - contrast, 1 + contrast, generator, x))
+    x = enhance.adjust_saturation(x, _uniform(b, 1 - saturation, 1 + saturation, generator, x))
+    return enhance.adjust_hue(x, _uniform(b, -hue, hue, generator, x) * 2 * math.pi)
 
 
 def _box_mask(
     h: int, w: int, top: torch.Tensor, left: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor
 ) -> torch.Tensor:
     """(B, 1, H, W) masks, True inside each sample's box (boxes may run off the image)."""
-    rows = torch.arange(h)[None, :]
-    cols = torch.arange(w)[None, :]
+    rows = torch.arange(h, device=top.device)[None, :]
+    cols = torch.arange(w, device=top.device)[None, :]
     inside_r = (rows >= top[:, None]) & (rows < (top + bh)[:, None])
     inside_c = (cols >= left[:, None]) & (cols < (left + bw)[:, None])
     return (inside_r[:, :, None] & inside_c[:, None, :])[:, None]
@@ -175,9 +188,9 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     """Zero a ``size x size`` square centred at a random pixel of each image; squares near a
     border are clipped (DeVries & Taylor 2017, https://arxiv.org/abs/1708.04552)."""
     b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b,), generator=generator)
-    cx = torch.randint(0, w, (b,), generator=generator)
-    side = torch.full((b,), size)
+    cy = _draw_int(h, b, generator, x)
+    cx = _draw_int(w, b, generator, x)
+    side = torch.full((b,), size, device=x.device)
     mask = _box_mask(h, w, cy - size // 2, cx - size // 2, side, side)
     return x.masked_fill(mask, 0.0)
 
@@ -193,13 +206,13 @@ def random_erase(
     log-uniform aspect ratio in ``ratio``, placed inside the image (Zhong et al. 2020,
     https://arxiv.org/abs/1708.04896)."""
     b, _, h, w = x.shape
-    frac = _uniform(b, *area, generator)
-    aspect = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), generator))
+    frac = _uniform(b, *area, generator, x)
+    aspect = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), generator, x))
     bh = (torch.sqrt(frac * h * w * aspect)).round().clamp(1, h).long()
     bw = (torch.sqrt(frac * h * w / aspect)).round().clamp(1, w).long()
-    top = (torch.rand(b, generator=generator) * (h - bh + 1)).long()
-    left = (torch.rand(b, generator=generator) * (w - bw + 1)).long()
-    on = (torch.rand(b, generator=generator) < p)[:, None, None, None]
+    top = (_uniform(b, 0.0, 1.0, generator, x) * (h - bh + 1)).long()
+    left = (_uniform(b, 0.0, 1.0, generator, x) * (w - bw + 1)).long()
+    on = (_uniform(b, 0.0, 1.0, generator, x) < p)[:, None, None, None]
     return x.masked_fill(_box_mask(h, w, top, left, bh, bw) & on, 0.0)
 
 

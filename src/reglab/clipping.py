@@ -48,15 +48,16 @@ def adaptive_clip_grad_(
     Example:
         >>> clipped = adaptive_clip_grad_(model.parameters(), 0.01)
     """
-    clipped = torch.zeros((), dtype=torch.bool)
+    clipped = None  # on the parameters' device: no host round trip
     for p in params:
         if p.grad is None:
             continue
         max_norm = unitwise_norm(p).clamp_min(eps).mul_(clip_factor)
         grad_norm = unitwise_norm(p.grad)
-        clipped |= (grad_norm > max_norm).any()
+        hit = (grad_norm > max_norm).any()
+        clipped = hit if clipped is None else clipped | hit
         p.grad.mul_((max_norm / grad_norm.clamp_min(1e-6)).clamp_(max=1))
-    return clipped
+    return clipped if clipped is not None else torch.zeros((), dtype=torch.bool)
 
 
 class _Clip(Regularizer):
@@ -71,6 +72,8 @@ class _Clip(Regularizer):
 
     def _count(self, clipped: torch.Tensor) -> None:
         self._steps += 1
+        if self._clipped.device != clipped.device:  # the count lives where the gradients do
+            self._clipped = self._clipped.to(clipped.device)
         self._clipped += clipped
 
     def logs(self) -> dict[str, float]:

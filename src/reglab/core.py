@@ -307,3 +307,11 @@ def from_config(config: Mapping[str, Any]) -> Regularizer:
         raise unknown_name("from_config", "type", name, sorted(Regularizer.registry))
     params = {k: v for k, v in config.items() if k != "type"}
     return cls.from_config(params)
+
+
+def draw_device(generator: torch.Generator | None, x: torch.Tensor) -> torch.device:
+    """Where a random draw for ``x`` is made: on ``generator``'s device when one is given (the
+    lab creates generators on the training device, so a CUDA run draws on the GPU with no host
+    round trip), else on ``x``'s. Move the draw to ``x.device`` afterwards (a no-op when equal).
+    """
+    return generator.device if generator is not None else x.device

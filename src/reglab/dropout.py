@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import ConfigError, Interval, check_param
+from .core import ConfigError, Interval, check_param, draw_device
 
 __all__ = [
     "AlphaDropoutLayer",
@@ -42,8 +42,8 @@ _SELU_ALPHA_PRIME = -1.0507009873554805 * 1.6732632423543772  # -lambda * alpha 
 def _mask(
     x: torch.Tensor, shape: tuple[int, ...], keep: float | torch.Tensor, generator
 ) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, dtype=x.dtype, device=x.device)
-    return (u < keep).to(x.dtype)
+    u = torch.rand(shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x))
+    return (u.to(x.device, non_blocking=True) < keep).to(x.dtype)
 
 
 def dropout(
@@ -134,8 +134,8 @@ def gaussian_dropout(
     if not training:
         return x
     sigma = (p / (1 - p)) ** 0.5 if isinstance(p, (int, float)) else torch.sqrt(p / (1 - p))
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return x * z.mul_(sigma).add_(1)
+    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x))
+    return x * z.to(x.device, non_blocking=True).mul_(sigma).add_(1)
 
 
 def alpha_dropout(

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .augment import _IMAGE_SHAPE, _box_mask, _ImageTransform, _Random
-from .core import Interval, Predicate
+from .core import Interval, Predicate, draw_device
 from .targets import resolve_num_classes, soft_targets
 
 __all__ = ["CutMix", "Mixup", "beta_sample", "cutmix", "mixup"]
@@ -53,8 +53,9 @@ def cutmix(
     lam = lam.expand(b) if lam.numel() == 1 else lam
     cut = torch.sqrt(1 - lam)
     bh, bw = (cut * h).long(), (cut * w).long()
-    cy = torch.randint(0, h, (b,), generator=generator)
-    cx = torch.randint(0, w, (b,), generator=generator)
+    where = draw_device(generator, x)
+    cy = torch.randint(0, h, (b,), generator=generator, device=where).to(x.device)
+    cx = torch.randint(0, w, (b,), generator=generator, device=where).to(x.device)
     top, left = (cy - bh // 2).clamp(0, h), (cx - bw // 2).clamp(0, w)
     bottom, right = (cy + bh - bh // 2).clamp(0, h), (cx + bw - bw // 2).clamp(0, w)
     mask = _box_mask(h, w, top, left, bottom - top, right - left)
@@ -64,18 +65,34 @@ def cutmix(
 
 
 class _Mixing(_Random):
-    """Shared: the number of classes from ``attach``, pairs and lambdas."""
+    """Shared: the number of classes (from the constructor or ``attach``), pairs and lambdas.
+
+    The Beta draws come from a NumPy generator seeded once from the torch generator's seed
+    (PyTorch's Beta sampler takes no generator): reproducible from the torch seed alone, and
+    no host round trip per batch when the torch generator lives on a GPU.
+    """
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         super().attach(model, optimizer, num_classes=num_classes, generator=generator)
         self._classes = resolve_num_classes(
             type(self).__name__, self._config["num_classes"], num_classes
         )
+        seed = generator.initial_seed() if generator is not None else None
+        self._rng = np.random.default_rng(None if seed is None else [seed, 0x6D6978])
 
-    def _draw(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self._generator
-        lam = beta_sample(self._config["alpha"], b if self._config["per_sample"] else 1, g)
-        return lam, torch.randperm(b, generator=g)
+    def _draw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(self, "_classes"):  # used without attach: the constructor's classes
+            self._classes = resolve_num_classes(
+                type(self).__name__, self._config["num_classes"], None
+            )
+            self._rng = np.random.default_rng()
+        g, b = getattr(self, "_generator", None), x.shape[0]
+        n = b if self._config["per_sample"] else 1
+        alpha = max(self._config["alpha"], 1e-12)
+        draws = self._rng.beta(alpha, alpha, size=n) if self._config["alpha"] > 0 else np.ones(n)
+        lam = torch.as_tensor(draws, dtype=torch.float32).to(x.device, non_blocking=True)
+        perm = torch.randperm(b, generator=g, device=draw_device(g, x))
+        return lam, perm.to(x.device, non_blocking=True)
 
 
 _MIX_CONSTRAINTS = {
@@ -111,7 +128,7 @@ class Mixup(_Mixing):
         self.alpha = alpha
 
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lam, perm = self._draw(x.shape[0])
+        lam, perm = self._draw(x)
         return mixup(x, soft_targets(y, self._classes, x.dtype), lam, perm)
 
 
@@ -147,7 +164,7 @@ class CutMix(_Mixing, _ImageTransform):
 
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = self._as_images(x)
-        lam, perm = self._draw(x.shape[0])
+        lam, perm = self._draw(x)
         soft = soft_targets(y, self._classes, x.dtype)
         mixed, targets = cutmix(images, soft, lam, perm, self._generator)
         return mixed.reshape(x.shape), targets

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import Chain, Choice, ConfigError, Interval, Predicate, Regularizer, chain, check_param
+from .devices import autocast, check_precision, model_device, resolve_device
 from .distributed import agree_to_stop, mean_across_ranks, rank_and_world, wrap
 from .stopping import StopReason
 
@@ -95,7 +96,9 @@ class _TensorBatches:
         self.rank, self.world = rank_and_world()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # drawn on the CPU (the same order on every device), moved once per epoch
         order = torch.randperm(len(self.x), generator=self.generator)
+        order = order.to(self.x.device, non_blocking=True)
         if self.world > 1:
             order = order[: len(order) // self.world * self.world][self.rank :: self.world]
         for start in range(0, len(order), self.batch_size):
@@ -136,7 +139,8 @@ def evaluate(
 
     Args:
         model: the model; its training mode is restored afterwards.
-        data: ``(X, y)`` tensors or an iterable of batches.
+        data: ``(X, y)`` tensors or an iterable of batches (e.g. a ``DataLoader``); batches
+            move to the model's device.
         task: ``'classification'``, ``'regression'`` or None to infer it from ``y``.
         batch_size: evaluation batch size for tensors.
 
@@ -155,27 +159,33 @@ def evaluate(
     )
     was_training = model.training
     model.eval()
-    total, n, correct, sq_sum, y_sum, y_sq = 0.0, 0, 0.0, 0.0, 0.0, 0.0
+    device = model_device(model)
+    # sums stay on the device in float64 and are read once at the end: no sync per batch
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    n, width = 0, 1
     try:
         for x, y in batches:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             task = task or infer_task(y)
             y = _prepare_targets(y, task)
             out = model(x)
             if task == "classification":
-                total += float(F.cross_entropy(out, y, reduction="sum"))
-                correct += float((out.argmax(1) == y).sum())
+                sums[0] += F.cross_entropy(out, y, reduction="sum").double()
+                sums[1] += (out.argmax(1) == y).sum().double()
             else:
-                sq_sum += float(F.mse_loss(out, y, reduction="sum"))
-                y_sum += float(y.sum())
-                y_sq += float((y * y).sum())
+                sums[0] += F.mse_loss(out, y, reduction="sum").double()
+                sums[2] += y.sum().double()
+                sums[3] += (y * y).sum().double()
+                width = y.shape[1] if y.ndim == 2 else 1
             n += len(y)
     finally:
         model.train(was_training)
     if n == 0:
         raise ConfigError("The 'data' parameter of evaluate must hold at least one sample. Got 0.")
+    total, correct, y_sum, y_sq = sums.tolist()
+    sq_sum = total
     if task == "classification":
         return {"loss": total / n, "accuracy": correct / n}
-    width = y.shape[1] if y.ndim == 2 else 1
     mse = sq_sum / (n * width)
     variance = y_sq / (n * width) - (y_sum / (n * width)) ** 2
     return {"loss": mse, "r2": 1 - mse / variance if variance > 0 else float("nan")}
@@ -214,6 +224,8 @@ def fit(
     num_classes: int | None = None,
     divergence_threshold: float | None = None,
     on_epoch: Callable[[Mapping[str, float]], None] | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "32",
 ) -> History:
     """Train ``model`` under ``recipe``, calling its hooks in the order of DESIGN.md.
 
@@ -243,6 +255,14 @@ def fit(
         divergence_threshold: stop as ``'diverged'`` when an epoch's mean training loss (the
             ``objective``) exceeds it; None checks only for non-finite values.
         on_epoch: called with each epoch's metrics (for progress display).
+        device: where to train: ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'``, ``'auto'``
+            (CUDA when available) or None (default: where the model's parameters are). The
+            model moves there after ``transform_model``; tensor data moves there once, batches
+            of an iterable as they come (``non_blocking``); the recipe's generator is created
+            there, so dropout masks and noise are drawn on the device.
+        precision: ``'32'`` (default) or ``'bf16'``: the forward pass and the loss run under
+            ``torch.autocast`` with bfloat16; parameters, gradients, penalties and the
+            optimizer stay float32. Evaluation is in float32.
 
     Returns:
         A :class:`History`. A non-finite training loss or metric, or a loss above
@@ -268,11 +288,17 @@ def fit(
         "recipe": recipe,
     }.items():
         check_param("fit", name, value, _CONSTRAINTS[name])
+    device = model_device(model) if device is None else resolve_device(device, "fit")
+    check_precision(precision, device, "fit")
     generator = torch.Generator().manual_seed(seed)  # data order: the same on every rank
     rank, _ = rank_and_world()
     # dropout masks and noise: independent of the data order, and different on every rank
-    reg_generator = torch.Generator().manual_seed(seed * 1_000_003 + 1 + rank)
+    reg_generator = torch.Generator(device).manual_seed(seed * 1_000_003 + 1 + rank)
     train_pair, val_pair = _as_pair(train, "train"), _as_pair(val, "val")
+    if train_pair is not None:
+        train_pair = (train_pair[0].to(device), train_pair[1].to(device))
+    if val_pair is not None:
+        val_pair = (val_pair[0].to(device), val_pair[1].to(device))
     if train_pair is not None:
         task = task or infer_task(train_pair[1])
         train_pair = (train_pair[0], _prepare_targets(train_pair[1], task))
@@ -285,7 +311,7 @@ def fit(
         val_pair = (val_pair[0], _prepare_targets(val_pair[1], task or infer_task(val_pair[1])))
 
     recipe = recipe if recipe is not None else chain()
-    model = recipe.transform_model(model)
+    model = recipe.transform_model(model).to(device)
     opt = _make_optimizer(optimizer, model, lr)
     recipe.attach(model, opt, num_classes=num_classes, generator=reg_generator)
     forward = wrap(model)
@@ -296,16 +322,19 @@ def fit(
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         model.train()
-        running, steps = torch.zeros(()), 0
+        running, steps = torch.zeros((), device=device), 0
         for x, y in train_batches:
-            if train_pair is None:  # batches from an iterable: prepare each
+            if train_pair is None:  # batches from an iterable: move and prepare each
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 task = task or infer_task(y)
                 y = _prepare_targets(y, task)
             if loss_fn is None:
                 loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
             x, y = recipe.on_batch(x, y)
-            out = forward(x)
-            loss = recipe.on_loss(loss_fn(out, y), out)
+            with autocast(device, precision):
+                out = forward(x)
+                loss = recipe.on_loss(loss_fn(out, y), out)
+            loss = loss.float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             recipe.on_after_backward()

@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ...core import ConfigError
+from ...devices import autocast
 from ...dropout import _DropLayer
 from ...train import _OPTIMIZERS, History, _stop_message
 from .kernels import Kernels, split_kernels
@@ -56,13 +57,16 @@ class Population:
         self.threshold = settings["divergence_threshold"]
         self.optimizer_name = settings["optimizer"]
         self.should_stop = settings.get("should_stop")
+        self.device = torch.device(settings.get("device") or "cpu")
+        self.precision = settings.get("precision", "32")
         self.alive = list(range(len(members)))
         self.rows = list(self.alive)  # the members the batched model computes
         self._build_base()
         self._stack()
         for m in members:
             dummy = torch.optim.SGD(m.model.parameters(), lr=self.lr)  # only its lr is read
-            generator = torch.Generator().manual_seed(m.seed * 1_000_003 + 1)  # as fit, rank 0
+            # as fit, rank 0, on the training device
+            generator = torch.Generator(self.device).manual_seed(m.seed * 1_000_003 + 1)
             m.recipe.attach(
                 m.model, dummy, num_classes=settings["num_classes"], generator=generator
             )
@@ -90,7 +94,7 @@ class Population:
         for name in self.slot_names:
             parent, _, leaf = name.rpartition(".")
             setattr(base.get_submodule(parent) if parent else base, leaf, _MaskSlot())
-        self.base = base
+        self.base = base.to(self.device)
 
     def _row(self, name: str, k: int) -> torch.Tensor:
         row = self.P[name].data[k]
@@ -105,7 +109,7 @@ class Population:
             self.transposed[n] = rows.ndim == 3  # Linear weights: (K, in, out) for the matmul
             if self.transposed[n]:
                 rows = rows.transpose(1, 2).contiguous()
-            self.P[n] = nn.Parameter(rows)
+            self.P[n] = nn.Parameter(rows.to(self.device))
         for k, m in enumerate(self.members):
             for n in self.names:
                 m.model.get_parameter(n).data = self._row(n, k)
@@ -129,9 +133,10 @@ class Population:
             if m.seed not in self.order_gens:
                 self.order_gens[m.seed] = torch.Generator().manual_seed(m.seed)
             self.seed_pos.append(m.seed)
-        self.X, self.Y = torch.stack(xs), torch.stack(ys)
-        self.VX = torch.stack(vxs) if vxs else None
-        self.VY = torch.stack(vys) if vys else None
+        dev = self.device
+        self.X, self.Y = torch.stack(xs).to(dev), torch.stack(ys).to(dev)
+        self.VX = torch.stack(vxs).to(dev) if vxs else None
+        self.VY = torch.stack(vys).to(dev) if vys else None
         self.n = self.X.shape[1]
         self.slot_shapes = self._probe_slot_shapes()
         self.ones: dict[tuple, torch.Tensor] = {}
@@ -162,10 +167,13 @@ class Population:
         if 4 * len(self.alive) <= 3 * len(self.members):
             self.rows = list(self.alive)
         # what the steps of the coming epoch look up, computed once
-        self.alive_pos = torch.tensor([self.rows.index(k) for k in self.alive])
+        dev = self.device
+        self.alive_list = [self.rows.index(k) for k in self.alive]
+        self.alive_pos = torch.tensor(self.alive_list, device=dev)
         self.alive_set = set(self.alive)
-        self.rows_index = torch.tensor(self.rows) if len(self.rows) < len(self.members) else None
-        self.data_rows = torch.tensor([self.data_pos[k] for k in self.rows])
+        partial = len(self.rows) < len(self.members)
+        self.rows_index = torch.tensor(self.rows, device=dev) if partial else None
+        self.data_rows = torch.tensor([self.data_pos[k] for k in self.rows], device=dev)
         recipes = [self.members[k].recipe for k in self.alive]
         self.batch_hooks = any(r._active["on_batch"] for r in recipes)
         self.loss_hooks = any(r._active["on_loss"] for r in recipes)
@@ -188,7 +196,7 @@ class Population:
         for j, name in enumerate(self.slot_names):
             shape = (b, *self.slot_shapes[j])
             if shape not in self.ones:
-                self.ones[shape] = torch.ones(shape, dtype=self.X.dtype)
+                self.ones[shape] = torch.ones(shape, dtype=self.X.dtype, device=self.device)
             ones = self.ones[shape]
             alive = self.alive_set
             masks[f"{name}.factor"] = torch.stack(
@@ -229,15 +237,17 @@ class Population:
         alive = self.alive
         data = self.data_rows.unsqueeze(1)
         x, y = self._on_batch(self.X[data, idx], self.Y[data, idx])
-        out = self._forward(x, self._masks(idx.shape[1]))
-        losses = self._losses(out, y)[self.alive_pos]
-        if self.loss_hooks:
-            losses = torch.stack(
-                [
-                    self.members[k].recipe.on_loss(losses[i], out[pos])
-                    for i, (k, pos) in enumerate(zip(alive, self.alive_pos.tolist(), strict=True))
-                ]
-            )
+        with autocast(self.device, self.precision):
+            out = self._forward(x, self._masks(idx.shape[1]))
+            losses = self._losses(out, y)[self.alive_pos]
+            if self.loss_hooks:
+                losses = torch.stack(
+                    [
+                        self.members[k].recipe.on_loss(losses[i], out[pos])
+                        for i, (k, pos) in enumerate(zip(alive, self.alive_list, strict=True))
+                    ]
+                )
+        losses = losses.float()
         self.opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.kernels.after_backward()
@@ -293,8 +303,8 @@ class Population:
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             perms = {s: torch.randperm(self.n, generator=g) for s, g in self.order_gens.items()}
-            order = torch.stack([perms[self.seed_pos[k]] for k in self.rows])
-            running = torch.zeros(len(self.alive))
+            order = torch.stack([perms[self.seed_pos[k]] for k in self.rows]).to(self.device)
+            running = torch.zeros(len(self.alive), device=self.device)
             steps = 0
             for start in range(0, self.n, self.batch_size):
                 running += self._step(order[:, start : start + self.batch_size])

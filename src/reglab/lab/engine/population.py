@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ...core import Chain, ConfigError, Regularizer, chain
+from ...devices import check_precision, resolve_device
 from ...structure import Inserted
 from ...train import _OPTIMIZERS, History, fit
 from .batched import Population, noise_layers
@@ -123,6 +124,8 @@ def fit_population(
     on_epoch: Callable[[int, int], None] | None = None,
     on_done: Callable[[int, History], None] | None = None,
     should_stop: Callable[[int, dict[str, float]], bool] | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "32",
 ) -> list[History]:
     """Train every member as :func:`reglab.fit` would, batched.
 
@@ -140,6 +143,9 @@ def fit_population(
         should_stop: called with (member index, that epoch's record) after each batched
             member's epoch; True stops the member (status ``'stopped_early'``), e.g. when
             Optuna prunes its trial.
+        device: where the population trains (``'cpu'``, ``'cuda:N'``, ...; None: CPU); the
+            stacked parameters, the data, every generator and each member's model live there.
+        precision: ``'32'`` or ``'bf16'`` (autocast of the forward pass), as :func:`reglab.fit`.
 
     Returns:
         One :class:`reglab.History` per member, in order; ``history.model`` is the member's own
@@ -157,6 +163,8 @@ def fit_population(
     _check("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1, "an int >= 1")
     _check("task", task, task in ("classification", "regression"), "classification or regression")
     _check("members", len(members), len(members) >= 1, "at least one Member")
+    device = resolve_device("cpu" if device is None else device, "fit_population")
+    check_precision(precision, device, "fit_population")
     histories: list[History | None] = [None] * len(members)
     batched = []
     for i, member in enumerate(members):
@@ -179,6 +187,8 @@ def fit_population(
             task=task,
             num_classes=num_classes,
             divergence_threshold=divergence_threshold,
+            device=device,
+            precision=precision,
         )
         if on_done is not None:
             on_done(i, histories[i])
@@ -196,6 +206,8 @@ def fit_population(
             task=task,
             num_classes=num_classes,
             divergence_threshold=divergence_threshold,
+            device=device,
+            precision=precision,
             should_stop=None
             if should_stop is None
             else (lambda k, record, indices=indices: should_stop(indices[k], record)),

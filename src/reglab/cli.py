@@ -25,12 +25,37 @@ def cli() -> None:
 _STUDY_OPTIONS = [
     click.option(
         "--data",
-        help="digits (default), breast_cancer, wine, diabetes, "
-        "sparse_regression, polynomial, or a .csv/.npz file.",
+        help="digits (default), breast_cancer, wine, diabetes, sparse_regression, polynomial, a "
+        ".csv/.npz file, a folder of images (one sub-folder per class), or a data function "
+        "package.module:function / file.py:function returning (X, y) or "
+        "{'train', 'val'[, 'test']} Datasets.",
     ),
     click.option("--target", help="Target column of a CSV file."),
     click.option(
-        "--model", help="mlp (default), resmlp (residual blocks), cnn (image data) or linear."
+        "--model",
+        help="mlp (default), resmlp (residual blocks), cnn (image data), linear, or your "
+        "factory package.module:function / file.py:function, called as "
+        "function(input_shape, num_outputs, **model_args).",
+    ),
+    click.option(
+        "--model-args",
+        help="Keyword arguments of a model factory: key=value,key=value or a JSON object "
+        "(e.g. '{\"width\": 32}').",
+    ),
+    click.option("--image-size", help="H,W that the images of a folder are resized to."),
+    click.option(
+        "--num-workers", type=int, help="DataLoader workers for streaming data (default 0)."
+    ),
+    click.option(
+        "--device",
+        help="auto (default: CUDA when available), cpu, cuda (one worker per GPU), cuda:N or mps.",
+    ),
+    click.option("--precision", help="32 (default) or bf16 (autocast; parameters stay float32)."),
+    click.option(
+        "--deterministic",
+        is_flag=True,
+        default=None,
+        help="torch.use_deterministic_algorithms(True) (see the README on what is bitwise).",
     ),
     click.option("--widths", help="Hidden widths of the MLP, e.g. 256,256."),
     click.option("--activation", help="relu (default), gelu, tanh, silu, elu, leaky_relu or selu."),
@@ -88,8 +113,18 @@ def _study(config_path: str | None, given: dict[str, Any], owner: str) -> Any:
 
 
 def _study_values(options: dict[str, Any]) -> dict[str, Any]:
-    """The options given, with ``--widths`` parsed."""
+    """The options given, with ``--widths``, ``--image-size`` and ``--model-args`` parsed."""
     given = {k: v for k, v in options.items() if v is not None}
+    if "model_args" in given:
+        given["model_args"] = _keywords(given["model_args"])
+    if "image_size" in given:
+        try:
+            given["image_size"] = [int(v) for v in given["image_size"].split(",")]
+        except ValueError:
+            raise ConfigError(
+                "The 'image_size' parameter of compare must be two ints H,W, e.g. 32,32. "
+                f"Got {options['image_size']!r}."
+            ) from None
     if "widths" in given:
         try:
             given["widths"] = [int(w) for w in given["widths"].split(",") if w.strip()]
@@ -99,6 +134,36 @@ def _study_values(options: dict[str, Any]) -> dict[str, Any]:
                 f"e.g. 256,256. Got {options['widths']!r}."
             ) from None
     return given
+
+
+def _keywords(text: str) -> dict[str, Any]:
+    """``key=value,key=value`` (values read as TOML: numbers, booleans, quoted strings, else
+    the text) or a JSON object."""
+    import json
+    import tomllib
+
+    problem = (
+        "The 'model_args' parameter of compare must be key=value pairs separated by commas or "
+        f"a JSON object. Got {text!r}."
+    )
+    if text.strip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(problem) from None
+        if not isinstance(value, dict):
+            raise ConfigError(problem)
+        return value
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, raw = part.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(problem)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw.strip()
+    return out
 
 
 @cli.command()

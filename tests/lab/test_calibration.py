@@ -31,17 +31,17 @@ def test_uncertainty_figures_add_mc_dropout_only_for_models_with_dropout():
     torch.manual_seed(0)
     x, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
     plain = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
-    metrics, bins = uncertainty_figures(plain, x, y, "classification", seed=0)
+    metrics, bins = uncertainty_figures(plain, (x, y), "classification", seed=0)
     assert set(metrics) == {"ece"} and sum(bins["counts"]) == 50
     dropped = reglab.Dropout(0.5).transform_model(plain)
-    metrics, _ = uncertainty_figures(dropped, x, y, "classification", seed=0)
+    metrics, _ = uncertainty_figures(dropped, (x, y), "classification", seed=0)
     assert {"ece", "mc_accuracy", "mc_ece", "mc_std", "mc_loss"} <= set(metrics)
     assert metrics["mc_std"] > 0
-    assert metrics == uncertainty_figures(dropped, x, y, "classification", seed=0)[0]
+    assert metrics == uncertainty_figures(dropped, (x, y), "classification", seed=0)[0]
     regressor = reglab.Dropout(0.5).transform_model(
         nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1))
     )
-    reg, _ = uncertainty_figures(regressor, x, torch.randn(50), "regression", seed=0)
+    reg, _ = uncertainty_figures(regressor, (x, torch.randn(50)), "regression", seed=0)
     assert set(reg) == {"mc_loss", "mc_std"}
 
 
@@ -51,10 +51,10 @@ def test_raw_weight_metrics_evaluates_raw_weights_and_swaps_back():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     ema = reglab.EMA(0.9)
     recipe = reglab.chain(ema)
-    assert raw_weight_metrics(recipe, model, x, y, "classification") is None
+    assert raw_weight_metrics(recipe, model, (x, y), "classification") is None
     reglab.fit(model, (x, y), epochs=3, recipe=recipe)
     averaged = model[0].weight.clone()
-    raw = raw_weight_metrics(recipe, model, x, y, "classification")
+    raw = raw_weight_metrics(recipe, model, (x, y), "classification")
     assert torch.equal(model[0].weight, averaged) and ema.averaged_in
     ema.swap()
     assert raw == reglab.evaluate(model, (x, y))

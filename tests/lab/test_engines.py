@@ -163,11 +163,12 @@ def test_compare_a_trial_that_raises_fails_alone_and_the_rest_is_reported(tmp_pa
 
 
 def test_run_population_runs_each_trial_alone_when_the_population_raises(monkeypatch):
-    from reglab.lab import study
+    from reglab.lab.studies import trial as study
     from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.study import plan
 
     config = StudyConfig(recipes=["baseline", "l2"], seeds=1, epochs=2, train_size=60, workers=1)
-    trials = study.plan(config)[3]
+    trials = plan(config)[3]
     real_fit = study.fit
 
     def fit(model, *args, recipe, **kwargs):

@@ -229,7 +229,7 @@ def test_tune_population_and_sequential_engines_agree(tmp_path, cli):
 
 
 def test_requeue_dead_takes_back_trials_of_dead_and_half_started_workers(tmp_path, monkeypatch):
-    from reglab.lab import tune
+    from reglab.lab.studies import tune
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "j"))

@@ -1,4 +1,9 @@
-"""The lab: data, models, studies, statistics and reports, built on the public library."""
+"""The lab: data, models, studies, statistics and reports, built on the public library.
+
+Grouped by job: :mod:`~reglab.lab.inputs` (data, models, recipes, a user's own functions and
+datasets), :mod:`~reglab.lab.engine` (populations, the batched model, devices, worker
+processes), :mod:`~reglab.lab.studies` (compare, tune, path, their settings and storage) and
+:mod:`~reglab.lab.reports` (statistics, tables, plots, the HTML report)."""
 
 from .engine.population import Member, fit_population, population_reason
 from .inputs.data import BUILTIN_DATASETS, DataError, Dataset, load_dataset
@@ -9,7 +14,7 @@ from .reports.stats import mean_ci, paired_test
 from .studies.compare import compare, write_outputs
 from .studies.path import PathConfig, run_path
 from .studies.shared import run_shared
-from .studies.study import StudyConfig, run_population, run_study, run_trial
+from .studies.study import StudyConfig, StudyRun, run_population, run_study, run_trial
 from .studies.tuner import TuneConfig, run_tune
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "Member",
     "PathConfig",
     "StudyConfig",
+    "StudyRun",
     "TuneConfig",
     "build_model",
     "calibration_bins",

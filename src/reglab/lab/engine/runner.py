@@ -16,16 +16,20 @@ from typing import Any
 
 import torch
 
+from .device import assign
+
 __all__ = ["Job", "run_jobs"]
 
 Job = tuple[Callable[..., Any], Any]
 _progress: Any = None  # the worker's queue of (job number, epoch)
 
 
-def _init_worker(progress: Any) -> None:
+def _init_worker(progress: Any, devices: Any) -> None:
     global _progress
     _progress = progress
     torch.set_num_threads(1)
+    if devices is not None:  # one GPU per worker: take the next one
+        assign(devices.get())
 
 
 def _call(number: int, function: Callable[..., Any], payload: Any) -> Any:
@@ -43,12 +47,16 @@ def run_jobs(
     workers: int,
     finish: Callable[[dict[str, Any]], None],
     on_epoch: Callable[[int, int], None] | None = None,
+    devices: Sequence[str] | None = None,
 ) -> None:
     """Run every job; call ``finish`` with each trial's result as its job ends and
-    ``on_epoch(job number, epoch)`` as populations progress. On Ctrl-C the jobs not started are
-    cancelled and KeyboardInterrupt propagates; finished results have been handed over."""
+    ``on_epoch(job number, epoch)`` as populations progress. With ``devices`` (GPUs), worker
+    ``i`` trains on ``devices[i]``. On Ctrl-C the jobs not started are cancelled and
+    KeyboardInterrupt propagates; finished results have been handed over."""
     report = on_epoch or (lambda number, epoch: None)
     if workers <= 1:
+        if devices:
+            assign(devices[0])
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the same numbers as in a worker
         try:
@@ -64,8 +72,13 @@ def run_jobs(
         return
     ctx = get_context("spawn")
     progress = ctx.Queue()
+    queue = None
+    if devices:
+        queue = ctx.Queue()
+        for device in devices[:workers]:
+            queue.put(device)
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(progress, queue)
     ) as pool:
         futures: dict[Future, int] = {
             pool.submit(_call, number, function, payload): number

@@ -1,4 +1,9 @@
-"""Data for the lab: sets that ship with scikit-learn, synthetic sets, and user files.
+"""Data for the lab: sets that ship with scikit-learn, synthetic sets, user files (CSV, NPZ),
+a user's data function, a user's ``Dataset`` splits and image folders.
+
+Every kind is resolved here, by :func:`load_dataset`, into one :class:`Dataset`: in-memory
+tensors (built-ins, files, a function's ``(X, y)``) or streaming splits (``Dataset`` objects,
+image folders) that the trainers read through :meth:`Dataset.source`.
 
 Every study seed draws its own train/validation/test split (stratified for classification), so
 confidence intervals over seeds include the variation of the data; every recipe sees the same
@@ -11,15 +16,20 @@ from __future__ import annotations
 import csv
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn import datasets as skdata
-from sklearn.model_selection import train_test_split
 
 from ...core import ConfigError, Interval, check_param, unknown_name
+from .dataset import Dataset, _noise, _split
+from .errors import DataError
+from .images import ImageFolder
+from .user import is_reference
+from .user_data import _Streams, function_data, streamed
 
 __all__ = ["BUILTIN_DATASETS", "DataError", "Dataset", "dataset_task", "load_dataset"]
 
@@ -34,34 +44,6 @@ BUILTIN_DATASETS = {
 
 #: Classification targets with at most this many distinct integer values count as classes.
 MAX_CLASSES = 50
-TEST_FRACTION, VAL_FRACTION = 0.3, 0.2
-
-
-class DataError(ConfigError):
-    """Data that cannot be used: a missing column, a non-number, a NaN, too few rows."""
-
-
-@dataclass
-class Dataset:
-    """One seed's split, as float32 features and int64 classes or float32 targets."""
-
-    name: str
-    task: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int | None
-    feature_names: list[str]
-    image_shape: tuple[int, int, int] | None = None
-    informative: list[int] | None = None
-    notes: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def n_features(self) -> int:
-        return self.x_train.shape[1]
 
 
 @dataclass(frozen=True)
@@ -180,65 +162,81 @@ def _read_npz(path: Path) -> _Raw:
                 f"{path} must hold arrays 'X' and 'y'; it has {', '.join(archive.files) or 'none'}."
             )
         x, y = archive["X"], archive["y"]
+    return _arrays(x, y, str(path), "'X'")
+
+
+def _arrays(x: Any, y: Any, where: str, x_name: str) -> _Raw:
+    """Arrays (or tensors) ``x`` and ``y`` as raw data: ``x`` flattened per row (4-D arrays are
+    images), classes encoded as for CSV files."""
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    path = where
+    if x.ndim == 0:
+        raise DataError(f"The inputs {x_name} of {where} must be an array with one row per sample.")
     if x.ndim == 1:
         x = x[:, None]
     image = tuple(x.shape[1:]) if x.ndim == 4 else None
     x = x.reshape(len(x), -1)
     if not np.issubdtype(x.dtype, np.number):
-        raise DataError(f"The array 'X' of {path} must be numeric. Got dtype {x.dtype}.")
+        raise DataError(f"The inputs {x_name} of {path} must be numeric. Got dtype {x.dtype}.")
     x = x.astype(np.float64)
     if not np.isfinite(x).all():
-        raise DataError(f"The array 'X' of {path} has a NaN or infinite value.")
-    if len(y) != len(x):
-        raise DataError(f"{path} has {len(x)} rows in 'X' but {len(y)} in 'y'.")
+        raise DataError(f"The inputs {x_name} of {path} have a NaN or infinite value.")
+    if y.ndim == 0 or len(y) != len(x):
+        raise DataError(
+            f"{path} has {len(x)} rows of inputs but {y.size if y.ndim == 0 else len(y)} targets."
+        )
     target, task = _encode_target(list(np.asarray(y).ravel()), f"{path}")
     names = tuple(f"x{i}" for i in range(x.shape[1]))
     return _Raw(x, target, task, names, image_shape=image)
 
 
-def _raw(name: str, target: str | None) -> _Raw:
+def _source(name: str, target: str | None, image_size: tuple[int, ...] | None = None) -> Any:
     if name in BUILTIN_DATASETS:
         return _builtin(name)
+    if name.startswith("python:") or is_reference(name) or Path(name).is_dir():
+        return _user_source(name, image_size)
     path = Path(name)
     if path.suffix.lower() not in (".csv", ".npz"):
-        raise unknown_name("compare", "data", name, [*BUILTIN_DATASETS, "<file>.csv", "<file>.npz"])
+        raise unknown_name(
+            "compare",
+            "data",
+            name,
+            [
+                *BUILTIN_DATASETS,
+                "<file>.csv",
+                "<file>.npz",
+                "<image folder>",
+                "<module>:<function>",
+            ],
+        )
     if not path.is_file():
         raise DataError(f"The 'data' parameter of compare names {name}, which is not a file.")
     return _read_csv(path, target) if path.suffix.lower() == ".csv" else _read_npz(path)
 
 
-def dataset_task(name: str, target: str | None = None) -> str:
+@functools.lru_cache(maxsize=8)
+def _user_source(name: str, image_size: tuple[int, ...] | None) -> Any:
+    """A data function's result or an image folder's listing, once per process."""
+    if Path(name).is_dir():
+        folder = ImageFolder(name, image_size)
+        return _Streams("classification", len(folder.classes), folder.input_shape, whole=folder)
+    return function_data(name, _arrays)
+
+
+def dataset_task(
+    name: str, target: str | None = None, image_size: tuple[int, ...] | None = None
+) -> str:
     """``'classification'`` or ``'regression'`` for a data set, without splitting it.
 
     Raises:
         ConfigError: as :func:`load_dataset` does for an unknown name or unusable data.
     """
-    return _raw(name, target).task
+    return _source(name, target, _size(image_size)).task
 
 
-def _split(raw: _Raw, seed: int, train_size: int | None) -> tuple[np.ndarray, ...]:
-    n = len(raw.y)
-    idx = np.arange(n)
-    n_test, n_val = round(n * TEST_FRACTION), round(n * VAL_FRACTION)
-    if n - n_test - n_val < 2 or n_test < 1 or n_val < 1:
-        raise DataError(
-            f"The data has {n} rows: too few to split into train, validation and test sets."
-        )
-
-    def cut(pool: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        strata = raw.y[pool] if raw.task == "classification" else None
-        try:
-            return train_test_split(pool, test_size=size, random_state=seed, stratify=strata)
-        except ValueError:  # a class too rare to stratify: fall back to a plain shuffle
-            return train_test_split(pool, test_size=size, random_state=seed)
-
-    rest, test = cut(idx, n_test)
-    pool, val = cut(rest, n_val)
-    if train_size is not None:
-        check_param("compare", "train_size", train_size, Interval(int, 2, len(pool)))
-        if train_size < len(pool):
-            pool, _ = cut(pool, len(pool) - train_size)
-    return np.sort(pool), val, test
+def _size(image_size: Any) -> tuple[int, ...] | None:
+    return None if image_size is None else tuple(int(v) for v in image_size)
 
 
 def load_dataset(
@@ -248,17 +246,23 @@ def load_dataset(
     train_size: int | None = None,
     label_noise: float = 0.0,
     target: str | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load a data set and draw seed ``seed``'s split.
 
     Args:
-        name: a built-in name (see :data:`BUILTIN_DATASETS`) or a ``.csv``/``.npz`` path.
+        name: a built-in name (see :data:`BUILTIN_DATASETS`), a ``.csv``/``.npz`` path, a
+            folder of images with one sub-folder per class, or a data function
+            ``'package.module:function'`` / ``'file.py:function'`` returning ``(X, y)`` arrays
+            (treated as a CSV file's) or a mapping ``{'train', 'val'[, 'test']}`` of
+            ``torch.utils.data.Dataset`` objects (the user's split, streamed).
         seed: selects the split and the noisy labels; the same seed gives the same data.
         train_size: keep only this many training samples (stratified); None keeps all that
             remain after the test (30% of the data) and validation (20%) splits.
         label_noise: fraction of training labels replaced by a different, random class
             (classification only); validation and test labels are never changed.
         target: the target column of a CSV file.
+        image_size: ``(H, W)`` images of a folder are resized to (default: the first image's).
 
     Returns:
         A :class:`Dataset`.
@@ -271,25 +275,27 @@ def load_dataset(
         >>> data = load_dataset("digits", seed=0, train_size=300, label_noise=0.3)
     """
     check_param("compare", "label_noise", label_noise, Interval(float, 0, 1, "left"))
-    raw = _raw(name, target)
+    raw = _source(name, target, _size(image_size))
     if raw.task == "regression" and label_noise > 0:
         raise ConfigError(
             f"The 'label_noise' parameter of compare must be 0 for a regression "
             f"data set such as {name!r}. Got {label_noise}."
         )
-    tr, va, te = _split(raw, seed, train_size)
+    if isinstance(raw, _Streams):
+        return streamed(name, raw, seed, train_size, label_noise)
+    tr, va, te = _split(raw.y, raw.task, seed, train_size)
     x_mean, x_std = raw.x[tr].mean(0), raw.x[tr].std(0)
     x_std[x_std == 0] = 1.0
     xs = [(raw.x[i] - x_mean) / x_std for i in (tr, va, te)]
     ys = [raw.y[i].copy() for i in (tr, va, te)]
-    notes: dict[str, float] = {}
+    notes: dict[str, Any] = {}
     num_classes = None
     if raw.task == "classification":
         num_classes = int(raw.y.max()) + 1
         if label_noise > 0:
-            rng = np.random.default_rng([seed, 7])
-            flip = rng.choice(len(tr), size=round(label_noise * len(tr)), replace=False)
-            shift = rng.integers(1, num_classes, size=len(flip))
+            shifts = _noise(len(tr), label_noise, num_classes, seed)
+            flip = np.fromiter(shifts, dtype=np.int64, count=len(shifts))
+            shift = np.fromiter(shifts.values(), dtype=np.int64, count=len(shifts))
             ys[0][flip] = (ys[0][flip] + shift) % num_classes
             notes["noisy_labels"] = float(len(flip))
         ys = [torch.as_tensor(y, dtype=torch.int64) for y in ys]

@@ -1,16 +1,19 @@
-"""Models for the lab: an MLP, a small CNN for image data, and a linear model."""
+"""Models for the lab: the built-in MLP, residual MLP, small CNN and linear model, and a user's
+own factory (``package.module:function`` or ``file.py:function``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ...structure import Residual
+from .user import load_function
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "build_model", "model_from_factory"]
 
 MODELS = {
     "mlp": "fully connected network; hidden widths, activation and init are settings",
@@ -139,4 +142,57 @@ def build_model(
                 nn.Linear(128, out_features),
             )
         _init_weights(model, init, activation)
+    return model
+
+
+def model_from_factory(
+    spec: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    *,
+    seed: int = 0,
+    model_args: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A user's model: ``function(input_shape, num_outputs, **model_args)`` with torch seeded
+    from ``seed`` (global RNG state is left as it was), so every recipe of a seed starts from the
+    same initial weights.
+
+    Args:
+        spec: ``'package.module:function'``, ``'path/to/file.py:function'`` or a ``python:``
+            token (see :mod:`reglab.lab.inputs.user`).
+        input_shape: the shape of one input as the model receives it (``(features,)`` for
+            tables and the built-in data, ``(C, H, W)`` for an image folder).
+        num_outputs: classes, or 1 for regression.
+        seed: the initial weights depend on it alone.
+        model_args: keyword arguments for the function.
+
+    Returns:
+        The ``nn.Module`` the function returned.
+
+    Raises:
+        ConfigError: the function cannot be loaded, raises, or returns something that is not
+            an ``nn.Module``.
+
+    Example:
+        >>> model_from_factory("examples/residual_cnn.py:residual_cnn", (1, 16, 16), 10)
+    """
+    factory = load_function(spec, "model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = factory(tuple(input_shape), num_outputs, **(model_args or {}))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ConfigError(
+                f"The model factory {spec!r} raised {type(exc).__name__}: {text} (called with "
+                f"input_shape={tuple(input_shape)}, num_outputs={num_outputs}, "
+                f"model_args={model_args or {}})."
+            ) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"The model factory {spec!r} must return a torch.nn.Module. Got a "
+            f"{type(model).__name__}."
+        )
     return model

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core import Regularizer
+from ...devices import model_device
 from ...mc_dropout import STOCHASTIC, mc_predict
 from ...train import evaluate
 from .results import primary_metric
@@ -86,11 +87,18 @@ def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, bins: int =
     return _ece(calibration_bins(probs, y, bins))
 
 
+def _batches(data: Any) -> Any:
+    return [data] if isinstance(data, tuple) else data
+
+
 @torch.no_grad()
 def uncertainty_figures(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, seed: int
+    model: nn.Module, data: Any, task: str, seed: int
 ) -> tuple[dict[str, float], dict[str, list] | None]:
     """Test-set calibration and, for models with dropout, Monte-Carlo dropout figures.
+
+    ``data`` is the test set as ``(X, y)`` tensors or an iterable of batches (a
+    ``DataLoader``); batches move to the model's device and only the outputs are kept.
 
     Returns:
         ``(metrics, bins)``. Classification: ``ece``; with dropout also ``mc_accuracy``,
@@ -98,21 +106,30 @@ def uncertainty_figures(
         the predicted class's probability). Regression with dropout: ``mc_loss`` (MSE of the
         mean) and ``mc_std``. ``bins`` are the reliability counts (None for regression).
     """
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
-        out = model(x)
+        pairs = [
+            (model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+            for x, y in _batches(data)
+        ]
     finally:
         model.train(was_training)
+    out, y = torch.cat([o for o, _ in pairs]), torch.cat([t for _, t in pairs])
     metrics: dict[str, float] = {}
     bins = None
     if task == "classification":
         bins = calibration_bins(out.softmax(-1), y)
         metrics["ece"] = _ece(bins)
     if any(isinstance(m, STOCHASTIC) for m in model.modules()):
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(device).manual_seed(seed)
         classify = task == "classification"
-        mean, std = mc_predict(model, x, MC_SAMPLES, probabilities=classify, generator=generator)
+        draws = [
+            mc_predict(model, x.to(device), MC_SAMPLES, probabilities=classify, generator=generator)
+            for x, _ in _batches(data)
+        ]
+        mean, std = torch.cat([d.mean for d in draws]), torch.cat([d.std for d in draws])
         if classify:
             pred = mean.argmax(1)
             metrics["mc_accuracy"] = float((pred == y).double().mean())
@@ -127,10 +144,11 @@ def uncertainty_figures(
 
 
 def raw_weight_metrics(
-    recipe: Regularizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
+    recipe: Regularizer, model: nn.Module, data: Any, task: str
 ) -> dict[str, float] | None:
     """Test metrics of the raw weights of a recipe whose weight averaging (EMA, SWA) swapped
-    its average in; None when no averaging is in. The averages are swapped back afterwards."""
+    its average in; None when no averaging is in. The averages are swapped back afterwards.
+    ``data`` is ``(X, y)`` or an iterable of batches, as :func:`reglab.evaluate` takes."""
     members = getattr(recipe, "regularizers", (recipe,))
     averaged = [r for r in members if getattr(r, "averaged_in", False)]
     if not averaged:
@@ -138,7 +156,7 @@ def raw_weight_metrics(
     for reg in averaged:
         reg.swap()
     try:
-        return evaluate(model, (x, y), task)
+        return evaluate(model, data, task)
     finally:
         for reg in reversed(averaged):
             reg.swap()

@@ -51,7 +51,7 @@ def model_figures(model: nn.Module, data: Dataset) -> dict[str, Any]:
             informative[data.informative] = True
             figures["informative_kept"] = float((kept & informative).sum())
             figures["noise_kept"] = float((kept & ~informative).sum())
-        if data.n_features <= 200:
+        if data.n_features <= 200 and len(data.feature_names) == data.n_features:
             out["features"] = [data.feature_names[i] for i in kept.nonzero().ravel().tolist()]
     bound = float(flat.abs().max()) or 1.0
     counts = torch.histc(flat.float(), bins=60, min=-bound, max=bound)

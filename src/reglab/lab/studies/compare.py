@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import tomli_w
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ...core import Regularizer
+from ...serialize import _specs as recipe_specs
+from ..inputs.user import in_process, reference
 from ..reports.report import features_summary, write_plots, write_report
 from ..reports.results import (
     RESULT_COLUMNS,
@@ -83,22 +87,73 @@ def _describe(run: StudyRun) -> str:
     )
 
 
+def _settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Python objects among ``compare``'s keyword arguments as the plain values a study stores:
+    a model factory or data function by reference, a ``Dataset`` mapping as a token held in
+    this process, regularizer objects as specs."""
+    out = dict(settings)
+    for name in ("model", "data"):
+        if name in out and not isinstance(out[name], str):
+            out[name] = reference(out[name], name)
+    recipes = out.get("recipes")
+    if isinstance(recipes, Mapping):
+        out["recipes"] = {
+            str(k): recipe_specs(v) if isinstance(v, Regularizer) else v for k, v in recipes.items()
+        }
+    return out
+
+
 def compare(
-    config: StudyConfig,
-    out: str | Path,
+    config: StudyConfig | None = None,
+    out: str | Path = "runs/compare",
     console: Console | None = None,
     storage: str | None = None,
     study_name: str | None = None,
+    *,
+    quiet: bool = False,
+    **settings: Any,
 ) -> StudyRun:
-    """Run the study with a progress bar, print the table, write every output file.
+    """Run a study with a progress bar, print its table and write every output file: what
+    ``reglab compare`` does, from Python.
 
-    With ``storage`` (an RDB URL, e.g. PostgreSQL) the trials come from the shared study
-    ``study_name`` (see :mod:`reglab.lab.studies.shared`): run the same command on several machines.
+    Args:
+        config: a :class:`StudyConfig`; None starts from the defaults.
+        out: the output folder; a rerun with the same settings reuses its finished trials.
+        console: where to print (a ``rich`` console); None prints to standard output.
+        storage: an RDB URL (e.g. PostgreSQL) shared by machines; the trials then come from the
+            shared study ``study_name`` (see :mod:`reglab.lab.studies.shared`).
+        quiet: print nothing.
+        **settings: any :class:`StudyConfig` field, overriding ``config``. ``model`` may be a
+            built-in name, a ``'module:function'`` reference or the factory itself (called as
+            ``factory(input_shape, num_outputs, **model_args)``); ``data`` a name, a path, a
+            reference, a data function or a mapping ``{'train', 'val'[, 'test']}`` of
+            ``Dataset`` objects; ``recipes`` a list of built-in names or a mapping from name to
+            a regularizer (``reglab.chain(...)``), a built-in name or a list of specs. A
+            function other processes can import is sent to worker processes by name; any other
+            Python object keeps the study in this process.
+
+    Returns:
+        A :class:`~reglab.lab.studies.study.StudyRun`: ``table`` (one dict per recipe, and
+        ``to_pandas()``), ``results`` and ``histories`` (per trial), ``report`` (the HTML
+        report's path) and ``paths``.
 
     Raises:
-        ConfigError: for any bad setting or an unreachable storage, before training starts.
+        ConfigError: for any bad setting, model, data or recipe, or an unreachable storage,
+            before training starts (nothing in ``out`` is touched).
+
+    Example:
+        >>> run = reglab.lab.compare(model=my_factory, data={"train": tr, "val": va},
+        ...                          recipes={"baseline": reglab.chain(),
+        ...                                   "l2": reglab.chain(reglab.L2(1e-4))},
+        ...                          seeds=3, epochs=20, out="runs/mine")
+        >>> run.table[1]["recipe"], run.report
     """
-    console = console or Console(stderr=False)
+    given = _settings(settings)
+    if config is None:
+        config = StudyConfig(**given)
+    elif given:
+        config = StudyConfig(**{**asdict(config), **given})
+    console = console or Console(stderr=False, quiet=quiet)
     started = time.perf_counter()
     progress = Progress(
         TextColumn("{task.description}"),
@@ -144,10 +199,23 @@ def compare(
             f"{len(run.results)} of {len(run.recipes) * config.seeds} trials are finished; "
             "the others are still running on other machines: run the command again later."
         )
+    if in_process(config.data, config.model):
+        console.print(
+            "The model or data is a Python object other processes cannot import: the trials "
+            "ran in this process (pass an importable 'module:function' to use every core)."
+        )
+    for note in _data_notes(run):
+        console.print(note)
+    by_reason: dict[str, list[str]] = {}
     for recipe, reason in run.sequential.items():
-        console.print(f"{recipe} trained one trial at a time (not batched): {reason}.")
+        by_reason.setdefault(reason, []).append(recipe)
+    for reason, names in by_reason.items():
+        console.print(f"{', '.join(names)} trained one trial at a time (not batched): {reason}.")
     paths = write_outputs(run)
+    run.paths = paths
     summary = comparison(run.results, run.task, config.baseline)
+    header, rows = summary_rows(summary, run.task)
+    run.table = [dict(zip(header, row, strict=True)) for row in rows]
     for table in rich_tables(summary, run.task):
         console.print(table)
     for recipe, means, _ in features_summary(run.results):
@@ -169,3 +237,13 @@ def compare(
         f"in {time.perf_counter() - started:.1f} s."
     )
     return run
+
+
+def _data_notes(run: StudyRun) -> list[str]:
+    """What the user should know about the data of seed 0 (e.g. no test split was given)."""
+    if not run.results:
+        return []
+    from .seams import dataset_for
+
+    notes = dataset_for(run.settings, 0).notes
+    return [f"Note: {text}." for text in notes.values() if isinstance(text, str)]

@@ -26,9 +26,18 @@ def _default_workers() -> int:
 @dataclass
 class StudyConfig:
     """Everything that defines a study: the fields are the keys of a study TOML file and the
-    options of ``reglab compare``. ``None`` means "the default for this data": ``train_size`` 300
-    (or all, if fewer), ``label_noise`` 0.3 for classification and 0 for regression,
-    ``recipes`` the default panel.
+    options of ``reglab compare``. ``None`` means "the default for this data": for the built-in
+    data sets ``train_size`` 300 (or all, if fewer) and ``label_noise`` 0.3 for classification
+    (0 for regression); for a user's data (a file, a folder, a data function) every training
+    sample and no label noise; ``recipes`` the default panel.
+
+    ``data`` is a built-in name, a ``.csv``/``.npz`` file, a folder of images with one
+    sub-folder per class, or a data function ``'package.module:function'`` /
+    ``'path/to/file.py:function'``; ``model`` a built-in name or a factory reference called as
+    ``function(input_shape, num_outputs, **model_args)``. ``device`` is ``'auto'`` (CUDA when
+    available), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``; ``precision`` ``'32'`` or
+    ``'bf16'``; ``deterministic`` turns on ``torch.use_deterministic_algorithms``;
+    ``num_workers`` is the ``DataLoader`` workers of streaming data.
 
     Raises:
         ConfigError: for any value outside its constraint (checked at construction).
@@ -55,11 +64,22 @@ class StudyConfig:
     divergence_threshold: float | None = None
     workers: int = field(default_factory=_default_workers)
     engine: str = "population"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    image_size: list[int] | None = None
+    num_workers: int = 0
+    device: str = "auto"
+    precision: str = "32"
+    deterministic: bool = False
 
     CONSTRAINTS = {
         "data": Predicate(
             lambda v: isinstance(v, str) and v != "",
-            f"one of {', '.join(map(repr, BUILTIN_DATASETS))} or a .csv/.npz path",
+            f"one of {', '.join(map(repr, BUILTIN_DATASETS))}, a .csv/.npz path, an image "
+            "folder or 'module:function'",
+        ),
+        "model": Predicate(
+            lambda v: isinstance(v, str) and v != "",
+            "a built-in model name or 'module:function'",
         ),
         "target": Predicate(lambda v: v is None or isinstance(v, str), "a column name"),
         "seeds": Interval(int, 1, 1000),
@@ -73,9 +93,38 @@ class StudyConfig:
         "divergence_threshold": Interval(float, 0, None, "neither", allow_none=True),
         "workers": Interval(int, 1, 256),
         "engine": Choice("population", "sequential"),
+        "model_args": Predicate(
+            lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+            "a table of keyword arguments",
+        ),
+        "image_size": Predicate(
+            lambda v: (
+                v is None
+                or (
+                    isinstance(v, (list, tuple))
+                    and len(v) == 2
+                    and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in v)
+                )
+            ),
+            "two ints H,W >= 1",
+        ),
+        "num_workers": Interval(int, 0, 64),
+        "device": Predicate(
+            lambda v: (
+                isinstance(v, str)
+                and (v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"))
+            ),
+            "one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'",
+        ),
+        "precision": Choice("32", "bf16"),
+        "deterministic": Predicate(lambda v: isinstance(v, bool), "a bool"),
     }
 
     def __post_init__(self) -> None:
+        if self.precision == 32 and not isinstance(
+            self.precision, bool
+        ):  # `precision = 32` in TOML
+            self.precision = "32"
         for name, constraint in self.CONSTRAINTS.items():
             check_param("compare", name, getattr(self, name), constraint)
 

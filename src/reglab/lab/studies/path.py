@@ -29,7 +29,7 @@ from ..inputs.data import dataset_task
 from ..inputs.recipes import build_recipe, recipe_spec
 from ..reports.inspect import model_figures
 from .config import StudyConfig
-from .study import dataset_for, fit_options, model_for, plan
+from .study import dataset_for, fit_options, model_for, plan, splits_for
 from .tune import Dimension, parse_dimension, with_values
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
@@ -62,7 +62,7 @@ class PathConfig:
     def __post_init__(self) -> None:
         for name, constraint in self.CONSTRAINTS.items():
             check_param("path", name, getattr(self, name), constraint)
-        task = dataset_task(self.study.data, self.study.target)
+        task = dataset_task(self.study.data, self.study.target, self.study.image_size)
         self.spec = recipe_spec(self.recipe, self.study.recipes, task, "path")
         self.dim = parse_dimension(self.param, self.spec, self.recipe)
         if not self.dim.log:
@@ -108,8 +108,7 @@ def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
         started = time.perf_counter()
         history = fit(
             model,
-            (data.x_train, data.y_train),
-            (data.x_val, data.y_val),
+            *splits_for(settings, data, seed),
             recipe=recipe,
             seed=seed,
             **{**fit_options(settings, data), "epochs": epochs},
@@ -122,12 +121,9 @@ def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
             "status": history.status,
             "first_train_loss": history.epochs[0]["train_loss"] if history.epochs else math.nan,
         }
-        for split, x, y in (
-            ("train", data.x_train, data.y_train),
-            ("val", data.x_val, data.y_val),
-            ("test", data.x_test, data.y_test),
-        ):
-            row.update({f"{split}_{k}": v for k, v in evaluate(history.model, (x, y)).items()})
+        for split in ("train", "val", "test"):
+            metrics = evaluate(history.model, data.source(split), data.task)
+            row.update({f"{split}_{k}": v for k, v in metrics.items()})
         figures = model_figures(history.model, data)["figures"]
         row["zero_fraction"], row["weight_l2"] = figures["zero_fraction"], figures["weight_l2"]
         rows.append(row)

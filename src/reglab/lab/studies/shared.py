@@ -6,8 +6,8 @@ running the same study takes waiting trials one at a time (atomically), runs the
 :func:`reglab.lab.studies.study.run_trial`, and stores each result (JSON) on its Optuna
 trial. A worker that dies leaves its trial running: on an RDB storage the heartbeat fails it
 and Optuna re-queues a copy; for the journal file the command that started the worker does.
-Any machine can then write the table and report from the storage: each command ends by collecting every
-finished result and writing the usual outputs.
+Any machine can then write the table and report from the storage: each command ends by
+collecting every finished result and writing the usual outputs.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from ...train import History, evaluate, fit
 from ..engine.population import fit_population
 from ..inputs.recipes import build_recipe, recipe_spec
 from .config import StudyConfig
-from .study import dataset_for, error_line, fit_options, member_for, model_for, plan
+from .study import dataset_for, error_line, fit_options, member_for, model_for, plan, splits_for
 from .tune import (
     Dimension,
     claim,
@@ -87,7 +87,7 @@ class TuneConfig:
     def study_task(self) -> str:
         from ..inputs.data import dataset_task
 
-        return dataset_task(self.study.data, self.study.target)
+        return dataset_task(self.study.data, self.study.target, self.study.image_size)
 
     @property
     def name(self) -> str:
@@ -115,8 +115,8 @@ def _build(trial: Any, payload: dict[str, Any]) -> tuple[Any, Any, Any]:
 def _result(trial: Any, history: History, data: Any) -> float:
     """Store the run's status and final validation and test metrics on the trial; return the
     objective, the final model's validation loss."""
-    val = evaluate(history.model, (data.x_val, data.y_val), data.task)
-    test = evaluate(history.model, (data.x_test, data.y_test), data.task)
+    val = evaluate(history.model, data.source("val"), data.task)
+    test = evaluate(history.model, data.source("test"), data.task)
     trial.set_user_attr("status", history.status)
     trial.set_user_attr("epochs_run", history.epochs_run)
     for split, metrics in (("val", val), ("test", test)):
@@ -146,8 +146,7 @@ def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
     try:
         history = fit(
             model,
-            (data.x_train, data.y_train),
-            (data.x_val, data.y_val),
+            *splits_for(settings, data, payload["seed"]),
             recipe=recipe,
             seed=payload["seed"],
             on_epoch=report,

@@ -1,0 +1,152 @@
+"""A study's data for one seed, whatever its kind: :class:`Dataset`, and how every kind is
+split (train, validation and test; stratified for classes; a training subset; noisy labels)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import Subset
+
+from ...core import Interval, check_param
+from .errors import DataError
+from .streams import loader
+
+__all__ = ["TEST_FRACTION", "VAL_FRACTION", "Dataset"]
+
+TEST_FRACTION, VAL_FRACTION = 0.3, 0.2
+
+#: Evaluation batch size of streaming data.
+STREAM_EVAL_BATCH = 256
+
+
+@dataclass
+class Dataset:
+    """One seed's split: float32 features and int64 classes or float32 targets in memory, or
+    (``splits``) ``torch.utils.data.Dataset`` objects that stream.
+
+    Read a split with :meth:`source`, which gives what :func:`reglab.fit` and
+    :func:`reglab.evaluate` take, whatever the kind; ``x_train`` and the other tensors are None
+    for streaming data.
+    """
+
+    name: str
+    task: str
+    x_train: torch.Tensor | None
+    y_train: torch.Tensor | None
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    num_classes: int | None
+    feature_names: list[str]
+    image_shape: tuple[int, int, int] | None = None
+    informative: list[int] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, Any] | None = None
+    input_shape: tuple[int, ...] | None = None
+
+    @property
+    def streams(self) -> bool:
+        """True when the splits are ``Dataset`` objects read batch by batch."""
+        return self.splits is not None
+
+    @property
+    def n_features(self) -> int:
+        """Inputs per sample (flattened)."""
+        if self.streams:
+            return math.prod(self.input_shape or ())
+        return self.x_train.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one input as the model receives it."""
+        return tuple(self.input_shape) if self.streams else (self.n_features,)
+
+    def size(self, split: str) -> int:
+        """The number of samples of ``split`` (``'train'``, ``'val'`` or ``'test'``)."""
+        if self.streams:
+            return len(self.splits[split])
+        return len(getattr(self, f"y_{split}"))
+
+    def source(
+        self,
+        split: str,
+        *,
+        batch_size: int = STREAM_EVAL_BATCH,
+        seed: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> Any:
+        """``split`` in the form :func:`reglab.fit` and :func:`reglab.evaluate` take: the
+        ``(X, y)`` tensors of in-memory data, or a ``DataLoader`` over a streaming split
+        (shuffled from ``seed`` when one is given: a training split)."""
+        if not self.streams:
+            return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        return loader(
+            self.splits[split],
+            batch_size,
+            seed=seed,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+        )
+
+    def sample(self, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` training samples as a batch (a pre-flight check's input)."""
+        if not self.streams:
+            return self.x_train[:n], self.y_train[:n]
+        train = self.splits["train"]
+        n = min(n, len(train))
+        return next(iter(loader(Subset(train, range(n)), n)))
+
+
+def _split(y: np.ndarray, task: str, seed: int, train_size: int | None) -> tuple[np.ndarray, ...]:
+    n = len(y)
+    idx = np.arange(n)
+    n_test, n_val = round(n * TEST_FRACTION), round(n * VAL_FRACTION)
+    if n - n_test - n_val < 2 or n_test < 1 or n_val < 1:
+        raise DataError(
+            f"The data has {n} rows: too few to split into train, validation and test sets."
+        )
+
+    def cut(pool: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        strata = y[pool] if task == "classification" else None
+        try:
+            return train_test_split(pool, test_size=size, random_state=seed, stratify=strata)
+        except ValueError:  # a class too rare to stratify: fall back to a plain shuffle
+            return train_test_split(pool, test_size=size, random_state=seed)
+
+    rest, test = cut(idx, n_test)
+    pool, val = cut(rest, n_val)
+    return _subset(pool, y, task, seed, train_size), val, test
+
+
+def _subset(
+    pool: np.ndarray, y: np.ndarray | None, task: str, seed: int, train_size: int | None
+) -> np.ndarray:
+    """``train_size`` of the indices ``pool``, stratified when the task has classes."""
+    if train_size is None:
+        return np.sort(pool)
+    check_param("compare", "train_size", train_size, Interval(int, 2, len(pool)))
+    if train_size < len(pool):
+        strata = y[pool] if task == "classification" and y is not None else None
+        try:
+            pool, _ = train_test_split(
+                pool, test_size=len(pool) - train_size, random_state=seed, stratify=strata
+            )
+        except ValueError:
+            pool, _ = train_test_split(pool, test_size=len(pool) - train_size, random_state=seed)
+    return np.sort(pool)
+
+
+def _noise(n: int, label_noise: float, num_classes: int, seed: int) -> dict[int, int]:
+    """Which of ``n`` training positions get a wrong label, and by how many classes each
+    moves (``1..K-1``: always another class)."""
+    rng = np.random.default_rng([seed, 7])
+    flip = rng.choice(n, size=round(label_noise * n), replace=False)
+    shift = rng.integers(1, num_classes, size=len(flip))
+    return {int(i): int(s) for i, s in zip(flip, shift, strict=True)}

@@ -1,0 +1,152 @@
+"""The seams of a study: one function per input. A study's data and its model enter only
+through :func:`dataset_for` and :func:`model_for`, whatever their kind (a built-in name, a file,
+an image folder, a user's data function or ``Dataset`` mapping, a user's model factory); the
+engines, reports, ``tune`` and ``path`` receive the same objects and never know which kind it
+was. :func:`trial_settings` turns a :class:`StudyConfig` into the plain settings every trial
+carries, :func:`fit_options` and :func:`splits_for` into what :func:`reglab.fit` takes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ...devices import check_precision, resolve_device
+from ...train import _prepare_targets
+from ..engine.device import device_for, stored_device
+from ..engine.population import Member
+from ..inputs.data import BUILTIN_DATASETS, Dataset, load_dataset
+from ..inputs.models import build_model, model_from_factory
+from ..inputs.user import in_process, is_reference
+from .config import DEFAULT_LABEL_NOISE, DEFAULT_TRAIN_SIZE, StudyConfig
+
+__all__ = ["dataset_for", "fit_options", "member_for", "model_for", "splits_for", "trial_settings"]
+
+
+def trial_settings(config: StudyConfig, task: str) -> dict[str, Any]:
+    """The settings of ``config`` that shape every trial, with defaults made concrete (the
+    device resolved: ``'auto'`` becomes what this machine has)."""
+    noise = config.label_noise
+    if noise is None:
+        builtin = config.data in BUILTIN_DATASETS
+        noise = DEFAULT_LABEL_NOISE if task == "classification" and builtin else 0.0
+    device = resolve_device(config.device, "compare")
+    check_precision(config.precision, device, "compare")
+    return {
+        "data": config.data,
+        "target": config.target,
+        "model": config.model,
+        "widths": list(config.widths),
+        "activation": config.activation,
+        "init": config.init,
+        "epochs": config.epochs,
+        "train_size": config.train_size,
+        "label_noise": noise,
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "optimizer": config.optimizer,
+        "divergence_threshold": config.divergence_threshold,
+        "engine": config.engine,
+        "model_args": dict(config.model_args),
+        "image_size": None if config.image_size is None else list(config.image_size),
+        "num_workers": config.num_workers,
+        "device": stored_device(config.device, device),
+        "precision": config.precision,
+        "deterministic": config.deterministic,
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _dataset(
+    data: str,
+    target: str | None,
+    seed: int,
+    train_size: int | None,
+    label_noise: float,
+    image_size: tuple[int, ...] | None,
+) -> Dataset:
+    options = {"seed": seed, "target": target, "label_noise": label_noise}
+    options["image_size"] = image_size
+    if train_size is None and data in BUILTIN_DATASETS:  # at most 300, fewer when fewer
+        probe = load_dataset(data, **options)
+        if probe.size("train") <= DEFAULT_TRAIN_SIZE:
+            return probe
+        train_size = DEFAULT_TRAIN_SIZE
+    return load_dataset(data, train_size=train_size, **options)
+
+
+def dataset_for(settings: Mapping[str, Any], seed: int) -> Dataset:
+    """The data of one seed under ``settings`` (cached per process): the one seam through
+    which every kind of data (built-in, file, image folder, data function, ``Dataset``
+    mapping) enters a study."""
+    size = settings.get("image_size")
+    return _dataset(
+        settings["data"],
+        settings["target"],
+        seed,
+        settings["train_size"],
+        settings["label_noise"],
+        None if size is None else tuple(size),
+    )
+
+
+def model_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> torch.nn.Module:
+    """The initial model of one seed, the same weights for every recipe: the one seam through
+    which a built-in model or a user's factory (called as ``function(input_shape,
+    num_outputs, **model_args)`` with torch seeded from ``seed``) enters a study."""
+    out = data.num_classes if data.task == "classification" else 1
+    spec = settings["model"]
+    if is_reference(spec) or in_process(spec):
+        return model_from_factory(
+            spec, data.shape, out, seed=seed, model_args=settings.get("model_args") or {}
+        )
+    model = build_model(
+        spec,
+        data.n_features,
+        out,
+        seed=seed,
+        widths=settings["widths"],
+        activation=settings["activation"],
+        init=settings["init"],
+        image_shape=data.image_shape,
+    )
+    if len(data.shape) > 1:  # streaming images arrive as (B, C, H, W); built-ins read rows
+        model = torch.nn.Sequential(torch.nn.Flatten(), *model)
+    return model
+
+
+def fit_options(settings: Mapping[str, Any], data: Dataset) -> dict[str, Any]:
+    """The keyword arguments of :func:`reglab.fit` (and of ``fit_population``) that a study's
+    settings and data fix: epochs, optimizer, lr, batch size, task, classes, divergence,
+    device and precision."""
+    return {
+        "epochs": settings["epochs"],
+        "optimizer": settings["optimizer"],
+        "lr": settings["lr"],
+        "batch_size": settings["batch_size"],
+        "task": data.task,
+        "num_classes": data.num_classes,
+        "divergence_threshold": settings["divergence_threshold"],
+        "device": device_for(settings),
+        "precision": settings.get("precision", "32"),
+    }
+
+
+def splits_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> tuple[Any, Any]:
+    """The training and validation data of one seed as :func:`reglab.fit` takes them: tensors,
+    or ``DataLoader`` s (training shuffled from ``seed``) for streaming data."""
+    pin = device_for(settings).type == "cuda"
+    workers = settings.get("num_workers", 0)
+    train = data.source(
+        "train", batch_size=settings["batch_size"], seed=seed, num_workers=workers, pin_memory=pin
+    )
+    return train, data.source("val", num_workers=workers, pin_memory=pin)
+
+
+def member_for(data: Dataset, model: torch.nn.Module, recipe: Any, seed: int) -> Member:
+    """A population member on ``data``'s training and validation splits."""
+    train = (data.x_train, _prepare_targets(data.y_train, data.task))
+    return Member(model, recipe, train, (data.x_val, _prepare_targets(data.y_val, data.task)), seed)

@@ -1,0 +1,210 @@
+"""One trial (a recipe at a seed) or a population of trials: trained, evaluated, and turned into
+the JSON-ready result a study writes to ``<out>/trials/``. A trial never raises: a failure is a
+result with status ``failed`` and its error's first line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ... import __version__
+from ...core import ConfigError
+from ...devices import deterministic
+from ...train import History, evaluate, fit
+from ..engine.population import fit_population, population_reason
+from ..inputs.data import Dataset
+from ..inputs.recipes import build_recipe
+from ..reports.calibration import raw_weight_metrics, uncertainty_figures
+from ..reports.inspect import model_figures
+from .seams import dataset_for, fit_options, member_for, model_for, splits_for
+
+__all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
+
+
+#: Settings a trial carries that do not change its numbers: a rerun with another value reuses it.
+NOT_IN_KEY = ("num_workers",)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One recipe at one seed, with everything a worker process needs."""
+
+    recipe: str
+    spec: tuple  # JSON text of the regularizer specs, to keep the dataclass hashable
+    seed: int
+    settings: tuple  # sorted (key, value) pairs of the study settings that shape a trial
+
+    @property
+    def key(self) -> str:
+        """A hash of the configuration of this trial (and reglab's version): every setting but
+        those that cannot change its numbers (:data:`NOT_IN_KEY`)."""
+        shaping = [kv for kv in self.settings if kv[0] not in NOT_IN_KEY]
+        payload = json.dumps([self.recipe, self.spec, self.seed, shaping, __version__])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def filename(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.recipe)
+        return f"{safe}__seed{self.seed}.json"
+
+
+def run_trial(trial: Trial) -> dict[str, Any]:
+    """Train one trial with :func:`reglab.fit` and evaluate its final model; never raises for a
+    failed run.
+
+    Returns:
+        A JSON-ready dict: ``recipe``, ``seed``, ``key``, ``engine`` (``'sequential'``),
+        ``status`` (``completed``, ``stopped_early``, ``diverged`` or ``failed``), ``message``,
+        ``epochs_run``, ``seconds``, ``history`` (per-epoch records), ``final`` (split ->
+        metrics of the final model, after any restore), ``model`` (sparsity and norms, overall
+        and per layer; inputs kept), ``histogram`` and ``features`` (names of the inputs still
+        used, or None); see :func:`reglab.lab.reports.inspect.model_figures`. ``final['test']``
+        also holds calibration and Monte-Carlo dropout figures and ``calibration`` the
+        reliability counts (see :func:`reglab.lab.reports.calibration.uncertainty_figures`);
+        ``final['test_raw']`` holds the raw weights' test metrics of a recipe with weight averaging.
+    """
+    settings = _settings(trial)
+    started = time.perf_counter()
+    try:
+        with deterministic(settings.get("deterministic", False)):
+            data = dataset_for(settings, trial.seed)
+            model = model_for(settings, data, trial.seed)
+            recipe = build_recipe(json.loads(trial.spec[0]), data.image_shape)
+            history = fit(
+                model,
+                *splits_for(settings, data, trial.seed),
+                recipe=recipe,
+                seed=trial.seed,
+                **fit_options(settings, data),
+            )
+            result = trial_result(trial, data, history, recipe)
+    except Exception as exc:  # the trial fails with its error; the study goes on
+        return _failed(trial, error_line(exc), time.perf_counter() - started)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def run_population(trials: Sequence[Trial], report: Callable[[int], None] | None = None) -> list:
+    """Train trials of one study together with :func:`reglab.lab.engine.population.fit_population`
+    and evaluate each as :func:`run_trial` does (``engine`` is ``'population'``; ``seconds``
+    is the population's time shared equally). Trials it cannot batch run with :func:`run_trial`.
+
+    Args:
+        trials: trials with the same settings.
+        report: called with each finished epoch (progress).
+
+    Returns:
+        One result dict per trial, in order.
+    """
+    started = time.perf_counter()
+    settings = _settings(trials[0])
+    with deterministic(settings.get("deterministic", False)):
+        return _run_population(trials, report, settings, started)
+
+
+def _run_population(
+    trials: Sequence[Trial],
+    report: Callable[[int], None] | None,
+    settings: dict[str, Any],
+    started: float,
+) -> list:
+    results: list[dict[str, Any] | None] = [None] * len(trials)
+    members, index, built = [], [], []
+    for i, trial in enumerate(trials):
+        try:
+            data = dataset_for(settings, trial.seed)
+            recipe = build_recipe(json.loads(trial.spec[0]), data.image_shape)
+            model = model_for(settings, data, trial.seed)
+        except ConfigError as exc:
+            results[i] = _failed(trial, str(exc), 0.0)
+            continue
+        if data.streams or population_reason(model, recipe) is not None:
+            results[i] = run_trial(trial)
+            continue
+        members.append(member_for(data, model, recipe, trial.seed))
+        index.append(i)
+        built.append((data, recipe))
+    if members:
+        try:
+            histories = fit_population(
+                members,
+                on_epoch=None if report is None else (lambda epoch, alive: report(epoch)),
+                **fit_options(settings, built[0][0]),
+            )
+        except Exception:  # one member's error: each trial alone, so only that one fails
+            for i in index:
+                results[i] = run_trial(trials[i])
+            return results
+        share = (time.perf_counter() - started) / len(members)
+        for i, history, (data, recipe) in zip(index, histories, built, strict=True):
+            results[i] = trial_result(trials[i], data, history, recipe, "population")
+            results[i]["seconds"] = share
+    return results
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a trial's error: a ConfigError's message, else ``Type: first line``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, ConfigError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _settings(trial: Trial) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in trial.settings}
+
+
+def _failed(trial: Trial, message: str, seconds: float) -> dict[str, Any]:
+    return {
+        "recipe": trial.recipe,
+        "seed": trial.seed,
+        "key": trial.key,
+        "engine": _settings(trial).get("engine", "sequential"),
+        "status": "failed",
+        "message": message,
+        "epochs_run": 0,
+        "history": [],
+        "final": {},
+        "model": {},
+        "histogram": {},
+        "seconds": seconds,
+    }
+
+
+def trial_result(
+    trial: Trial, data: Dataset, history: History, recipe: Any, engine: str = "sequential"
+) -> dict[str, Any]:
+    """The result dict of :func:`run_trial` (without ``seconds``) for a finished training."""
+    final_model = history.model
+    final = {
+        split: evaluate(final_model, data.source(split), data.task)
+        for split in ("train", "val", "test")
+    }
+    test = data.source("test")
+    extra, bins = uncertainty_figures(final_model, test, data.task, trial.seed)
+    final["test"].update(extra)
+    raw = raw_weight_metrics(recipe, final_model, test, data.task)
+    if raw is not None:
+        final["test_raw"] = raw
+    inspected = model_figures(final_model, data)
+    finite = all(math.isfinite(v) for m in final.values() for k, v in m.items() if k != "r2")
+    return {
+        "recipe": trial.recipe,
+        "seed": trial.seed,
+        "key": trial.key,
+        "engine": engine,
+        "status": history.status,
+        "message": history.message,
+        "epochs_run": history.epochs_run,
+        "history": history.epochs,
+        "final": final if finite else {},
+        "model": inspected["figures"] if finite else {},
+        "histogram": inspected["histogram"] if finite else {},
+        "features": inspected.get("features") if finite else None,
+        "calibration": bins if finite else None,
+    }

@@ -2,6 +2,8 @@
 the same trials in a plain sequential PyTorch loop, in one run; wall time and peak memory.
 
 Run by hand: `.venv/bin/python benchmarks/study_speed.py` (about 5 minutes on two cores).
+`--device cuda` runs the two engines on the GPU (one worker per device) and prints the
+population-vs-sequential ratio there (it needs a CUDA machine).
 
 The trials are those of `reglab compare` with no arguments: digits, 300 training samples, MLP
 64-256-256-10, Adam lr 1e-3, batch 32, 150 epochs, the 10 recipes of the default panel x 3 seeds,
@@ -59,11 +61,11 @@ def plain_loop(threads: int) -> None:
                         float(F.cross_entropy(out, ey)), float((out.argmax(1) == ey).float().mean())
 
 
-def engine(name: str) -> None:
+def engine(name: str, device: str = "cpu") -> None:
     from reglab.lab.studies.study import StudyConfig, run_study
 
     with tempfile.TemporaryDirectory() as out:
-        run = run_study(StudyConfig(engine=name), out)
+        run = run_study(StudyConfig(engine=name, device=device), out)
         assert len(run.results) == 30 and all(r["status"] != "failed" for r in run.results)
 
 
@@ -98,6 +100,16 @@ def compare_wall() -> float:
         return wall
 
 
+def on_device(device: str) -> None:
+    """The two engines on ``device`` (e.g. cuda), and their ratio."""
+    rows = {}
+    for name in ("population", "sequential"):
+        rows[name] = measure(f"{name}@{device}")
+        print(f"{name:11s} on {device}: {rows[name][0]:7.1f} s  peak {rows[name][1]:6.0f} MB")
+    ratio = rows["sequential"][0] / rows["population"][0]
+    print(f"default study on {device}: population engine {ratio:.2f}x the sequential engine")
+
+
 def main() -> None:
     rows = {}
     for variant in ("population", "sequential", "plain1", "plain2"):
@@ -119,12 +131,15 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 2 and sys.argv[1] == "--device":
+        on_device(sys.argv[2])
+    elif len(sys.argv) > 1:
         variant = sys.argv[1]
         if variant.startswith("plain"):
             plain_loop(int(variant[-1]))
         else:
-            engine(variant)
+            name, _, device = variant.partition("@")
+            engine(name, device or "cpu")
         print(_peak_mb())
     else:
         main()

@@ -72,7 +72,7 @@ from .structure import (
 from .targets import ConfidencePenalty, LabelSmoothing, confidence_penalty, smooth_labels
 from .train import History, evaluate, fit
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "EMA",

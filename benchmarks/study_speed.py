@@ -28,10 +28,34 @@ from pathlib import Path
 EPOCHS = 150
 
 
+def plain_trial(model, train, val, epochs: int, seed: int) -> None:
+    """One trial in plain PyTorch: Adam, batch 32, shuffled from ``seed``, then cross-entropy
+    and accuracy of train and val each epoch (what every engine records)."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = train
+    for _epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), 32):
+            idx = order[start : start + 32]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for ex, ey in (train, val):
+                out = model(ex)
+                float(F.cross_entropy(out, ey)), float((out.argmax(1) == ey).float().mean())
+
+
 def plain_loop(threads: int) -> None:
     """The default study's 30 trials, one after another, in plain PyTorch."""
     import torch
-    import torch.nn.functional as F
 
     from reglab.lab.inputs.recipes import DEFAULT_PANEL, IMAGE_PANEL
     from reglab.lab.studies.study import StudyConfig, dataset_for, model_for, trial_settings
@@ -42,23 +66,8 @@ def plain_loop(threads: int) -> None:
         data = dataset_for(settings, seed)
         for _ in DEFAULT_PANEL + IMAGE_PANEL:
             model = model_for(settings, data, seed)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-            gen = torch.Generator().manual_seed(seed)
-            x, y = data.x_train, data.y_train
-            for _epoch in range(EPOCHS):
-                model.train()
-                order = torch.randperm(len(x), generator=gen)
-                for start in range(0, len(x), 32):
-                    idx = order[start : start + 32]
-                    loss = F.cross_entropy(model(x[idx]), y[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                model.eval()
-                with torch.no_grad():
-                    for ex, ey in ((x, y), (data.x_val, data.y_val)):
-                        out = model(ex)
-                        float(F.cross_entropy(out, ey)), float((out.argmax(1) == ey).float().mean())
+            train, val = (data.x_train, data.y_train), (data.x_val, data.y_val)
+            plain_trial(model, train, val, EPOCHS, seed)
 
 
 def engine(name: str, device: str = "cpu") -> None:

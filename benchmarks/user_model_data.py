@@ -91,30 +91,12 @@ def per_epoch(trial) -> float:
 
 
 def plain_per_epoch() -> float:
-    import torch.nn.functional as F
+    from study_speed import plain_trial
 
     data = user_datasets()
-    x, y = data["train"].tensors
-    vx, vy = data["val"].tensors
     torch.manual_seed(0)
-    model = user_mlp((64,), 10)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    gen = torch.Generator().manual_seed(0)
     started = time.perf_counter()
-    for _ in range(EPOCHS):
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), 32):
-            idx = order[start : start + 32]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            for ex, ey in ((x, y), (vx, vy)):
-                out = model(ex)
-                float(F.cross_entropy(out, ey)), float((out.argmax(1) == ey).float().mean())
+    plain_trial(user_mlp((64,), 10), data["train"].tensors, data["val"].tensors, EPOCHS, 0)
     return (time.perf_counter() - started) / EPOCHS
 
 

@@ -61,12 +61,16 @@ _STUDY_OPTIONS = [
     click.option("--activation", help="relu (default), gelu, tanh, silu, elu, leaky_relu or selu."),
     click.option("--epochs", type=int, help="Epochs per trial (default 150)."),
     click.option(
-        "--train-size", type=int, help="Training samples (default: 300, or all if fewer)."
+        "--train-size",
+        type=int,
+        help="Training samples (default: 300 of a built-in data set, or all if fewer; every "
+        "sample of your own data).",
     ),
     click.option(
         "--label-noise",
         type=float,
-        help="Fraction of training labels made wrong (default 0.3 for classification).",
+        help="Fraction of training labels made wrong (default 0.3 for built-in classification "
+        "data, 0 for your own).",
     ),
     click.option("--lr", type=float, help="Learning rate (default 1e-3)."),
     click.option("--batch-size", type=int, help="Batch size (default 32)."),

@@ -11,7 +11,7 @@ from torch import nn
 
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ...structure import Residual
-from .user import load_function
+from .user import first_line, load_function
 
 __all__ = ["MODELS", "build_model", "model_from_factory"]
 
@@ -184,9 +184,9 @@ def model_from_factory(
         except ConfigError:
             raise
         except Exception as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ConfigError(
-                f"The model factory {spec!r} raised {type(exc).__name__}: {text} (called with "
+                f"The model factory {spec!r} raised {type(exc).__name__}: {first_line(exc)} "
+                "(called with "
                 f"input_shape={tuple(input_shape)}, num_outputs={num_outputs}, "
                 f"model_args={model_args or {}})."
             ) from None

@@ -22,7 +22,14 @@ from typing import Any
 
 from ...core import ConfigError
 
-__all__ = ["in_process", "is_reference", "load_function", "reference", "resolve_object"]
+__all__ = [
+    "first_line",
+    "in_process",
+    "is_reference",
+    "load_function",
+    "reference",
+    "resolve_object",
+]
 
 _REFERENCE = re.compile(r"^(?P<target>[^:]+):(?P<name>[A-Za-z_][A-Za-z0-9_.]*)$")
 _OBJECTS: dict[str, Any] = {}
@@ -60,7 +67,7 @@ def _import_file(path: Path, param: str, owner: str) -> Any:
         del sys.modules[name]
         raise ConfigError(
             f"The '{param}' parameter of {owner} names {str(path)!r}, which raised "
-            f"{type(exc).__name__}: {_first_line(exc)} when imported."
+            f"{type(exc).__name__}: {first_line(exc)} when imported."
         ) from None
     return module
 
@@ -74,11 +81,12 @@ def _import_module(target: str, param: str, owner: str) -> Any:
     except Exception as exc:
         raise ConfigError(
             f"The '{param}' parameter of {owner} names the module {target!r}, which cannot be "
-            f"imported: {type(exc).__name__}: {_first_line(exc)}."
+            f"imported: {type(exc).__name__}: {first_line(exc)}."
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ('' when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
 

@@ -16,7 +16,7 @@ from .dataset import Dataset, _noise, _split, _subset
 from .errors import DataError
 from .images import ImageFolder
 from .streams import NoisyLabels, labels_of, sample_target
-from .user import load_function, resolve_object
+from .user import first_line, load_function, resolve_object
 
 __all__ = ["function_data", "streamed"]
 
@@ -47,9 +47,8 @@ def function_data(name: str, arrays: Callable[..., Any]) -> Any:
     except ConfigError:
         raise
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise DataError(
-            f"The data function {name!r} raised {type(exc).__name__}: {text}."
+            f"The data function {name!r} raised {type(exc).__name__}: {first_line(exc)}."
         ) from None
     if isinstance(value, Mapping):
         return _mapping(value, name)

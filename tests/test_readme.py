@@ -61,3 +61,32 @@ def test_readme_own_model_and_data_command_runs(tmp_path, monkeypatch, cli):
     assert code == 0, err
     assert (tmp_path / "runs" / "mine" / "report.html").is_file()
     assert "test metrics are on 'val'" in out
+
+
+def test_readme_lightning_example_runs(tmp_path, monkeypatch):
+    """The Lightning example, with the part it leaves to the user ("...") filled in."""
+    import pytest
+
+    pytest.importorskip(
+        "lightning", reason="lightning is not installed: pip install reglab[lightning]"
+    )
+    monkeypatch.chdir(tmp_path)
+    block = re.findall(r"```python\n(.*?)```", _section("Inside Lightning"), flags=re.S)[0]
+    filled = block.replace(
+        "    ...  # __init__, validation_step",
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),\n"
+        "                                       torch.nn.Linear(32, 10))\n"
+        "    def validation_step(self, batch, batch_idx):\n"
+        "        self.log('val_loss', F.cross_entropy(self.net(batch[0]), batch[1]))\n"
+        "    def configure_optimizers(self):\n"
+        "        return torch.optim.Adam(self.parameters(), lr=1e-3)\n"
+        "    # ",
+    ).replace("max_epochs=100", "max_epochs=2, logger=False, enable_progress_bar=False")
+    assert filled != block
+    x, y = torch.randn(96, 64), torch.randint(0, 10, (96,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    namespace = {"torch": torch, "train": loader, "val": loader}
+    exec(compile(filled, "README.md", "exec"), namespace)
+    assert namespace["recipe"].regularizers[0].penalty() > 0

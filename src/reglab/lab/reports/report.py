@@ -183,6 +183,7 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;colo
 table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;
 text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold}
+.verdict{background:#f6f8fa;border-left:4px solid #4a7;padding:0.6em 1em;line-height:1.5}
 code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}"""
 
 
@@ -277,8 +278,10 @@ def write_report(
     task: str,
     plots: Sequence[Path],
     recipes: Mapping[str, Any],
+    verdict: str = "",
 ) -> None:
-    """One HTML file with the table, the plots (embedded) and each trial's status."""
+    """One HTML file: the verdict first, then the table, the plots (embedded) and each trial's
+    status."""
     esc = html.escape
     header, rows = summary_rows(summary, task)
     table = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
@@ -305,11 +308,16 @@ def write_report(
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{esc(title)}</h1>
+{f'<p class="verdict">{esc(verdict)}</p>' if verdict else ""}
 <h2>Comparison</h2>
 <p>Mean ± 95% confidence interval over seeds (Student t). Each seed has its own data split and
-initial weights, shared by every recipe, so differences from baseline are paired;
-<span class="sig">bold*</span> marks a paired t-test with p &lt; 0.05 (not corrected for the
-number of recipes). The gap is train − test {esc(primary_metric(task))}.</p>
+initial weights, shared by every recipe, so differences from baseline are paired (Δ: the mean
+paired difference, with the paired t-test's p-value Holm-adjusted across the recipes compared,
+one family per metric); <span class="sig">bold*</span> marks an adjusted p &lt; 0.05. "n for
+80%" is the number of seeds a paired t-test would need to detect the observed difference in test
+{esc(primary_metric(task))} with 80% power at the corrected level (∞: no observed difference).
+The gap is train − test {esc(primary_metric(task))}. <code>summary.csv</code> adds the unadjusted
+p, Cohen's d_z and the seeds needed for every compared metric.</p>
 <table>{table}</table>
 <h2>Effect on test performance and the generalization gap</h2>{_img(plots[1])}
 <h2>Learning curves</h2>{_img(plots[0])}

@@ -11,7 +11,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from .stats import RecipeSummary, summarize
+from .stats import MAX_SEEDS, Paired, RecipeSummary, summarize
 
 __all__ = ["RESULT_COLUMNS", "comparison", "per_trial_figures", "result_rows", "to_csv"]
 
@@ -142,14 +142,43 @@ def label(metric: str) -> str:
     return _LABELS.get(metric, metric)
 
 
-def summary_rows(summary: Sequence[RecipeSummary], task: str) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells of the comparison table (shared by the terminal, CSV and HTML)."""
+def seeds_cell(paired: Paired | None) -> str:
+    """The "n for 80%" cell: the seeds a paired t-test would need to detect the observed
+    difference with 80% power at the corrected level; empty when significant or untested,
+    ``∞`` when the observed difference is 0."""
+    if paired is None or paired.diff.n < 2 or paired.significant:
+        return ""
+    if paired.seeds_needed is None:
+        return "∞"
+    if paired.seeds_needed >= MAX_SEEDS:
+        return f">{MAX_SEEDS}"
+    return str(paired.seeds_needed)
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else ""
+
+
+def summary_rows(
+    summary: Sequence[RecipeSummary], task: str, detail: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the comparison table (shared by the terminal, CSV and HTML).
+
+    Each compared metric has a ``Δ ... vs baseline`` cell (the mean paired difference and its
+    Holm-adjusted p, ``*`` when below 0.05). The table shows "n for 80%" of the test metric;
+    with ``detail`` (``summary.csv``) every compared metric has ``p`` (unadjusted), ``p_holm``,
+    ``d_z`` and ``n for 80%`` columns instead."""
     metrics, compare = table_metrics(task)
     header = (
         ["recipe", "n"]
         + [label(m) for m in metrics]
         + [f"Δ {label(c)} vs baseline" for c in compare]
     )
+    if detail:
+        for c in compare:
+            header += [f"{k} ({label(c)})" for k in ("p", "p_holm", "d_z", "n for 80%")]
+    else:
+        header.append(f"n for 80% ({label(compare[0])})")
     rows = []
     for s in summary:
         n = f"{s.n_ok}/{s.n_trials}"
@@ -160,6 +189,20 @@ def summary_rows(summary: Sequence[RecipeSummary], task: str) -> tuple[list[str]
         for c in compare:
             paired = s.versus_baseline.get(c)
             cells.append(paired.format() if paired else "")
+        if detail:
+            for c in compare:
+                paired = s.versus_baseline.get(c)
+                if paired is None:
+                    cells += ["", "", "", ""]
+                    continue
+                cells += [
+                    _number(paired.p_value, 4),
+                    _number(paired.p_holm, 4),
+                    _number(paired.d_z, 2),
+                    seeds_cell(paired),
+                ]
+        else:
+            cells.append(seeds_cell(s.versus_baseline.get(compare[0])))
         rows.append(cells)
     return header, rows
 
@@ -167,9 +210,11 @@ def summary_rows(summary: Sequence[RecipeSummary], task: str) -> tuple[list[str]
 def rich_tables(summary: Sequence[RecipeSummary], task: str) -> list[Table]:
     """Two compact terminal tables: generalization (with the paired tests), then the model."""
     m = primary_metric(task)
+    family = max((len([s for s in summary if f"test_{m}" in s.versus_baseline])), 1)
     caption = (
-        "mean ± 95% CI over seeds · Δ: paired difference from baseline, "
-        "* when p < 0.05 (paired t-test over seeds)"
+        "mean ± 95% CI over seeds · Δ: paired difference from baseline (paired t-test over "
+        f"seeds), p Holm-adjusted across the {family} recipe(s) compared, * when p < 0.05 · "
+        "n 80%: seeds a paired t-test would need to detect the observed Δ test with 80% power"
     )
     first = Table(
         title=f"Generalization: {m}",
@@ -177,7 +222,7 @@ def rich_tables(summary: Sequence[RecipeSummary], task: str) -> list[Table]:
         box=box.SIMPLE_HEAD,
     )
     second = Table(title="The trained model", box=box.SIMPLE_HEAD)
-    for col in ("recipe", "n", "train", "val", "test", "gap", "Δ test", "Δ gap"):
+    for col in ("recipe", "n", "train", "val", "test", "gap", "Δ test", "Δ gap", "n 80%"):
         first.add_column(col, justify="left" if col == "recipe" else "right", no_wrap=True)
     model_columns = ["recipe", "test loss", "zero weights", "‖w‖₂", "epochs"]
     if task == "classification":
@@ -202,6 +247,7 @@ def rich_tables(summary: Sequence[RecipeSummary], task: str) -> list[Table]:
             est(s, "gap"),
             delta(s, f"test_{m}"),
             delta(s, "gap"),
+            seeds_cell(s.versus_baseline.get(f"test_{m}")),
         )
         second.add_row(
             s.recipe,

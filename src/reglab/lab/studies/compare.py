@@ -24,6 +24,7 @@ from ..reports.results import (
     summary_rows,
     to_csv,
 )
+from ..reports.verdict import verdict_text
 from .study import StudyConfig, StudyRun, run_study
 
 __all__ = ["compare", "write_outputs"]
@@ -39,7 +40,7 @@ def write_outputs(run: StudyRun) -> dict[str, Path]:
         for name in ("results.csv", "summary.csv", "trials.csv", "study.toml", "report.html")
     }
     paths["results.csv"].write_text(to_csv(RESULT_COLUMNS, result_rows(run.results)))
-    header, rows = summary_rows(summary, run.task)
+    header, rows = summary_rows(summary, run.task, detail=True)
     paths["summary.csv"].write_text(to_csv(header, rows))
     paths["trials.csv"].write_text(
         to_csv(
@@ -71,6 +72,7 @@ def write_outputs(run: StudyRun) -> dict[str, Path]:
         task=run.task,
         plots=plots,
         recipes=run.recipes,
+        verdict=verdict_text(summary, run.task, run.config.baseline),
     )
     return paths
 
@@ -190,6 +192,8 @@ def compare(
         else:
             run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
     console.print(_describe(run))
+    summary = comparison(run.results, run.task, config.baseline)
+    console.print(verdict_text(summary, run.task, config.baseline), style="bold")
     if run.reused:
         console.print(f"Reused {run.reused} finished trials from {out}.")
     if run.requeued:
@@ -213,8 +217,7 @@ def compare(
         console.print(f"{', '.join(names)} trained one trial at a time (not batched): {reason}.")
     paths = write_outputs(run)
     run.paths = paths
-    summary = comparison(run.results, run.task, config.baseline)
-    header, rows = summary_rows(summary, run.task)
+    header, rows = summary_rows(summary, run.task, detail=True)
     run.table = [dict(zip(header, row, strict=True)) for row in rows]
     for table in rich_tables(summary, run.task):
         console.print(table)

@@ -283,3 +283,64 @@ def test_a_user_class_never_replaces_a_builtin_in_the_registry():
 
     assert Regularizer.registry["L2"] is reglab.L2
     assert type(reglab.from_config({"type": "L2", "strength": 0.1})) is reglab.L2
+
+
+def _unattached_calls():
+    from reglab.lab.inputs.recipes import BUILTIN_RECIPES
+
+    x, y = torch.randn(4, 64), torch.tensor([0, 1, 2, 3])
+    hooks = (
+        ("on_batch", (x, y)),
+        ("on_loss", (torch.tensor(1.0), torch.randn(4, 10))),
+        ("on_after_backward", ()),
+        ("on_after_step", ()),
+        ("on_epoch_end", ({"epoch": 1, "val_loss": 1.0},)),
+        ("on_fit_end", ()),
+        ("penalty", ()),
+        ("logs", ()),
+    )
+    for name, (_, spec) in BUILTIN_RECIPES.items():
+        for item in spec:
+            item = dict(item)
+            if item["type"] in ("ImageAugment", "Cutout", "CutMix"):
+                item["image_shape"] = [1, 8, 8]
+            if item["type"] in ("Mixup", "CutMix", "LabelSmoothing"):
+                item["num_classes"] = 10
+            for hook, args in hooks:
+                yield f"{name}-{item['type']}-{hook}", item, hook, args
+
+
+@pytest.mark.parametrize(
+    ("item", "hook", "args"),
+    [c[1:] for c in _unattached_calls()],
+    ids=[c[0] for c in _unattached_calls()],
+)
+def test_every_builtin_hook_before_attach_works_or_says_to_attach(item, hook, args):
+    from reglab.serialize import recipe_from_specs
+
+    reg = recipe_from_specs([item]).regularizers[0]
+    try:
+        getattr(reg, hook)(*args)
+    except reglab.ConfigError as exc:  # never an AttributeError or TypeError of our internals
+        assert "attach" in str(exc) and "\n" not in str(exc)
+
+
+def test_mixup_in_a_plain_loop_without_attach():
+    x, y = torch.randn(8, 5), torch.arange(8) % 4
+    _, soft = reglab.Mixup(0.4, num_classes=4).on_batch(x, y)
+    assert soft.shape == (8, 4) and torch.allclose(soft.sum(1), torch.ones(8))
+    with pytest.raises(reglab.ConfigError, match="'num_classes' parameter of Mixup"):
+        reglab.Mixup(0.4).on_batch(x, y)
+
+
+def test_hasattr_still_works_on_unattached_regularizers():
+    from reglab.core import NotAttachedError
+
+    reg = reglab.L2(0.1)
+    with pytest.raises(NotAttachedError, match="call recipe.attach"):
+        reg.penalty()
+    assert not hasattr(reg, "selection")
+    assert getattr(reg, "stop_reason", None) is None
+    reg.attach(torch.nn.Linear(2, 2))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        reg.nothing  # noqa: B018

@@ -214,3 +214,14 @@ def test_dilate_equals_max_pooling(k):
 
     m = (torch.rand(3, 2, 9, 7, generator=_gen()) < 0.1).float()
     assert torch.equal(_dilate(m, k), nn.functional.max_pool2d(m, k, stride=1))
+
+
+def test_mc_predict_refuses_softmax_of_a_single_output():
+    model = reglab.Dropout(0.5).transform_model(
+        torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    )
+    x = torch.randn(10, 3)
+    with pytest.raises(reglab.ConfigError, match="'probabilities' parameter of mc_predict must be"):
+        reglab.mc_predict(model, x)
+    mean, std = reglab.mc_predict(model, x, probabilities=False)
+    assert mean.shape == (10, 1) and float(std.min()) > 0  # the spread is real

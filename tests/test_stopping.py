@@ -162,3 +162,26 @@ def test_stop_reason_enum_values():
 def test_new_arguments_are_checked(kwargs, name):
     with pytest.raises(reglab.ConfigError, match=f"'{name}' parameter of EarlyStopping"):
         reglab.EarlyStopping(**kwargs)
+
+
+@pytest.mark.parametrize("numbering", ["from 0", "from 1", "none"])
+def test_first_epoch_counts_however_the_loop_numbers_epochs(numbering):
+    """A loop counting epochs from 0 (as Keras's) used to have its first epoch skipped: a best
+    first epoch was then never restored."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    stopper = reglab.EarlyStopping(patience=2)
+    stopper.attach(model)
+    first = model.weight.detach().clone()
+    for i, value in enumerate([0.1, 0.5, 0.6, 0.7]):
+        metrics = {"val_loss": value}
+        if numbering != "none":
+            metrics["epoch"] = i + (0 if numbering == "from 0" else 1)
+        if stopper.on_epoch_end(metrics):
+            break
+        with torch.no_grad():
+            model.weight.add_(1.0)
+    stopper.on_fit_end()
+    assert stopper.best == 0.1 and stopper.stopped_epoch is not None
+    assert stopper.best_epoch == {"from 0": 0, "from 1": 1, "none": 1}[numbering]
+    assert torch.equal(model.weight, first)  # the first epoch's weights were restored

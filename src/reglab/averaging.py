@@ -124,7 +124,8 @@ class EMA(_Averaging):
 
     @torch.no_grad()
     def on_after_step(self) -> None:
-        torch._foreach_lerp_(self._avg, self._tensors, 1 - self.current_decay())
+        tensors = self._check_attached("on_after_step")
+        torch._foreach_lerp_(self._avg, tensors, 1 - self.current_decay())
         self.updates += 1
 
 

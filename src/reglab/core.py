@@ -117,10 +117,24 @@ class Regularizer:
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
             cls.__init__ = _capture_config(cls, cls.__dict__["__init__"])  # type: ignore[method-assign]
+        if "attach" in cls.__dict__:
+            cls.attach = _marking_attached(cls.__dict__["attach"])  # type: ignore[method-assign]
         taken = Regularizer.registry.get(cls.__name__)
         builtin = taken is not None and taken.__module__.startswith("reglab.")
         if not cls.__name__.startswith("_") and not builtin:
             Regularizer.registry[cls.__name__] = cls
+
+    def __getattr__(self, name: str) -> Any:
+        """Reached only for an attribute that is not there: before ``attach``, the state that
+        ``attach`` sets up, so a hook called too early says so in one line (a
+        :class:`NotAttachedError`, which is also an ``AttributeError``)."""
+        if name.startswith("__") or self.__dict__.get("_attached", False):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise NotAttachedError(
+            f"The 'model' parameter of {type(self).__name__}.attach must be given before its "
+            "hooks run: call recipe.attach(model, optimizer) first (reglab.fit does). Got a "
+            "hook called on an unattached regularizer."
+        )
 
     # -- configuration
     def get_config(self) -> dict[str, Any]:
@@ -179,6 +193,20 @@ class Regularizer:
     def logs(self) -> dict[str, float]:
         """Figures to log once per epoch (e.g. the fraction of clipped steps)."""
         return {}
+
+
+class NotAttachedError(ConfigError, AttributeError):
+    """A hook that needs the model (its parameters, optimizer or generator) was called before
+    ``attach``. Also an ``AttributeError``, so ``hasattr`` and ``getattr(..., default)`` work."""
+
+
+def _marking_attached(attach: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(attach)
+    def wrapper(self: Regularizer, *args: Any, **kwargs: Any) -> None:
+        attach(self, *args, **kwargs)
+        self.__dict__["_attached"] = True
+
+    return wrapper
 
 
 def _overrides(reg: Regularizer, hook: str) -> bool:

@@ -51,7 +51,8 @@ def mc_predict(
         :class:`MCPrediction` ``(mean, std)``, each shaped like one model output.
 
     Raises:
-        ConfigError: for ``samples < 2`` or a model without dropout modules.
+        ConfigError: for ``samples < 2``, a model without dropout modules, or
+            ``probabilities=True`` on a model with a single output.
 
     Example:
         >>> mean, std = reglab.mc_predict(model, x_test, samples=50)
@@ -75,6 +76,12 @@ def mc_predict(
         total = sq = None
         for _ in range(samples):
             out = model(x)
+            if probabilities and out.shape[-1] == 1:
+                raise ConfigError(
+                    "The 'probabilities' parameter of mc_predict must be False for a model with "
+                    "one output (a softmax over one logit is always 1, so the spread would be 0; "
+                    "for a binary classifier apply torch.sigmoid to the mean yourself). Got True."
+                )
             out = out.softmax(-1) if probabilities else out
             total = out.clone() if total is None else total.add_(out)
             sq = out * out if sq is None else sq.add_(out * out)

@@ -39,10 +39,12 @@ class EarlyStopping(Regularizer):
     An epoch improves when its value beats the best so far by more than ``delta``
     (``value < best - delta`` in ``'min'`` mode, ``value > best + delta`` in ``'max'``), where
     ``delta`` is ``min_delta``, or ``min_delta * |best|`` when ``relative``. The best starts at
-    ``baseline`` when one is given, so no epoch counts until the monitor beats it. Epochs up to
-    ``start_from_epoch`` are a warm-up: not monitored, never the best. A non-finite value never
-    improves. With ``restore_best`` the weights of the best epoch are loaded at the end of
-    training, whether or not training stopped early (Prechelt 1998,
+    ``baseline`` when one is given, so no epoch counts until the monitor beats it. The first
+    ``start_from_epoch`` calls are a warm-up: not monitored, never the best. Calls are counted,
+    so this does not depend on how the caller numbers its epochs (from 0, from 1, or not at all);
+    the ``epoch`` a caller passes only labels ``best_epoch`` and ``stopped_epoch``. A non-finite
+    value never improves. With ``restore_best`` the weights of the best epoch are loaded at the
+    end of training, whether or not training stopped early (Prechelt 1998,
     https://doi.org/10.1007/3-540-49430-8_3). The reason for stopping is in ``stop_reason`` (a
     :class:`StopReason`) and ``message``.
 
@@ -54,7 +56,7 @@ class EarlyStopping(Regularizer):
         relative: ``min_delta`` is a fraction of the best value (``0.01``: 1%).
         mode: ``'min'``, ``'max'``, or None to infer it from the name (:func:`infer_mode`).
         baseline: a value the monitor must beat, or None.
-        start_from_epoch: warm-up epochs ignored by the monitor, ``>= 0``.
+        start_from_epoch: the number of first epoch ends ignored by the monitor, ``>= 0``.
         restore_best: load the best epoch's weights in ``on_fit_end``.
 
     Raises:
@@ -155,7 +157,7 @@ class EarlyStopping(Regularizer):
         value = float(metrics[self.monitor])
         self.epochs_seen += 1
         epoch = int(metrics.get("epoch", self.epochs_seen))
-        if epoch <= self.start_from_epoch:
+        if self.epochs_seen <= self.start_from_epoch:  # counted: any epoch numbering works
             return False
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0

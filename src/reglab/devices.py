@@ -17,7 +17,14 @@ from torch import nn
 
 from .core import ConfigError
 
-__all__ = ["PRECISIONS", "autocast", "check_precision", "model_device", "resolve_device"]
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "check_precision",
+    "deterministic",
+    "model_device",
+    "resolve_device",
+]
 
 #: The precisions ``fit`` and the lab accept.
 PRECISIONS = ("32", "bf16")
@@ -50,12 +57,14 @@ def resolve_device(spec: str | torch.device | None, owner: str = "fit") -> torch
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        device = torch.device(spec)
+        device: torch.device | None = torch.device(spec)
     except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(
             f"The 'device' parameter of {owner} must be one of 'auto', 'cpu', 'cuda', 'cuda:N' "
             f"or 'mps'. Got {spec!r}."
-        ) from None
+        )
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
@@ -74,11 +83,6 @@ def resolve_device(spec: str | torch.device | None, owner: str = "fit") -> torch
         raise ConfigError(
             f"The 'device' parameter of {owner} must name a device this machine has; MPS is "
             f"not available here (use 'cpu' or 'auto'). Got {spec!r}."
-        )
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(
-            f"The 'device' parameter of {owner} must be one of 'auto', 'cpu', 'cuda', 'cuda:N' "
-            f"or 'mps'. Got {spec!r}."
         )
     return device
 
@@ -111,15 +115,12 @@ def check_precision(precision: str, device: torch.device, owner: str = "fit") ->
     return precision
 
 
-@contextlib.contextmanager
-def autocast(device: torch.device, precision: str) -> Iterator[None]:
-    """``torch.autocast`` with bfloat16 on ``device`` for ``precision='bf16'``; nothing for
-    ``'32'``."""
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """A reusable context for the forward pass: ``torch.autocast`` with bfloat16 on ``device``
+    for ``precision='bf16'``, nothing for ``'32'``. Build it once, enter it every step."""
     if precision != "bf16":
-        yield
-        return
-    with torch.autocast(device.type, dtype=torch.bfloat16):
-        yield
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .augment import _IMAGE_SHAPE, _box_mask, _ImageTransform, _Random
+from .augment import _IMAGE_SHAPE, _box_mask, _draw_int, _ImageTransform, _Random
 from .core import Interval, Predicate, draw_device
 from .targets import resolve_num_classes, soft_targets
 
@@ -24,7 +24,11 @@ def beta_sample(alpha: float, n: int, generator: torch.Generator | None = None) 
     the draws are reproducible from the torch seed alone.
     """
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    rng = np.random.default_rng(seed)
+    return _beta(alpha, n, np.random.default_rng(seed))
+
+
+def _beta(alpha: float, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """``n`` draws of ``Beta(alpha, alpha)`` from ``rng`` (1 where ``alpha = 0``)."""
     draws = rng.beta(max(alpha, 1e-12), max(alpha, 1e-12), size=n)
     return torch.as_tensor(np.where(alpha > 0, draws, 1.0), dtype=torch.float32)
 
@@ -53,9 +57,7 @@ def cutmix(
     lam = lam.expand(b) if lam.numel() == 1 else lam
     cut = torch.sqrt(1 - lam)
     bh, bw = (cut * h).long(), (cut * w).long()
-    where = draw_device(generator, x)
-    cy = torch.randint(0, h, (b,), generator=generator, device=where).to(x.device)
-    cx = torch.randint(0, w, (b,), generator=generator, device=where).to(x.device)
+    cy, cx = _draw_int(h, b, generator, x), _draw_int(w, b, generator, x)
     top, left = (cy - bh // 2).clamp(0, h), (cx - bw // 2).clamp(0, w)
     bottom, right = (cy + bh - bh // 2).clamp(0, h), (cx + bw - bw // 2).clamp(0, w)
     mask = _box_mask(h, w, top, left, bottom - top, right - left)
@@ -74,23 +76,21 @@ class _Mixing(_Random):
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         super().attach(model, optimizer, num_classes=num_classes, generator=generator)
+        self._start(num_classes, generator)
+
+    def _start(self, num_classes: int | None, generator: torch.Generator | None) -> None:
         self._classes = resolve_num_classes(
             type(self).__name__, self._config["num_classes"], num_classes
         )
-        seed = generator.initial_seed() if generator is not None else None
-        self._rng = np.random.default_rng(None if seed is None else [seed, 0x6D6978])
+        seed = None if generator is None else [generator.initial_seed(), 0x6D6978]
+        self._rng = np.random.default_rng(seed)
 
     def _draw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not hasattr(self, "_classes"):  # used without attach: the constructor's classes
-            self._classes = resolve_num_classes(
-                type(self).__name__, self._config["num_classes"], None
-            )
-            self._rng = np.random.default_rng()
-        g, b = getattr(self, "_generator", None), x.shape[0]
+        if "_classes" not in self.__dict__:  # a plain loop without attach: the constructor's
+            self._start(None, None)
+        g, b = self._generator, x.shape[0]
         n = b if self._config["per_sample"] else 1
-        alpha = max(self._config["alpha"], 1e-12)
-        draws = self._rng.beta(alpha, alpha, size=n) if self._config["alpha"] > 0 else np.ones(n)
-        lam = torch.as_tensor(draws, dtype=torch.float32).to(x.device, non_blocking=True)
+        lam = _beta(self._config["alpha"], n, self._rng).to(x.device, non_blocking=True)
         perm = torch.randperm(b, generator=g, device=draw_device(g, x))
         return lam, perm.to(x.device, non_blocking=True)
 

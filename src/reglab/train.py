@@ -318,6 +318,7 @@ def fit(
     members = recipe.regularizers if isinstance(recipe, Chain) else (recipe,)
     history = History(model=model, acts_on=[m.acts_on() for m in members if hasattr(m, "acts_on")])
     loss_fn = criterion
+    amp = autocast(device, precision)  # one context, entered every step
 
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -331,7 +332,7 @@ def fit(
             if loss_fn is None:
                 loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
             x, y = recipe.on_batch(x, y)
-            with autocast(device, precision):
+            with amp:
                 out = forward(x)
                 loss = recipe.on_loss(loss_fn(out, y), out)
             loss = loss.float()

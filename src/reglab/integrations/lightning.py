@@ -44,10 +44,6 @@ _CONSTRAINTS = {
 }
 
 
-def _members(recipe: Regularizer) -> tuple[Regularizer, ...]:
-    return recipe.regularizers if isinstance(recipe, Chain) else (recipe,)
-
-
 class Regularize(pl.Callback):
     """Apply a reglab recipe inside ``lightning.pytorch.Trainer.fit``.
 
@@ -98,7 +94,9 @@ class Regularize(pl.Callback):
         """``transform_model`` on the module (once), and the clipping check."""
         if stage != "fit":
             return
-        clippers = [type(r).__name__ for r in _members(self.recipe) if r.gradient_role == "clips"]
+        clippers = [
+            type(r).__name__ for r in self.recipe.regularizers if r.gradient_role == "clips"
+        ]
         if clippers and trainer.gradient_clip_val:
             raise ConfigError(
                 f"The 'recipe' parameter of Regularize clips gradients ({', '.join(clippers)}) "
@@ -197,13 +195,13 @@ class Regularize(pl.Callback):
         saved in Lightning's checkpoints."""
         return {
             str(i): r.state_dict()
-            for i, r in enumerate(_members(self.recipe))
+            for i, r in enumerate(self.recipe.regularizers)
             if hasattr(r, "state_dict")
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
-        for i, r in enumerate(_members(self.recipe)):
+        for i, r in enumerate(self.recipe.regularizers):
             if str(i) in state_dict and hasattr(r, "load_state_dict"):
                 r.load_state_dict(state_dict[str(i)])
 

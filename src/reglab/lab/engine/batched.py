@@ -58,7 +58,7 @@ class Population:
         self.optimizer_name = settings["optimizer"]
         self.should_stop = settings.get("should_stop")
         self.device = torch.device(settings.get("device") or "cpu")
-        self.precision = settings.get("precision", "32")
+        self.amp = autocast(self.device, settings.get("precision", "32"))  # entered every step
         self.alive = list(range(len(members)))
         self.rows = list(self.alive)  # the members the batched model computes
         self._build_base()
@@ -237,7 +237,7 @@ class Population:
         alive = self.alive
         data = self.data_rows.unsqueeze(1)
         x, y = self._on_batch(self.X[data, idx], self.Y[data, idx])
-        with autocast(self.device, self.precision):
+        with self.amp:
             out = self._forward(x, self._masks(idx.shape[1]))
             losses = self._losses(out, y)[self.alive_pos]
             if self.loss_hooks:

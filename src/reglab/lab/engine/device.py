@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...devices import model_device
+
 __all__ = ["assign", "device_for", "members_that_fit", "population_size", "worker_devices"]
 
 _assigned: str | None = None  # this worker's GPU, when the study runs on every GPU
@@ -87,7 +89,7 @@ def member_bytes(model: nn.Module, sample: torch.Tensor, batch_size: int) -> int
     try:
         was = model.training
         model.eval()
-        model(sample[:1].to(next(iter(model.parameters()), sample).device))
+        model(sample[:1].to(model_device(model)))
         model.train(was)
     finally:
         for h in handles:

@@ -317,4 +317,5 @@ def load_dataset(
         raw.image_shape,
         list(raw.informative) if raw.informative else None,
         notes,
+        input_shape=(xt[0].shape[1],),
     )

@@ -48,7 +48,9 @@ class Dataset:
     informative: list[int] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     splits: dict[str, Any] | None = None
-    input_shape: tuple[int, ...] | None = None
+    #: one sample's shape as the model receives it: ``(features,)`` for tables, ``(C, H, W)``
+    #: for a streamed image folder
+    input_shape: tuple[int, ...] = ()
 
     @property
     def streams(self) -> bool:
@@ -58,14 +60,7 @@ class Dataset:
     @property
     def n_features(self) -> int:
         """Inputs per sample (flattened)."""
-        if self.streams:
-            return math.prod(self.input_shape or ())
-        return self.x_train.shape[1]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The shape of one input as the model receives it."""
-        return tuple(self.input_shape) if self.streams else (self.n_features,)
+        return math.prod(self.input_shape)
 
     def size(self, split: str) -> int:
         """The number of samples of ``split`` (``'train'``, ``'val'`` or ``'test'``)."""
@@ -113,16 +108,20 @@ def _split(y: np.ndarray, task: str, seed: int, train_size: int | None) -> tuple
             f"The data has {n} rows: too few to split into train, validation and test sets."
         )
 
-    def cut(pool: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-        strata = y[pool] if task == "classification" else None
-        try:
-            return train_test_split(pool, test_size=size, random_state=seed, stratify=strata)
-        except ValueError:  # a class too rare to stratify: fall back to a plain shuffle
-            return train_test_split(pool, test_size=size, random_state=seed)
-
-    rest, test = cut(idx, n_test)
-    pool, val = cut(rest, n_val)
+    rest, test = _cut(idx, n_test, y, task, seed)
+    pool, val = _cut(rest, n_val, y, task, seed)
     return _subset(pool, y, task, seed, train_size), val, test
+
+
+def _cut(
+    pool: np.ndarray, size: int, y: np.ndarray | None, task: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``pool`` split into the rest and ``size`` indices, stratified by ``y`` for classes."""
+    strata = y[pool] if task == "classification" and y is not None else None
+    try:
+        return train_test_split(pool, test_size=size, random_state=seed, stratify=strata)
+    except ValueError:  # a class too rare to stratify: fall back to a plain shuffle
+        return train_test_split(pool, test_size=size, random_state=seed)
 
 
 def _subset(
@@ -133,13 +132,7 @@ def _subset(
         return np.sort(pool)
     check_param("compare", "train_size", train_size, Interval(int, 2, len(pool)))
     if train_size < len(pool):
-        strata = y[pool] if task == "classification" and y is not None else None
-        try:
-            pool, _ = train_test_split(
-                pool, test_size=len(pool) - train_size, random_state=seed, stratify=strata
-            )
-        except ValueError:
-            pool, _ = train_test_split(pool, test_size=len(pool) - train_size, random_state=seed)
+        pool, _ = _cut(pool, len(pool) - train_size, y, task, seed)
     return np.sort(pool)
 
 

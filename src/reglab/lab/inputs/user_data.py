@@ -16,7 +16,7 @@ from .dataset import Dataset, _noise, _split, _subset
 from .errors import DataError
 from .images import ImageFolder
 from .streams import NoisyLabels, labels_of, sample_target
-from .user import first_line, load_function, resolve_object
+from .user import first_line, load_function
 
 __all__ = ["function_data", "streamed"]
 
@@ -37,9 +37,7 @@ def function_data(name: str, arrays: Callable[..., Any]) -> Any:
     """Call a user's data function (or take a mapping given from Python) and check what it
     returned: ``(X, y)`` arrays become raw data through ``arrays`` (as a CSV file's), a mapping
     of ``Dataset`` splits becomes :class:`_Streams`."""
-    function = resolve_object(name, "data") if name.startswith("python:") else None
-    if function is None:
-        function = load_function(name, "data")
+    function = load_function(name, "data")  # a reference, or an object held here
     if isinstance(function, Mapping):  # a mapping of Dataset objects given from Python
         return _mapping(function, name)
     try:
@@ -78,7 +76,7 @@ def _mapping(value: Mapping[str, Any], name: str) -> _Streams:
     x, y = sample_target(value["train"], f"{name!r} 'train'")
     x = torch.as_tensor(x)
     floating = isinstance(y, float) or (isinstance(y, torch.Tensor) and y.is_floating_point())
-    task, classes = "regression", None
+    classes = None
     if not floating:
         labels = np.concatenate([labels_of(value[k]) for k in value])
         if labels.min() < 0:
@@ -87,7 +85,8 @@ def _mapping(value: Mapping[str, Any], name: str) -> _Streams:
         if classes < 2:
             raise DataError(f"The labels of {name!r} hold a single class: nothing to learn.")
     splits = tuple((k, value[k]) for k in ("train", "val", "test") if k in value)
-    return _Streams(task if floating else "classification", classes, tuple(x.shape), splits)
+    task = "regression" if floating else "classification"
+    return _Streams(task, classes, tuple(x.shape), splits)
 
 
 def streamed(

@@ -30,11 +30,18 @@ from .study import StudyConfig, StudyRun, run_study
 __all__ = ["compare", "write_outputs"]
 
 
-def write_outputs(run: StudyRun) -> dict[str, Path]:
+def write_outputs(
+    run: StudyRun, summary: list | None = None, verdict: str | None = None
+) -> dict[str, Path]:
     """Write ``results.csv``, ``summary.csv``, ``trials.csv``, ``study.toml``, plots and
-    ``report.html`` for the finished trials of ``run``; return their paths by name."""
+    ``report.html`` for the finished trials of ``run``, and fill ``run.table`` and
+    ``run.paths``; return the paths by name. ``summary`` and ``verdict`` are computed from the
+    results when not given."""
     out = run.out
-    summary = comparison(run.results, run.task, run.config.baseline)
+    if summary is None:
+        summary = comparison(run.results, run.task, run.config.baseline)
+    if verdict is None:
+        verdict = verdict_text(summary, run.task, run.config.baseline)
     paths = {
         name: out / name
         for name in ("results.csv", "summary.csv", "trials.csv", "study.toml", "report.html")
@@ -42,6 +49,7 @@ def write_outputs(run: StudyRun) -> dict[str, Path]:
     paths["results.csv"].write_text(to_csv(RESULT_COLUMNS, result_rows(run.results)))
     header, rows = summary_rows(summary, run.task, detail=True)
     paths["summary.csv"].write_text(to_csv(header, rows))
+    run.table = [dict(zip(header, row, strict=True)) for row in rows]
     paths["trials.csv"].write_text(
         to_csv(
             ("recipe", "seed", "status", "epochs_run", "seconds", "message"),
@@ -72,8 +80,9 @@ def write_outputs(run: StudyRun) -> dict[str, Path]:
         task=run.task,
         plots=plots,
         recipes=run.recipes,
-        verdict=verdict_text(summary, run.task, run.config.baseline),
+        verdict=verdict,
     )
+    run.paths = paths
     return paths
 
 
@@ -193,7 +202,8 @@ def compare(
             run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
     console.print(_describe(run))
     summary = comparison(run.results, run.task, config.baseline)
-    console.print(verdict_text(summary, run.task, config.baseline), style="bold")
+    verdict = verdict_text(summary, run.task, config.baseline)
+    console.print(verdict, style="bold")
     if run.reused:
         console.print(f"Reused {run.reused} finished trials from {out}.")
     if run.requeued:
@@ -215,10 +225,7 @@ def compare(
         by_reason.setdefault(reason, []).append(recipe)
     for reason, names in by_reason.items():
         console.print(f"{', '.join(names)} trained one trial at a time (not batched): {reason}.")
-    paths = write_outputs(run)
-    run.paths = paths
-    header, rows = summary_rows(summary, run.task, detail=True)
-    run.table = [dict(zip(header, row, strict=True)) for row in rows]
+    paths = write_outputs(run, summary, verdict)
     for table in rich_tables(summary, run.task):
         console.print(table)
     for recipe, means, _ in features_summary(run.results):

@@ -101,7 +101,7 @@ def model_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> torch.nn
     spec = settings["model"]
     if is_reference(spec) or in_process(spec):
         return model_from_factory(
-            spec, data.shape, out, seed=seed, model_args=settings.get("model_args") or {}
+            spec, data.input_shape, out, seed=seed, model_args=settings.get("model_args") or {}
         )
     model = build_model(
         spec,
@@ -113,7 +113,7 @@ def model_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> torch.nn
         init=settings["init"],
         image_shape=data.image_shape,
     )
-    if len(data.shape) > 1:  # streaming images arrive as (B, C, H, W); built-ins read rows
+    if len(data.input_shape) > 1:  # streaming images arrive as (B, C, H, W); built-ins read rows
         model = torch.nn.Sequential(torch.nn.Flatten(), *model)
     return model
 

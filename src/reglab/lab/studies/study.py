@@ -111,11 +111,11 @@ class StudyRun:
 STREAMING = "its data streams from a Dataset through a DataLoader, which the engine cannot batch"
 
 
-def _check_model(settings: Mapping[str, Any], data: Dataset) -> None:
-    """The initial model runs on a batch of the data and gives one output per class (or one
-    for regression); else a ConfigError that names the model."""
+def _check_model(settings: Mapping[str, Any], data: Dataset, batch: tuple) -> None:
+    """The initial model runs on ``batch`` and gives one output per class (or one for
+    regression); else a ConfigError that names the model."""
     model = model_for(settings, data, 0)
-    x, _ = data.sample(4)
+    x, _ = batch
     expected = data.num_classes if data.task == "classification" else 1
     try:
         with torch.no_grad():
@@ -134,11 +134,13 @@ def _check_model(settings: Mapping[str, Any], data: Dataset) -> None:
         )
 
 
-def _preflight(name: str, spec: list, settings: Mapping[str, Any], data: Dataset) -> str | None:
-    """Apply recipe ``name`` to the model of seed 0 and run one batch through its hooks and the
+def _preflight(
+    name: str, spec: list, settings: Mapping[str, Any], data: Dataset, batch: tuple
+) -> str | None:
+    """Apply recipe ``name`` to the model of seed 0 and run ``batch`` through its hooks and the
     model, so a recipe that cannot apply fails now, in one line naming it. Returns why the
     population engine cannot batch it, or None."""
-    x, y = data.sample(4)
+    x, y = batch
     try:
         model = model_for(settings, data, 0)
         recipe = build_recipe(spec, data.image_shape)
@@ -192,10 +194,11 @@ def plan(
     settings = trial_settings(config, task)
     data = dataset_for(settings, 0)
     recipes = resolve_recipes(config.recipes, task, images=data.image_shape is not None)
-    _check_model(settings, data)
+    batch = data.sample(4)  # read once: a streamed image folder decodes it
+    _check_model(settings, data, batch)
     sequential: dict[str, str] = {}
     for name, spec in recipes.items():
-        reason = _preflight(name, spec, settings, data)
+        reason = _preflight(name, spec, settings, data, batch)
         if reason is not None:
             sequential[name] = reason
     items = tuple(sorted((k, json.dumps(v)) for k, v in settings.items()))

@@ -19,6 +19,7 @@ from ...train import History, evaluate, fit
 from ..engine.population import fit_population, population_reason
 from ..inputs.data import Dataset
 from ..inputs.recipes import build_recipe
+from ..inputs.user import first_line
 from ..reports.calibration import raw_weight_metrics, uncertainty_figures
 from ..reports.inspect import model_figures
 from .seams import dataset_for, fit_options, member_for, model_for, splits_for
@@ -149,7 +150,7 @@ def _run_population(
 
 def error_line(exc: BaseException) -> str:
     """One line for a trial's error: a ConfigError's message, else ``Type: first line``."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = first_line(exc)
     if isinstance(exc, ConfigError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

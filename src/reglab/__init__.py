@@ -14,6 +14,7 @@ from .augment import (
     random_flip,
 )
 from .averaging import EMA, SWA
+from .checkpoint import Checkpoint, CheckpointWarning, Interrupted
 from .clipping import AdaptiveClip, ClipGradNorm, ClipGradValue, adaptive_clip_grad_
 from .core import (
     Chain,
@@ -85,6 +86,8 @@ __all__ = [
     "Chain",
     "ChannelDropout",
     "ChannelDropoutLayer",
+    "Checkpoint",
+    "CheckpointWarning",
     "ClipGradNorm",
     "ClipGradValue",
     "ConfidencePenalty",
@@ -109,6 +112,7 @@ __all__ = [
     "History",
     "ImageAugment",
     "InsertNorm",
+    "Interrupted",
     "LabelSmoothing",
     "MCPrediction",
     "MaxNorm",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -418,6 +419,16 @@ class GaussianNoise(_Random):
     def on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         std = self.std * self._feature_std(x) if self.relative else self.std
         return gaussian_noise(x, std, self._generator), y
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running feature moments of ``relative`` noise (count, mean, sum of squares)."""
+        return {"count": self._count, "mean": self._mean, "m2": self._m2}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._count, self._mean, self._m2 = int(state["count"]), state["mean"], state["m2"]
+        if self._generator is not None and self._mean is not None:
+            device = self._generator.device
+            self._mean, self._m2 = self._mean.to(device), self._m2.to(device)
 
 
 class FeatureDropout(_Random):

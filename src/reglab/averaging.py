@@ -193,6 +193,23 @@ class SWA(_Averaging):
             self._last_epoch, self._seen, self._kept = self._seen, [], 0
         return False
 
+    def state_dict(self) -> dict[str, Any]:
+        """The average and counts, and the inputs kept for recomputing BatchNorm statistics."""
+        return {
+            **super().state_dict(),
+            "epoch": self._epoch,
+            "kept": self._kept,
+            "seen": list(self._seen),
+            "last_epoch": list(self._last_epoch),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._epoch, self._kept = int(state["epoch"]), int(state["kept"])
+        device = self._tensors[0].device if self._tensors else None
+        self._seen = [t.to(device) for t in state["seen"]]
+        self._last_epoch = [t.to(device) for t in state["last_epoch"]]
+
     def on_fit_end(self) -> None:
         if self.updates == 0 or self.averaged_in:
             return

@@ -14,6 +14,7 @@ from . import __version__
 from .core import ConfigError, Regularizer
 
 EXIT_USAGE = 2
+INTERRUPTED = "interrupted: rerun the same command to resume"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,6 +85,12 @@ _STUDY_OPTIONS = [
         help="Stop a trial as diverged when its mean training loss exceeds this.",
     ),
     click.option("--workers", type=int, help="Parallel worker processes (default: one per core)."),
+    click.option(
+        "--checkpoint-every",
+        type=float,
+        help="Seconds between two checkpoints of a running trial (default 5; 0: every epoch); "
+        "a rerun resumes from them.",
+    ),
 ]
 
 
@@ -205,6 +212,9 @@ def compare(
     panel with one recipe of each family. A trial that fails is printed with its error and
     the exit status is 1; the others are reported, and a rerun redoes only the failed ones.
     """
+    from .lab.engine.workers import warm_up
+
+    warm_up()  # the workers' imports overlap this command's start-up
     from .lab.studies.compare import compare as run_compare
 
     config = _study(config_path, _study_values(options), "compare")
@@ -264,6 +274,9 @@ def tune(
     A trial that fails is printed with its error (and is in tune_trials.csv); the exit status
     is then 1.
     """
+    from .lab.engine.workers import warm_up
+
+    warm_up()
     from .lab.studies.tune_report import tune as run
     from .lab.studies.tuner import TuneConfig
 
@@ -313,6 +326,9 @@ def path(
     """A regularization path: fit at log-spaced strengths from strong to weak, each fit
     warm-started from the previous one; plot the U-curve, sparsity and weight norm, and mark
     the best strength and the one-standard-error choice."""
+    from .lab.engine.workers import warm_up
+
+    warm_up()
     from .lab.studies.path import PathConfig
     from .lab.studies.path_report import path as run
 
@@ -365,6 +381,9 @@ def recipes() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; turn bad input into one line on stderr and exit code 2."""
+    from .checkpoint import one_line_warnings
+
+    one_line_warnings()
     try:
         cli.main(args=argv, prog_name="reglab", standalone_mode=False)
     except ConfigError as exc:
@@ -373,11 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.UsageError as exc:
         click.echo(f"reglab: error: {exc.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
-        click.echo("reglab: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("reglab: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(f"reglab: {INTERRUPTED}", err=True)
         sys.exit(130)
     sys.exit(0)
 

@@ -6,7 +6,8 @@ that adds its gradient there, since that gradient would escape the clipping.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -79,6 +80,14 @@ class _Clip(Regularizer):
     def logs(self) -> dict[str, float]:
         """``clip_fraction``: the fraction of steps that were clipped."""
         return {"clip_fraction": float(self._clipped) / max(self._steps, 1)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step and clipped-step counts behind ``clip_fraction``."""
+        return {"steps": self._steps, "clipped": self._clipped.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._steps = int(state["steps"])
+        self._clipped = state["clipped"].to(self._clipped.device).clone()
 
 
 class ClipGradNorm(_Clip):

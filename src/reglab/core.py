@@ -194,6 +194,18 @@ class Regularizer:
         """Figures to log once per epoch (e.g. the fraction of clipped steps)."""
         return {}
 
+    # -- the state a run builds up (checkpoints)
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this regularizer has built up during a run that the next steps depend on
+        (counters, running estimates, random generators of its own, best weights, averages), as
+        tensors and plain values; empty for a stateless one. Called after ``attach``. A
+        regularizer with state overrides this and :meth:`load_state_dict`, so a checkpointed
+        run resumes bitwise (``reglab.fit(checkpoint=...)``)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output into a regularizer attached to the same model."""
+
 
 class NotAttachedError(ConfigError, AttributeError):
     """A hook that needs the model (its parameters, optimizer or generator) was called before
@@ -299,6 +311,20 @@ class Chain(Regularizer):
         for reg in self.regularizers:
             out.update(reg.logs())
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every member's :meth:`Regularizer.state_dict`, in order."""
+        return {"regularizers": [reg.state_dict() for reg in self.regularizers]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        states = state.get("regularizers", [])
+        if len(states) != len(self.regularizers):
+            raise ConfigError(
+                f"The 'state' parameter of chain.load_state_dict must hold one state per member. "
+                f"Got {len(states)} for {len(self.regularizers)} members."
+            )
+        for reg, s in zip(self.regularizers, states, strict=True):
+            reg.load_state_dict(s)
 
 
 def chain(*regularizers: Regularizer) -> Chain:

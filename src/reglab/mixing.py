@@ -5,7 +5,8 @@ which the cross-entropy loss and :class:`reglab.LabelSmoothing` accept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,6 +85,15 @@ class _Mixing(_Random):
         )
         seed = None if generator is None else [generator.initial_seed(), 0x6D6978]
         self._rng = np.random.default_rng(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The NumPy generator behind the Beta draws (its ``bit_generator.state``)."""
+        rng = self.__dict__.get("_rng")
+        return {"rng": None if rng is None else rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("rng") is not None:
+            self._rng.bit_generator.state = dict(state["rng"])
 
     def _draw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if "_classes" not in self.__dict__:  # a plain loop without attach: the constructor's

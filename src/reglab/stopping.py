@@ -209,4 +209,9 @@ class EarlyStopping(Regularizer):
         self.stopped_epoch = state["stopped_epoch"]
         self.stop_reason = StopReason(state["stop_reason"])
         best = state.get("best_state")
-        self._best_state = None if best is None else {k: v.clone() for k, v in best.items()}
+        device = None
+        if self._model is not None:
+            device = next((t.device for t in self._model.state_dict().values()), None)
+        self._best_state = (
+            None if best is None else {k: v.to(device).clone() for k, v in best.items()}
+        )

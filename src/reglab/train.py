@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -12,6 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import (
+    Checkpoint,
+    Interrupted,
+    generator_states,
+    set_generator_states,
+    stop_requested,
+)
 from .core import Chain, Choice, ConfigError, Interval, Predicate, Regularizer, chain, check_param
 from .devices import autocast, check_precision, model_device, resolve_device
 from .distributed import agree_to_stop, mean_across_ranks, rank_and_world, wrap
@@ -57,6 +65,7 @@ class History:
         task: ``'classification'`` or ``'regression'``.
         acts_on: what each parameter regularizer selected, e.g.
             ``'L1 acts on 3 tensors, 84,480 elements'``.
+        resumed_from: the epochs restored from a checkpoint (0 for a run from scratch).
     """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -65,6 +74,7 @@ class History:
     model: nn.Module | None = None
     task: str = "classification"
     acts_on: list[str] = field(default_factory=list)
+    resumed_from: int = 0
 
     @property
     def epochs_run(self) -> int:
@@ -226,6 +236,7 @@ def fit(
     on_epoch: Callable[[Mapping[str, float]], None] | None = None,
     device: str | torch.device | None = None,
     precision: str = "32",
+    checkpoint: Checkpoint | None = None,
 ) -> History:
     """Train ``model`` under ``recipe``, calling its hooks in the order of DESIGN.md.
 
@@ -263,6 +274,13 @@ def fit(
         precision: ``'32'`` (default) or ``'bf16'``: the forward pass and the loss run under
             ``torch.autocast`` with bfloat16; parameters, gradients, penalties and the
             optimizer stay float32. Evaluation is in float32.
+        checkpoint: a :class:`reglab.Checkpoint`: the run resumes from it when it holds a
+            checkpoint of this run, and saves to it at epoch ends (at most every
+            ``checkpoint.every`` seconds): the model, the optimizer, every regularizer's
+            :meth:`~reglab.Regularizer.state_dict`, every generator (data order, the recipe's,
+            a ``DataLoader``'s) and the history. A resumed run ends with the same numbers as
+            an uninterrupted one. The file is removed when training ends (unless ``keep``).
+            Single-process only.
 
     Returns:
         A :class:`History`. A non-finite training loss or metric, or a loss above
@@ -271,6 +289,8 @@ def fit(
 
     Raises:
         ConfigError: for a bad argument.
+        Interrupted: :func:`reglab.checkpoint.request_stop` was called: the run saved its
+            checkpoint at the epoch end and stopped (a ``KeyboardInterrupt``).
 
     Example:
         >>> history = reglab.fit(model, (X, y), (Xv, yv), epochs=20,
@@ -319,8 +339,33 @@ def fit(
     history = History(model=model, acts_on=[m.acts_on() for m in members if hasattr(m, "acts_on")])
     loss_fn = criterion
     amp = autocast(device, precision)  # one context, entered every step
+    first = 1
+    if checkpoint is not None:
+        generators = [generator, reg_generator, *_loader_generators(train, val)]
 
-    for epoch in range(1, epochs + 1):
+        def state(epoch: int) -> dict[str, Any]:
+            return {
+                "epoch": epoch,
+                "task": task,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "recipe": recipe.state_dict(),
+                "generators": generator_states(generators),
+                "history": history.epochs,
+            }
+
+        def restore(saved: Mapping[str, Any]) -> str | None:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            recipe.load_state_dict(saved["recipe"])
+            set_generator_states(generators, saved["generators"])
+            history.epochs[:] = [dict(r) for r in saved["history"]]
+            return saved["task"]
+
+        first, task = _resume(checkpoint, state, restore, task)
+        history.resumed_from = first - 1
+
+    for epoch in range(first, epochs + 1):
         started = time.perf_counter()
         model.train()
         running, steps = torch.zeros((), device=device), 0
@@ -374,11 +419,58 @@ def fit(
             history.status = "stopped_early"
             history.message = _stop_message(recipe) or f"a regularizer stopped at epoch {epoch}"
             break
+        if checkpoint is not None and epoch < epochs:
+            checkpoint.update("fit", lambda epoch=epoch: state(epoch))
     if history.status == "completed":
         history.message = f"ran all {epochs} epochs"
     recipe.on_fit_end()
     history.task = task or "classification"
+    if checkpoint is not None:
+        checkpoint.finished()
     return history
+
+
+def _loader_generators(*data: Any) -> list[torch.Generator]:
+    """The generators of ``DataLoader``-like data (its sampler's, which shuffles, and its own,
+    which seeds the loader's workers), each once."""
+    found: list[torch.Generator] = []
+    for d in data:
+        batch_sampler = getattr(d, "batch_sampler", None)
+        owners = (getattr(d, "sampler", None), getattr(batch_sampler, "sampler", None), d)
+        for owner in owners:
+            g = getattr(owner, "generator", None)
+            if isinstance(g, torch.Generator) and all(g is not f for f in found):
+                found.append(g)
+    return found
+
+
+def _resume(
+    checkpoint: Checkpoint,
+    state: Callable[[int], dict[str, Any]],
+    restore: Callable[[Mapping[str, Any]], str | None],
+    task: str | None,
+) -> tuple[int, str | None]:
+    """The first epoch to run and the task, after restoring ``checkpoint`` if it holds this run.
+    A checkpoint that does not fit (another model, a changed recipe) is named in a warning and
+    removed, and the run starts from its initial state: never from a half-restored one."""
+    if rank_and_world()[1] > 1:
+        raise ConfigError(
+            "The 'checkpoint' parameter of fit is for single-process training. Got one under "
+            f"torch.distributed with {rank_and_world()[1]} processes."
+        )
+    if stop_requested():
+        raise Interrupted("a stop was requested before training started")
+    saved = checkpoint.load("fit")
+    if saved is None:
+        return 1, task
+    initial = copy.deepcopy(state(0))
+    try:
+        saved_task = restore(saved)
+    except Exception as exc:
+        restore(initial)
+        checkpoint.discard(f"it does not fit this run ({type(exc).__name__}: {exc})"[:300])
+        return 1, task
+    return int(saved["epoch"]) + 1, saved_task
 
 
 def _stop_message(recipe: Regularizer) -> str:

@@ -5,17 +5,57 @@ datasets), :mod:`~reglab.lab.engine` (populations, the batched model, devices, w
 processes), :mod:`~reglab.lab.studies` (compare, tune, path, their settings and storage) and
 :mod:`~reglab.lab.reports` (statistics, tables, plots, the HTML report)."""
 
-from .engine.population import Member, fit_population, population_reason
-from .inputs.data import BUILTIN_DATASETS, DataError, Dataset, load_dataset
-from .inputs.models import MODELS, build_model
-from .inputs.recipes import BUILTIN_RECIPES, DEFAULT_PANEL, resolve_recipes
-from .reports.calibration import calibration_bins, expected_calibration_error
-from .reports.stats import mean_ci, paired_test
-from .studies.compare import compare, write_outputs
-from .studies.path import PathConfig, run_path
-from .studies.shared import run_shared
-from .studies.study import StudyConfig, StudyRun, run_population, run_study, run_trial
-from .studies.tuner import TuneConfig, run_tune
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Each flat name and the module that defines it. They are imported on first use, so a worker
+#: process that only trains (it imports ``reglab.lab.studies.trial``) does not pay for the
+#: plotting and statistics libraries the reports need.
+_WHERE = {
+    "Member": "engine.population",
+    "fit_population": "engine.population",
+    "population_reason": "engine.population",
+    "BUILTIN_DATASETS": "inputs.data",
+    "DataError": "inputs.data",
+    "Dataset": "inputs.data",
+    "load_dataset": "inputs.data",
+    "MODELS": "inputs.models",
+    "build_model": "inputs.models",
+    "BUILTIN_RECIPES": "inputs.recipes",
+    "DEFAULT_PANEL": "inputs.recipes",
+    "resolve_recipes": "inputs.recipes",
+    "calibration_bins": "reports.calibration",
+    "expected_calibration_error": "reports.calibration",
+    "mean_ci": "reports.stats",
+    "paired_test": "reports.stats",
+    "compare": "studies.compare",
+    "write_outputs": "studies.compare",
+    "PathConfig": "studies.path",
+    "run_path": "studies.path",
+    "run_shared": "studies.shared",
+    "StudyConfig": "studies.study",
+    "StudyRun": "studies.study",
+    "run_population": "studies.study",
+    "run_study": "studies.study",
+    "run_trial": "studies.study",
+    "TuneConfig": "studies.tuner",
+    "run_tune": "studies.tuner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'reglab.lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "BUILTIN_DATASETS",

@@ -14,6 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from ...checkpoint import (
+    Checkpoint,
+    Interrupted,
+    generator_states,
+    set_generator_states,
+    stop_requested,
+)
 from ...core import ConfigError
 from ...devices import autocast
 from ...dropout import _DropLayer
@@ -63,10 +70,12 @@ class Population:
         self.rows = list(self.alive)  # the members the batched model computes
         self._build_base()
         self._stack()
+        self.generators = []
         for m in members:
             dummy = torch.optim.SGD(m.model.parameters(), lr=self.lr)  # only its lr is read
             # as fit, rank 0, on the training device
             generator = torch.Generator(self.device).manual_seed(m.seed * 1_000_003 + 1)
+            self.generators.append(generator)
             m.recipe.attach(
                 m.model, dummy, num_classes=settings["num_classes"], generator=generator
             )
@@ -295,12 +304,21 @@ class Population:
         epochs: int,
         on_epoch: Callable[[int, int], None] | None,
         on_done: Callable[[int, History], None],
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         for m in self.members:
             m.model.train()
         self.base.train()
+        first = 1
+        if checkpoint is not None:
+            first = self._resume(checkpoint, on_done)
+            if first > 1 and on_epoch is not None:
+                on_epoch(first - 1, len(self.alive))
+            if not self.alive:
+                return
         self._update_rows()
-        for epoch in range(1, epochs + 1):
+        epoch = first - 1
+        for epoch in range(first, epochs + 1):
             started = time.perf_counter()
             perms = {s: torch.randperm(self.n, generator=g) for s, g in self.order_gens.items()}
             order = torch.stack([perms[self.seed_pos[k]] for k in self.rows]).to(self.device)
@@ -332,9 +350,90 @@ class Population:
             if on_epoch is not None:
                 on_epoch(epoch, len(self.alive))
             if not self.alive:
-                return
-        for k in list(self.alive):
-            self._finish(k, on_done, f"ran all {epochs} epochs")
+                break
+            if checkpoint is not None and epoch < epochs:
+                checkpoint.update("population", lambda epoch=epoch: self.state(epoch))
+        else:
+            for k in list(self.alive):
+                self._finish(k, on_done, f"ran all {epochs} epochs")
+            self.alive = []
+        if checkpoint is not None and checkpoint.keep:  # its owner removes it: a rerun is instant
+            checkpoint.save("population", self.state(epoch))
+
+    # ----------------------------------------------------------------- checkpoints
+    def state(self, epoch: int) -> dict[str, Any]:
+        """Everything the coming epochs depend on, after ``epoch``: the stacked parameters, the
+        optimizer, which members are alive and computed, the data-order generators, and per
+        member its recipe's state, its generator, its history and (once it has left) its own
+        final parameters."""
+        histories = getattr(self, "histories", {})
+        members = []
+        for k, m in enumerate(self.members):
+            h = histories.get(k)
+            entry = {
+                "recipe": m.recipe.state_dict(),
+                "generator": self.generators[k].get_state(),
+                "history": [] if h is None else h.epochs,
+                "status": "completed" if h is None else h.status,
+                "message": "" if h is None else h.message,
+            }
+            if k not in self.alive:
+                entry["params"] = m.model.state_dict()
+            members.append(entry)
+        return {
+            "epoch": epoch,
+            "names": list(self.names),
+            "P": {n: p.detach() for n, p in self.P.items()},
+            "optimizer": self.opt.state_dict(),
+            "alive": list(self.alive),
+            "rows": list(self.rows),
+            "order": generator_states(list(self.order_gens.values())),
+            "members": members,
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        if saved["names"] != self.names or len(saved["members"]) != len(self.members):
+            raise ValueError("another population (members or parameter names differ)")
+        with torch.no_grad():
+            for n in self.names:
+                self.P[n].copy_(saved["P"][n])
+        self.opt.load_state_dict(saved["optimizer"])
+        set_generator_states(list(self.order_gens.values()), saved["order"])
+        alive = [int(k) for k in saved["alive"]]
+        for k, entry in enumerate(saved["members"]):
+            m, history = self.members[k], self._history(k)
+            self.generators[k].set_state(entry["generator"])
+            history.epochs[:] = [dict(r) for r in entry["history"]]
+            history.status, history.message = entry["status"], entry["message"]
+            if k not in alive:  # it had left: its own memory, its final parameters
+                for p in m.model.parameters():
+                    p.data = p.data.clone(memory_format=torch.contiguous_format)
+                    p.grad = None
+                m.model.load_state_dict(entry["params"])
+            m.recipe.load_state_dict(entry["recipe"])
+        self.alive, self.rows = alive, [int(k) for k in saved["rows"]]
+
+    def _resume(self, checkpoint: Checkpoint, on_done: Callable[[int, History], None]) -> int:
+        """Restore ``checkpoint`` if it holds this population; the first epoch to run. Members
+        that had left are handed to ``on_done`` at once."""
+        if stop_requested():
+            raise Interrupted("a stop was requested before training started")
+        saved = checkpoint.load("population")
+        if saved is None:
+            return 1
+        initial = copy.deepcopy(self.state(0))
+        try:
+            self._restore(saved)
+        except Exception as exc:
+            self._restore(initial)
+            checkpoint.discard(f"it does not fit this run ({type(exc).__name__}: {exc})"[:300])
+            return 1
+        resumed = int(saved["epoch"])
+        for k in range(len(self.members)):
+            self._history(k).resumed_from = resumed
+            if k not in self.alive:
+                on_done(k, self._history(k))
+        return resumed + 1
 
     def _end_epoch(self, k: int, record: dict[str, float], seconds: float) -> bool:
         """Record one member's epoch as fit does; True when the member has finished."""

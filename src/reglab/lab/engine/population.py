@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...checkpoint import Checkpoint
 from ...core import Chain, ConfigError, Regularizer, chain
 from ...devices import check_precision, resolve_device
 from ...structure import Inserted
@@ -126,6 +127,7 @@ def fit_population(
     should_stop: Callable[[int, dict[str, float]], bool] | None = None,
     device: str | torch.device | None = None,
     precision: str = "32",
+    checkpoint: Checkpoint | None = None,
 ) -> list[History]:
     """Train every member as :func:`reglab.fit` would, batched.
 
@@ -146,6 +148,11 @@ def fit_population(
         device: where the population trains (``'cpu'``, ``'cuda:N'``, ...; None: CPU); the
             stacked parameters, the data, every generator and each member's model live there.
         precision: ``'32'`` or ``'bf16'`` (autocast of the forward pass), as :func:`reglab.fit`.
+        checkpoint: a :class:`reglab.Checkpoint`, as :func:`reglab.fit`: each population saves
+            its whole state (stacked parameters, optimizer, every member's recipe state,
+            generators and history, and the members that have left) at epoch ends, and a rerun
+            with the same members resumes bitwise. Several populations (or members trained
+            alone) use parts of it (:meth:`reglab.Checkpoint.part`).
 
     Returns:
         One :class:`reglab.History` per member, in order; ``history.model`` is the member's own
@@ -189,13 +196,14 @@ def fit_population(
             divergence_threshold=divergence_threshold,
             device=device,
             precision=precision,
+            checkpoint=None if checkpoint is None else checkpoint.part(f"m{i}"),
         )
         if on_done is not None:
             on_done(i, histories[i])
     groups: dict[tuple, list[int]] = {}
     for i in batched:
         groups.setdefault(_signature(members[i]), []).append(i)
-    for indices in groups.values():
+    for number, indices in enumerate(groups.values()):
         # members of one recipe side by side: each penalty kernel then touches one run of rows
         indices.sort(key=lambda i: repr(members[i].recipe))
         population = Population(
@@ -218,5 +226,10 @@ def fit_population(
             if on_done is not None:
                 on_done(indices[k], history)
 
-        population.run(epochs, on_epoch, done)
+        part = None
+        if checkpoint is not None:
+            part = checkpoint if len(groups) == 1 else checkpoint.part(f"g{number}")
+        population.run(epochs, on_epoch, done, part)
+    if checkpoint is not None:
+        checkpoint.finished()
     return histories  # type: ignore[return-value]

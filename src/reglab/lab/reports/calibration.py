@@ -5,6 +5,9 @@ Every classification trial gets the expected calibration error (ECE) of its test
 and the counts of a reliability diagram; a model that holds dropout modules also gets
 Monte-Carlo dropout figures (:func:`reglab.mc_predict`); a recipe with weight averaging gets the
 test metrics of its raw (not averaged) weights.
+
+The report sections at the end import matplotlib and the statistics when they are called: a
+worker process that only measures trials does not load them.
 """
 
 from __future__ import annotations
@@ -14,10 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,6 @@ from ...core import Regularizer
 from ...devices import model_device
 from ...mc_dropout import STOCHASTIC, mc_predict
 from ...train import evaluate
-from .results import primary_metric
-from .stats import mean_ci, paired_test
 
 __all__ = [
     "BINS",
@@ -184,6 +181,11 @@ def plot_reliability(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
     pooled = _pooled_bins(results)
     if not pooled:
         return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, (ax, hist) = plt.subplots(
         2, 1, figsize=(6.5, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
@@ -214,6 +216,8 @@ def plot_reliability(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
 
 
 def _mean(trials: Sequence[Mapping[str, Any]], split: str, metric: str) -> str:
+    from .stats import mean_ci
+
     values = [t["final"][split][metric] for t in trials if metric in t["final"].get(split, {})]
     return mean_ci(values).format(3) if values else ""
 
@@ -254,6 +258,9 @@ def uncertainty_html(results: Sequence[Mapping[str, Any]], task: str) -> str:
 
 def averaging_html(results: Sequence[Mapping[str, Any]], task: str) -> str:
     """The report's table of averaged against raw weights, for recipes with EMA or SWA."""
+    from .results import primary_metric
+    from .stats import mean_ci, paired_test
+
     m = primary_metric(task)
     rows = ""
     for recipe, trials in _done(results).items():

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 from .calibration import averaging_html, plot_reliability, uncertainty_html
 from .results import RESULT_COLUMNS, label, primary_metric, summary_rows
@@ -106,6 +107,7 @@ def plot_weights(results: Sequence[Mapping[str, Any]], path: Path) -> None:
         edges = np.linspace(-bound, bound, len(counts) + 1)
         ax.stairs(counts, edges, fill=True, alpha=0.7)
         ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks: half the drawing time
         ax.set_ylim(bottom=0.8)  # empty bins stay empty on the log axis
         zeros = trial["model"].get("zero_fraction", 0.0)
         ax.set_title(

@@ -200,12 +200,25 @@ def compare(
             run = run_shared(config, out, storage, name, on_trial=on_trial)
         else:
             run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
+    if run.interrupted:  # the rerun writes the outputs; stop now, as asked
+        console.print(
+            f"[yellow]interrupted: rerun the same command to resume ({len(run.results)} of "
+            f"{len(run.recipes) * config.seeds} trials finished in {out}/trials; the running "
+            f"ones saved checkpoints in {out}/checkpoints).[/]"
+        )
+        return run
     console.print(_describe(run))
     summary = comparison(run.results, run.task, config.baseline)
     verdict = verdict_text(summary, run.task, config.baseline)
     console.print(verdict, style="bold")
     if run.reused:
         console.print(f"Reused {run.reused} finished trials from {out}.")
+    resumed = run.resumed
+    if resumed:
+        console.print(
+            f"Resumed {len(resumed)} trials from their checkpoints (at epochs "
+            f"{min(resumed)} to {max(resumed)} of {config.epochs})."
+        )
     if run.requeued:
         console.print(f"Re-queued {run.requeued} trials of workers that died.")
     if len(run.results) < len(run.recipes) * config.seeds and not run.interrupted:
@@ -237,11 +250,6 @@ def compare(
     failed = [r for r in run.results if r["status"] in ("failed", "diverged")]
     for r in failed:
         console.print(f"[red]{r['recipe']} seed {r['seed']} {r['status']}[/]: {r['message']}")
-    if run.interrupted:
-        console.print(
-            f"[yellow]Interrupted: {len(run.results)} finished trials are saved in "
-            f"{out}/trials; run the same command again to finish the rest.[/]"
-        )
     console.print(
         f"Wrote {', '.join(p.name for p in paths.values())} and plots/ to {out} "
         f"in {time.perf_counter() - started:.1f} s."

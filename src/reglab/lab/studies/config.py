@@ -12,6 +12,7 @@ from typing import Any
 
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ..inputs.data import BUILTIN_DATASETS
+from .checkpoints import DEFAULT_EVERY
 
 __all__ = ["DEFAULT_LABEL_NOISE", "DEFAULT_TRAIN_SIZE", "StudyConfig"]
 
@@ -37,7 +38,9 @@ class StudyConfig:
     ``function(input_shape, num_outputs, **model_args)``. ``device`` is ``'auto'`` (CUDA when
     available), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``; ``precision`` ``'32'`` or
     ``'bf16'``; ``deterministic`` turns on ``torch.use_deterministic_algorithms``;
-    ``num_workers`` is the ``DataLoader`` workers of streaming data.
+    ``num_workers`` is the ``DataLoader`` workers of streaming data. ``checkpoint_every`` is the
+    seconds between two checkpoints of a running trial or population (0: every epoch); it does
+    not change any number, so it is not part of a trial's configuration.
 
     Raises:
         ConfigError: for any value outside its constraint (checked at construction).
@@ -70,6 +73,7 @@ class StudyConfig:
     device: str = "auto"
     precision: str = "32"
     deterministic: bool = False
+    checkpoint_every: float = DEFAULT_EVERY
 
     CONSTRAINTS = {
         "data": Predicate(
@@ -118,6 +122,7 @@ class StudyConfig:
         ),
         "precision": Choice("32", "bf16"),
         "deterministic": Predicate(lambda v: isinstance(v, bool), "a bool"),
+        "checkpoint_every": Interval(float, 0, None),
     }
 
     def __post_init__(self) -> None:

@@ -12,24 +12,31 @@ strongest whose mean is within one standard error of the best (Hastie, Tibshiran
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ... import __version__
+from ...checkpoint import Checkpoint
 from ...core import ConfigError, Interval, check_param
 from ...train import evaluate, fit
+from ..engine.runner import run_jobs
 from ..inputs.data import dataset_task
 from ..inputs.recipes import build_recipe, recipe_spec
 from ..reports.inspect import model_figures
+from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .study import dataset_for, fit_options, model_for, plan, splits_for
+from .trial import NOT_IN_KEY
 from .tune import Dimension, parse_dimension, with_values
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
@@ -90,13 +97,30 @@ def _as_is(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """One seed's path: every strength in order, each fit starting from the previous one."""
+def _chain_checkpoint(payload: dict[str, Any], checkpoints: Checkpoints) -> Checkpoint:
+    """The checkpoint of one seed's chain: tagged with everything that shapes its numbers."""
+    shaping = {k: v for k, v in payload["settings"].items() if k not in NOT_IN_KEY}
+    described = [shaping, payload["seed"], repr(payload["dim"]), payload["spec"]]
+    described += [payload["grid"], payload["warm"], payload["later_epochs"], __version__]
+    tag = hashlib.sha256(json.dumps(described, default=repr).encode()).hexdigest()[:16]
+    path = Path(checkpoints.folder) / f"path-{tag}-seed{payload['seed']}.pt"
+    return Checkpoint(path, every=checkpoints.every, tag=tag, keep=True)
+
+
+def _chain(payload: dict[str, Any], checkpoints: Checkpoints | None = None) -> list[dict[str, Any]]:
+    """One seed's path: every strength in order, each fit starting from the previous one.
+    With ``checkpoints`` the chain saves its finished points (rows and warm-start weights) and
+    its running fit, and a rerun continues at the point where it was."""
     torch.set_num_threads(1)
     settings, seed, dim = payload["settings"], payload["seed"], payload["dim"]
     data = dataset_for(settings, seed)
     rows, state = [], None
+    chain = None if checkpoints is None else _chain_checkpoint(payload, checkpoints)
+    if chain is not None and (saved := chain.load("path")) is not None:
+        rows, state = [dict(r) for r in saved["rows"]], saved["state"]
     for i, value in enumerate(payload["grid"]):
+        if i < len(rows):  # finished before an interruption
+            continue
         spec = with_values(payload["spec"], [dim], {dim.name: value})
         recipe = build_recipe(spec, data.image_shape)
         model = model_for(settings, data, seed)
@@ -106,11 +130,13 @@ def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
             recipe.transform_model = _as_is  # type: ignore[method-assign]  # fit's call: done
         epochs = settings["epochs"] if i == 0 else payload["later_epochs"]
         started = time.perf_counter()
+        point = None if chain is None else chain.part(f"p{i}")
         history = fit(
             model,
             *splits_for(settings, data, seed),
             recipe=recipe,
             seed=seed,
+            checkpoint=point,
             **{**fit_options(settings, data), "epochs": epochs},
         )
         row: dict[str, Any] = {
@@ -129,6 +155,9 @@ def _chain(payload: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(row)
         if payload["warm"]:
             state = {k: v.detach().clone() for k, v in history.model.state_dict().items()}
+        if chain is not None:
+            chain.save("path", {"rows": rows, "state": state})
+            point.path.unlink(missing_ok=True)
     return rows
 
 
@@ -167,8 +196,14 @@ def run_path(
     config: PathConfig,
     workers: int = 1,
     on_chain: Callable[[int, int], None] | None = None,
+    out: str | Path | None = None,
 ) -> PathRun:
     """Run every seed's chain (in ``workers`` processes) and choose the strength.
+
+    With ``out``, each chain checkpoints to ``<out>/checkpoints/`` (its finished points and its
+    running fit, every ``checkpoint_every`` seconds of the study), a rerun continues each chain
+    where it was, and the checkpoints are removed when the path is done. Ctrl-C: the running
+    fits save at their next epoch end and ``KeyboardInterrupt`` propagates.
 
     Raises:
         ConfigError: for bad settings, before training.
@@ -191,18 +226,22 @@ def run_path(
         }
         for seed in range(config.seeds)
     ]
-    rows: list[dict[str, Any]] = []
-    if workers <= 1:
-        for i, payload in enumerate(payloads):
-            rows += _chain(payload)
-            if on_chain is not None:
-                on_chain(i + 1, len(payloads))
-    else:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(payloads)), mp_context=ctx) as pool:
-            for i, chain_rows in enumerate(pool.map(_chain, payloads)):
-                rows += chain_rows
-                if on_chain is not None:
-                    on_chain(i + 1, len(payloads))
+    checkpoints = None
+    if out is not None:
+        checkpoints = Checkpoints(str(Path(out) / "checkpoints"), config.study.checkpoint_every)
+    chains: dict[int, list[dict[str, Any]]] = {}
+
+    def finish(row: dict[str, Any]) -> None:
+        chains.setdefault(row["seed"], []).append(row)
+        if on_chain is not None and len(chains[row["seed"]]) == len(values):
+            on_chain(sum(len(c) == len(values) for c in chains.values()), len(payloads))
+
+    job = functools.partial(_chain, checkpoints=checkpoints)
+    run_jobs([(job, p) for p in payloads], min(workers, len(payloads)), finish)
+    rows = [row for seed in sorted(chains) for row in chains[seed]]
+    if checkpoints is not None:
+        for payload in payloads:
+            _chain_checkpoint(payload, checkpoints).remove()
+        checkpoints.clean()
     metric = "val_loss"
     return PathRun(config, rows, choose(rows, metric), time.perf_counter() - started, task)

@@ -116,7 +116,7 @@ def path(config: PathConfig, out: str | Path, workers: int, console: Console) ->
     """Run the path with a progress bar, print the table and the choice, write the outputs."""
     out = Path(out)
     with counting(console, "seeds", config.seeds) as update:
-        run = run_path(config, workers, lambda done, _: update(done))
+        run = run_path(config, workers, lambda done, _: update(done), out=out)
     table = Table(title=f"Regularization path of {config.recipe} ({config.dim.name})")
     for col in ("strength", "val loss", "± SE", "train loss", "zero weights", "‖w‖₂"):
         table.add_column(col)

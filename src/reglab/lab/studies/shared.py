@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ...checkpoint import stop_requested
+from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .store import check_folder, write_atomic
 from .study import StudyRun, Trial, plan, run_trial
@@ -90,7 +92,8 @@ def _work(payload: dict[str, Any]) -> None:
     study = optuna.load_study(study_name=payload["name"], storage=storage)
     plans: dict[str, Trial] = payload["trials"]
     heartbeat = hasattr(storage, "record_heartbeat")
-    while True:
+    checkpoints: Checkpoints = payload["checkpoints"]
+    while not stop_requested():
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
         trial = claim(study)
@@ -103,9 +106,11 @@ def _work(payload: dict[str, Any]) -> None:
             study.tell(trial, state=TrialState.PRUNED)
             continue
         with get_heartbeat_thread(trial._trial_id, storage):
-            result = run_trial(plans[key])
+            # checkpointed on this machine: a re-queued trial it takes again resumes
+            result = run_trial(plans[key], checkpoints)
         trial.set_user_attr(_RESULT, json.dumps(result))
         study.tell(trial, 0.0)
+        checkpoints.forget_trial(plans[key])
 
 
 def run_shared(
@@ -140,6 +145,7 @@ def run_shared(
         "out": str(out),
         "name": study_name,
         "trials": {t.key: t for t in trials},
+        "checkpoints": Checkpoints(str(out / "checkpoints"), config.checkpoint_every),
     }
     total, seen = len(trials), set()
 

@@ -9,6 +9,7 @@ with the same configuration reuses the finished ones (matched by a hash of their
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from ..engine.runner import run_jobs
 from ..inputs.data import Dataset, dataset_task
 from ..inputs.recipes import build_recipe, resolve_recipes
 from ..inputs.user import in_process
+from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .seams import dataset_for, fit_options, member_for, model_for, splits_for, trial_settings
 from .store import check_folder, load_finished, write_atomic
@@ -66,6 +68,8 @@ class StudyRun:
         sequential: recipes the population engine could not batch, with the reason.
         table: the comparison table, one dict per recipe (the columns of ``summary.csv``).
         paths: every file written, by name (``report.html``, ``results.csv``, ...).
+        resumed: for each trial of this run that resumed from a checkpoint, the epoch it
+            resumed from.
     """
 
     config: StudyConfig
@@ -81,6 +85,7 @@ class StudyRun:
     requeued: int = 0
     table: list[dict[str, Any]] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
+    resumed: list[int] = field(default_factory=list)
 
     @property
     def histories(self) -> dict[tuple[str, int], list[dict[str, float]]]:
@@ -216,15 +221,33 @@ def _jobs(
     sequential: Mapping[str, str],
     workers: int,
     size: int,
+    checkpoints: Checkpoints,
 ) -> list:
+    """The jobs of the pending trials. Populations an earlier run announced in ``checkpoints``
+    are formed again with the same members (so they resume from their checkpoints); the other
+    trials are grouped as usual. Announcements that no longer fit are removed."""
+    one = functools.partial(run_trial, checkpoints=checkpoints)
     if config.engine == "sequential":
-        return [(run_trial, t) for t in pending]
+        return [(one, t) for t in pending]
+    many = functools.partial(run_population, checkpoints=checkpoints)
     batch = [t for t in pending if t.recipe not in sequential]
-    size = min(size, max(1, math.ceil(len(batch) / workers)))
-    chunks = [batch[i : i + size] for i in range(0, len(batch), size)]
-    return [(run_population, c) for c in chunks] + [
-        (run_trial, t) for t in pending if t.recipe in sequential
-    ]
+    by_key = {t.key: t for t in batch}
+    chunks: list[list[Trial]] = []
+    for keys in checkpoints.populations():
+        chunk = [by_key[k] for k in keys if k in by_key]
+        if len(chunk) == len(keys) and len(set(keys)) == len(keys):
+            chunks.append(chunk)
+            for k in keys:
+                del by_key[k]
+        else:
+            checkpoints.forget_population(keys)
+    rest = [t for t in batch if t.key in by_key]
+    if rest:
+        size = min(size, max(1, math.ceil(len(rest) / workers)))
+        chunks += [rest[i : i + size] for i in range(0, len(rest), size)]
+    for chunk in chunks:
+        checkpoints.announce(chunk)
+    return [(many, c) for c in chunks] + [(one, t) for t in pending if t.recipe in sequential]
 
 
 def workers_for(config: StudyConfig, settings: Mapping[str, Any]) -> tuple[int, list | None]:
@@ -260,8 +283,10 @@ def run_study(
             running ones' fraction of epochs, for a progress bar) and the total.
 
     Returns:
-        A :class:`StudyRun` with every result (reused or new) in plan order. On Ctrl-C the
-        finished trials are kept and ``interrupted`` is set.
+        A :class:`StudyRun` with every result (reused or new) in plan order. Running trials and
+        populations checkpoint to ``<out>/checkpoints/`` every ``config.checkpoint_every``
+        seconds, and a rerun resumes them. On Ctrl-C every running trial saves at its next
+        epoch end, the finished trials are kept, and ``interrupted`` is set.
     """
     task, settings, recipes, trials, n_train, sequential = plan(config)
     out = Path(out)
@@ -280,12 +305,24 @@ def run_study(
     if devices is not None and pending:
         data = dataset_for(settings, 0)
         size = population_size(settings, model_for(settings, data, 0), data.sample(1)[0], total)
-    jobs = _jobs(config, pending, sequential, workers, size)
+    checkpoints = Checkpoints(str(out / "checkpoints"), config.checkpoint_every)
+    jobs = _jobs(config, pending, sequential, workers, size, checkpoints)
+    populations = {
+        t.key: payload for _, payload in jobs if isinstance(payload, list) for t in payload
+    }
     epochs_of: dict[int, int] = {}
+    resumed: list[int] = []
 
     def finish(result: dict[str, Any]) -> None:
-        write_atomic(trial_dir / by_key[result["key"]].filename, json.dumps(result))
+        trial = by_key[result["key"]]
+        write_atomic(trial_dir / trial.filename, json.dumps(result))
         done[result["key"]] = result
+        if result.get("resumed_from"):
+            resumed.append(result["resumed_from"])
+        checkpoints.forget_trial(trial)  # its result is written: no longer needed
+        members = populations.get(trial.key)
+        if members is not None and all(t.key in done for t in members):
+            checkpoints.forget_population([t.key for t in members])
         if on_trial is not None:
             on_trial(result, len(done), total)
 
@@ -304,8 +341,20 @@ def run_study(
         run_jobs(jobs, min(workers, len(jobs)) if jobs else 1, finish, progress, devices)
     except KeyboardInterrupt:
         interrupted = True
+    if not interrupted:
+        checkpoints.clean()
     results = [done[t.key] for t in trials if t.key in done]
     used = {k: v for k, v in sequential.items() if config.engine == "population"}
     return StudyRun(
-        config, task, settings, recipes, results, reused, out, n_train, interrupted, used
+        config,
+        task,
+        settings,
+        recipes,
+        results,
+        reused,
+        out,
+        n_train,
+        interrupted,
+        used,
+        resumed=resumed,
     )

@@ -22,6 +22,7 @@ from ..inputs.recipes import build_recipe
 from ..inputs.user import first_line
 from ..reports.calibration import raw_weight_metrics, uncertainty_figures
 from ..reports.inspect import model_figures
+from .checkpoints import Checkpoints
 from .seams import dataset_for, fit_options, member_for, model_for, splits_for
 
 __all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
@@ -54,9 +55,10 @@ class Trial:
         return f"{safe}__seed{self.seed}.json"
 
 
-def run_trial(trial: Trial) -> dict[str, Any]:
+def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str, Any]:
     """Train one trial with :func:`reglab.fit` and evaluate its final model; never raises for a
-    failed run.
+    failed run. With ``checkpoints`` it resumes from its checkpoint and saves one as it trains
+    (a requested stop raises :class:`reglab.Interrupted` after saving).
 
     Returns:
         A JSON-ready dict: ``recipe``, ``seed``, ``key``, ``engine`` (``'sequential'``),
@@ -81,6 +83,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
                 *splits_for(settings, data, trial.seed),
                 recipe=recipe,
                 seed=trial.seed,
+                checkpoint=None if checkpoints is None else checkpoints.trial(trial),
                 **fit_options(settings, data),
             )
             result = trial_result(trial, data, history, recipe)
@@ -90,7 +93,11 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     return result
 
 
-def run_population(trials: Sequence[Trial], report: Callable[[int], None] | None = None) -> list:
+def run_population(
+    trials: Sequence[Trial],
+    report: Callable[[int], None] | None = None,
+    checkpoints: Checkpoints | None = None,
+) -> list:
     """Train trials of one study together with :func:`reglab.lab.engine.population.fit_population`
     and evaluate each as :func:`run_trial` does (``engine`` is ``'population'``; ``seconds``
     is the population's time shared equally). Trials it cannot batch run with :func:`run_trial`.
@@ -98,6 +105,7 @@ def run_population(trials: Sequence[Trial], report: Callable[[int], None] | None
     Args:
         trials: trials with the same settings.
         report: called with each finished epoch (progress).
+        checkpoints: where the population (and any trial run alone) checkpoints and resumes.
 
     Returns:
         One result dict per trial, in order.
@@ -105,7 +113,7 @@ def run_population(trials: Sequence[Trial], report: Callable[[int], None] | None
     started = time.perf_counter()
     settings = _settings(trials[0])
     with deterministic(settings.get("deterministic", False)):
-        return _run_population(trials, report, settings, started)
+        return _run_population(trials, report, settings, started, checkpoints)
 
 
 def _run_population(
@@ -113,6 +121,7 @@ def _run_population(
     report: Callable[[int], None] | None,
     settings: dict[str, Any],
     started: float,
+    checkpoints: Checkpoints | None,
 ) -> list:
     results: list[dict[str, Any] | None] = [None] * len(trials)
     members, index, built = [], [], []
@@ -125,7 +134,7 @@ def _run_population(
             results[i] = _failed(trial, str(exc), 0.0)
             continue
         if data.streams or population_reason(model, recipe) is not None:
-            results[i] = run_trial(trial)
+            results[i] = run_trial(trial, checkpoints)
             continue
         members.append(member_for(data, model, recipe, trial.seed))
         index.append(i)
@@ -135,11 +144,12 @@ def _run_population(
             histories = fit_population(
                 members,
                 on_epoch=None if report is None else (lambda epoch, alive: report(epoch)),
+                checkpoint=None if checkpoints is None else checkpoints.population(trials),
                 **fit_options(settings, built[0][0]),
             )
         except Exception:  # one member's error: each trial alone, so only that one fails
             for i in index:
-                results[i] = run_trial(trials[i])
+                results[i] = run_trial(trials[i], checkpoints)
             return results
         share = (time.perf_counter() - started) / len(members)
         for i, history, (data, recipe) in zip(index, histories, built, strict=True):
@@ -208,4 +218,5 @@ def trial_result(
         "histogram": inspected["histogram"] if finite else {},
         "features": inspected.get("features") if finite else None,
         "calibration": bins if finite else None,
+        "resumed_from": history.resumed_from,
     }

@@ -17,6 +17,7 @@ the same when it sees the worker gone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -26,7 +27,6 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -211,32 +211,68 @@ def claim(study: Any) -> Any:
     return None
 
 
+def adopt(study: Any, trial_id: int) -> Any:
+    """Take over a running trial of a dead worker of this host (see :func:`adoptable`): it keeps
+    its number, parameters and reported values, and resumes from its checkpoint."""
+    import optuna
+
+    trial = optuna.Trial(study, trial_id)
+    trial.set_user_attr(_WORKER_ATTR, worker_id())
+    return trial
+
+
 #: A running trial with no owner this long after it started was taken by a worker that died
 #: between taking it and writing its name (the two are separate writes): it is re-queued too.
 ORPHAN_SECONDS = 10.0
 
 
-def requeue_dead(study: Any) -> int:
+def _dead_owner(frozen: Any, host: str, now: datetime.datetime) -> bool:
+    owner = frozen.user_attrs.get(_WORKER_ATTR, "")
+    where, _, pid = owner.rpartition(":")
+    if owner:
+        return where == host and pid.isdigit() and not _alive(int(pid))
+    started = frozen.datetime_start or now
+    return (now - started).total_seconds() > ORPHAN_SECONDS
+
+
+def requeue_dead(study: Any, adopting: bool = False) -> int:
     """Fail and re-queue the running trials of workers of this host that are gone (the journal
-    file has no heartbeat), and orphans (see :data:`ORPHAN_SECONDS`). Returns how many."""
+    file has no heartbeat), and orphans (see :data:`ORPHAN_SECONDS`). Returns how many. With
+    ``adopting``, a dead worker's trials that it had named stay running, for :func:`adoptable`.
+    """
     from optuna.trial import TrialState
 
     host = socket.gethostname()
     now = datetime.datetime.now()
     count = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = frozen.user_attrs.get(_WORKER_ATTR, "")
-        where, _, pid = owner.rpartition(":")
-        if owner:
-            dead = where == host and pid.isdigit() and not _alive(int(pid))
-        else:
-            started = frozen.datetime_start or now
-            dead = (now - started).total_seconds() > ORPHAN_SECONDS
+        if adopting and frozen.user_attrs.get(_WORKER_ATTR):
+            continue
+        dead = _dead_owner(frozen, host, now)
         if dead and study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL):
             attrs = {k: v for k, v in frozen.user_attrs.items() if k != _WORKER_ATTR}
             study.enqueue_trial(frozen.params, user_attrs={**attrs, "retry_of": frozen.number})
             count += 1
     return count
+
+
+#: The user attribute that lists the trial numbers a worker took together (one population).
+BATCH_ATTR = "reglab_batch"
+
+
+def adoptable(study: Any) -> list[list[int]]:
+    """The running trials of this host's dead workers, grouped as they were taken (each group
+    trained as one population, and resumes from its checkpoint as one): trial ids per group."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    now = datetime.datetime.now()
+    groups: dict[tuple, list[int]] = {}
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if frozen.user_attrs.get(_WORKER_ATTR) and _dead_owner(frozen, host, now):
+            batch = tuple(frozen.user_attrs.get(BATCH_ATTR, [frozen.number]))
+            groups.setdefault(batch, []).append(frozen._trial_id)
+    return list(groups.values())
 
 
 def orphans(study: Any) -> int:
@@ -267,47 +303,79 @@ def run_workers(
     count: int,
     study: Any,
     tick: Callable[[], None] | None = None,
+    adopt: bool = False,
 ) -> int:
     """Run ``count`` worker processes of ``target(payload)`` until the study has no waiting
     trial; call ``tick`` about once a second. A dead worker's trials are failed and re-queued
-    (:func:`requeue_dead`), and fresh workers take them if the others have already finished.
-    On Ctrl-C the workers are killed and KeyboardInterrupt propagates.
+    (:func:`requeue_dead`), and fresh workers take them if the others have already finished;
+    with ``adopt`` they are instead handed, still running, to the next workers
+    (``payload['adopt']``: groups of trial ids, see :func:`adoptable`), which resume them from
+    their checkpoints. Ctrl-C: the workers are asked to stop (each running trial checkpoints at
+    its next epoch end), a second Ctrl-C kills them; KeyboardInterrupt propagates.
 
     Returns:
-        How many trials were re-queued.
+        How many trials of dead workers were re-queued or adopted.
     """
     from optuna.trial import TrialState
 
-    ctx = get_context("spawn")
+    from ..engine.runner import stop_on_interrupt
+    from ..engine.workers import context
+
+    ctx = context()
     requeued = 0
+    stop = ctx.Event()
     for _round in range(5):  # another round only for trials that dead workers left behind
-        procs = [ctx.Process(target=target, args=(payload,)) for _ in range(max(1, count))]
+        groups = adoptable(study) if adopt else []
+        requeued += sum(len(g) for g in groups)
+        n = max(1, count)
+        procs = [
+            ctx.Process(target=_worker, args=(target, {**payload, "adopt": groups[i::n]}, stop))
+            for i in range(n)
+        ]
         for p in procs:
             p.start()
         try:
-            while any(p.is_alive() for p in procs):
-                time.sleep(1.0)
-                if any(p.exitcode not in (None, 0) for p in procs):
-                    requeued += requeue_dead(study)
-                if tick is not None:
-                    tick()
+            with stop_on_interrupt(stop):
+                while any(p.is_alive() for p in procs):
+                    time.sleep(0.2)
+                    if any(p.exitcode not in (None, 0) for p in procs):
+                        requeued += requeue_dead(study, adopt)
+                    if tick is not None:
+                        tick()
+                if stop.is_set():
+                    raise KeyboardInterrupt
         except BaseException:
             for p in procs:
                 p.kill()
             raise
         for p in procs:
             p.join()
-        requeued += requeue_dead(study)
+        requeued += requeue_dead(study, adopt)
         for _wait in range(int(ORPHAN_SECONDS) + 2):  # a worker killed mid-claim
             if not orphans(study):
                 break
             time.sleep(1.0)
-            requeued += requeue_dead(study)
+            requeued += requeue_dead(study, adopt)
         if tick is not None:
             tick()
-        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if not waiting and not (adopt and adoptable(study)):
             break
     return requeued
+
+
+def _worker(target: Callable[[dict[str, Any]], None], payload: dict[str, Any], stop: Any) -> None:
+    """A worker process: Ctrl-C is the parent's to handle (it sets ``stop``, shared here); a
+    requested stop ends the worker quietly once its running trials have checkpointed."""
+    import signal
+
+    from ...checkpoint import Interrupted, one_line_warnings, use_stop_event
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    use_stop_event(stop, watch_parent=True)
+    one_line_warnings()
+    with contextlib.suppress(Interrupted):
+        target(payload)
 
 
 def finite_or_inf(value: float) -> float:

@@ -64,7 +64,7 @@ def write_tune_report(run: TuneRun, out: Path) -> Path:
     parts.append(
         f"<p>Storage <code>{html.escape(run.storage)}</code>; {len(run.trials)} finished trials "
         f"(complete or pruned) in the study; this run added {run.added}"
-        + (f" and re-queued {run.requeued} of dead workers" if run.requeued else "")
+        + (f" and took over {run.requeued} trials of dead workers" if run.requeued else "")
         + ".</p>"
     )
     if run.best is not None:
@@ -104,7 +104,8 @@ def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) ->
     paths["tune_report.html"] = write_tune_report(run, out)
     console.print(
         f"Study [bold]{run.name}[/] in {run.storage}: {len(run.trials)} finished trials "
-        f"({run.added} added by this run{f', {run.requeued} re-queued' if run.requeued else ''})."
+        f"({run.added} added by this run"
+        f"{f', {run.requeued} taken over from workers that died' if run.requeued else ''})."
     )
     if run.sequential:
         console.print(f"Trials ran one at a time (not batched): {run.sequential}.")

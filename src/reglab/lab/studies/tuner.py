@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -18,14 +19,21 @@ from typing import Any
 import tomli_w
 import torch
 
+from ... import __version__
+from ...checkpoint import Checkpoint, stop_requested
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ...train import History, evaluate, fit
 from ..engine.population import fit_population
 from ..inputs.recipes import build_recipe, recipe_spec
+from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .store import write_atomic
 from .study import dataset_for, error_line, fit_options, member_for, model_for, plan, splits_for
+from .trial import NOT_IN_KEY
 from .tune import (
+    BATCH_ATTR,
     Dimension,
+    adopt,
     claim,
     finite_or_inf,
     masked,
@@ -130,10 +138,26 @@ def _prune(trial: Any, record: dict[str, float], pruning: bool) -> bool:
     return pruning and trial.should_prune()
 
 
+def _checkpoint(trials: Sequence[Any], payload: dict[str, Any]) -> Checkpoint | None:
+    """The checkpoint of Optuna trials taken together: named by the study and trial numbers,
+    tagged with those and the settings (a resumed trial keeps its number and its reports)."""
+    folder = payload.get("checkpoints")
+    if folder is None:
+        return None
+    numbers = "-".join(str(t.number) for t in trials)
+    shaping = {k: v for k, v in payload["settings"].items() if k not in NOT_IN_KEY}
+    described = [payload["name"], numbers, shaping, payload["spec"], payload["seed"], __version__]
+    tag = hashlib.sha256(json.dumps(described, default=repr).encode()).hexdigest()[:16]
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in payload["name"])
+    path = Path(folder) / f"tune-{stem}-{numbers}.pt"
+    return Checkpoint(path, every=payload["every"], tag=tag)
+
+
 def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
     """Train one Optuna trial with :func:`reglab.fit`, reporting validation loss each epoch;
     return the final model's validation loss, or None when the pruner stopped it. Test metrics
-    and the run's status go to the trial's user attrs."""
+    and the run's status go to the trial's user attrs. With ``payload['checkpoints']`` (a
+    folder) the trial checkpoints and a rerun resumes it."""
     import optuna
 
     settings = payload["settings"]
@@ -150,11 +174,18 @@ def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
             recipe=recipe,
             seed=payload["seed"],
             on_epoch=report,
+            checkpoint=_checkpoint([trial], payload),
             **fit_options(settings, data),
         )
     except optuna.TrialPruned:
+        _discard(_checkpoint([trial], payload))
         return None
     return _result(trial, history, data)
+
+
+def _discard(checkpoint: Checkpoint | None) -> None:
+    if checkpoint is not None:
+        checkpoint.remove()
 
 
 def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[float | None]:
@@ -172,9 +203,17 @@ def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[
         return False
 
     data = built[0][0]
-    histories = fit_population(members, should_stop=should_stop, **fit_options(settings, data))
+    histories = fit_population(
+        members,
+        should_stop=should_stop,
+        checkpoint=_checkpoint(trials, payload),
+        **fit_options(settings, data),
+    )
+    # a member pruned before an interruption comes back from the checkpoint as stopped by it
     return [
-        None if k in pruned else _result(trials[k], history, data)
+        None
+        if k in pruned or history.message.startswith("should_stop")
+        else _result(trials[k], history, data)
         for k, history in enumerate(histories)
     ]
 
@@ -200,12 +239,21 @@ def _work(payload: dict[str, Any]) -> None:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=5),
     )
     heartbeat = hasattr(storage, "record_heartbeat")
+    adopted = [[adopt(study, i) for i in group] for group in payload.get("adopt", [])]
     while True:
+        if stop_requested():
+            return
         if heartbeat:
             optuna.storages.fail_stale_trials(study)
-        trials = []
-        while len(trials) < payload["batch"] and (trial := claim(study)) is not None:
-            trials.append(trial)
+        if adopted:
+            trials = adopted.pop(0)
+        else:
+            trials = []
+            while len(trials) < payload["batch"] and (t := claim(study)) is not None:
+                trials.append(t)
+            if len(trials) > 1:  # a rerun resumes them together, from their checkpoint
+                for t in trials:
+                    t.set_user_attr(BATCH_ATTR, [u.number for u in trials])
         if not trials:
             return
         with contextlib.ExitStack() as stack:
@@ -253,7 +301,9 @@ def run_tune(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> TuneRun:
     """Add ``config.trials`` trials to the study (created on first use) and run them in
-    ``workers`` processes; a dead worker's trial is re-queued and taken by another.
+    ``workers`` processes; a dead worker's trials are taken over, still running, by the next
+    workers and resume from their checkpoints (``<out>/checkpoints/``). A run that was
+    interrupted leaves a mark there, and its rerun finishes it instead of adding trials.
 
     Raises:
         ConfigError: for bad settings or an unreachable storage, before any training.
@@ -272,11 +322,20 @@ def run_tune(
     study = optuna.create_study(
         study_name=config.name, storage=storage, direction="minimize", load_if_exists=True
     )
-    requeued = requeue_dead(study)
+    requeued = requeue_dead(study, adopting=True)
     first = len(study.get_trials(deepcopy=False))
-    added = config.trials  # waiting trials of an interrupted run are taken too
+    # an interrupted run leaves a mark: its rerun finishes it (adopting the trials that were
+    # running, from their checkpoints) instead of adding trials
+    mark = out / "checkpoints" / f"tune-{_safe(config.name)}.json"
+    before = _resume_mark(mark)
+    resumed = before is not None
+    added = 0 if resumed else config.trials
     for _ in range(added):
         study.enqueue_trial({}, skip_if_exists=False)
+    if before is None:
+        before = _finished(study)
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(mark, json.dumps({"study": config.name, "finished_before": before}))
     payload = {
         "settings": settings,
         "seed": config.seed,
@@ -287,15 +346,19 @@ def run_tune(
         "storage": config.storage,
         "out": str(out),
         "name": config.name,
+        "checkpoints": str(out / "checkpoints"),
+        "every": config.study.checkpoint_every,
     }
     total = config.trials
-    done_before = _finished(study)
+    done_before = before
 
     def tick() -> None:
         if on_progress is not None:
             on_progress(min(total, _finished(study) - done_before), total)
 
-    requeued += run_workers(_work, payload, workers, study, tick)
+    requeued += run_workers(_work, payload, workers, study, tick, adopt=True)
+    mark.unlink(missing_ok=True)  # finished: the next run adds trials again
+    Checkpoints(payload["checkpoints"]).clean()
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     if on_progress is not None:
@@ -324,6 +387,18 @@ def run_tune(
         reason,
         failed,
     )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _resume_mark(mark: Path) -> int | None:
+    """The finished trials before an interrupted run began, from its mark; None if none."""
+    try:
+        return int(json.loads(mark.read_text())["finished_before"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _finished(study: Any) -> int:

@@ -1,0 +1,112 @@
+"""Where a study keeps the checkpoints of its running trials and populations.
+
+``<out>/checkpoints/`` holds one :class:`reglab.Checkpoint` per running trial
+(``<recipe>__seed<k>.pt``, tagged with the trial's configuration hash) and one per population
+(``population-<hash>.pt``, tagged with the hash of its trials' keys, beside a
+``population-<hash>.json`` that lists those keys). A rerun forms the populations named there
+again, with the same members, before it groups the remaining trials, so each resumes from its
+checkpoint. A checkpoint is removed as soon as the results of its trials are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...checkpoint import Checkpoint
+from .store import write_atomic
+
+if TYPE_CHECKING:
+    from .trial import Trial
+
+__all__ = ["DEFAULT_EVERY", "Checkpoints"]
+
+#: Seconds between two checkpoints of a running trial, unless ``checkpoint_every`` says otherwise.
+DEFAULT_EVERY = 5.0
+
+
+def _population_tag(keys: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(keys)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """A study's checkpoint folder and how often its runs save (picklable, for workers).
+
+    Args:
+        folder: the folder (``<out>/checkpoints``); created on the first save.
+        every: seconds between two saves of one run (0: every epoch).
+    """
+
+    folder: str
+    every: float = DEFAULT_EVERY
+
+    def trial(self, trial: Trial) -> Checkpoint:
+        """The checkpoint of one trial trained alone."""
+        stem = Path(trial.filename).stem
+        path = Path(self.folder) / f"{stem}.pt"
+        return Checkpoint(path, every=self.every, tag=trial.key, keep=True)
+
+    def population(self, trials: Sequence[Trial]) -> Checkpoint:
+        """The checkpoint of the population of ``trials`` (in the order given)."""
+        tag = _population_tag([t.key for t in trials])
+        path = Path(self.folder) / f"population-{tag}.pt"
+        return Checkpoint(path, every=self.every, tag=tag, keep=True)
+
+    def announce(self, trials: Sequence[Trial]) -> None:
+        """Record that ``trials`` train as one population, so a rerun forms it again."""
+        folder = Path(self.folder)
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+        keys = [t.key for t in trials]
+        path = folder / f"population-{_population_tag(keys)}.json"
+        with contextlib.suppress(OSError):  # without it a rerun only loses the head start
+            write_atomic(path, json.dumps({"keys": keys}))
+
+    def populations(self) -> list[list[str]]:
+        """The trial keys of every population announced in this folder, oldest first."""
+        found = []
+        files = sorted(Path(self.folder).glob("population-*.json"), key=_mtime)
+        for path in files:
+            try:
+                keys = json.loads(path.read_text())["keys"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+                found.append(keys)
+        return found
+
+    def forget_population(self, keys: Sequence[str]) -> None:
+        """Remove the checkpoint (and its parts) of the population of the trials with ``keys``
+        (in order), and its announcement."""
+        tag = _population_tag(keys)
+        Checkpoint(Path(self.folder) / f"population-{tag}.pt", tag=tag).remove()
+        path = Path(self.folder) / f"population-{tag}.json"
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+    def forget_trial(self, trial: Trial) -> None:
+        """Remove one trial's checkpoint."""
+        self.trial(trial).remove()
+
+    def clean(self) -> None:
+        """At the end of a run: remove the temp files of saves a kill cut short, then the
+        folder if nothing else is left in it."""
+        folder = Path(self.folder)
+        for tmp in folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,0 +1,192 @@
+"""Fault tests: studies killed (SIGKILL to the whole process group) or interrupted (Ctrl-C) at
+a fraction of their uninterrupted time, then rerun with the same command, end with the same
+numbers as an uninterrupted run, nothing duplicated, and resume instead of starting over.
+
+How much time a rerun saves is measured by ``benchmarks/kill_resume.py``, not here: a timed
+assertion on a shared two-core machine would fail on its noise, not on the code."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+DEFAULT = ["compare"]  # the default study: 30 trials in two populations, 150 epochs
+SEQUENTIAL = ["compare", "--recipes", "baseline,l2,dropout,mixup", "--seeds", "2"]
+SEQUENTIAL += ["--epochs", "150", "--engine", "sequential", "--checkpoint-every", "0"]
+SINGLE = ["compare", "--recipes", "l2", "--seeds", "1", "--epochs", "600"]
+
+
+def _command(args, out):
+    return [sys.executable, "-m", "reglab", *args, "--out", str(out)]
+
+
+def _timed(args, out):
+    """Run to the end; the wall time and the output."""
+    started = time.monotonic()
+    done = subprocess.run(_command(args, out), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return time.monotonic() - started, done.stdout
+
+
+def _interrupted(args, out, after=None, sig=signal.SIGKILL, pattern=None, extra=0.0):
+    """Start, send ``sig`` to the whole process group ``after`` seconds in (or ``extra``
+    seconds after a file matching ``pattern`` appears in ``out/checkpoints``); the exit code,
+    the seconds from the signal to the exit, and the output."""
+    proc = subprocess.Popen(
+        _command(args, out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    if after is not None:
+        time.sleep(after)
+    else:
+        deadline = time.monotonic() + 300
+        while not list((Path(out) / "checkpoints").glob(pattern)):
+            assert proc.poll() is None, f"ended first: {proc.communicate()[1][-2000:]}"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        time.sleep(extra)
+    assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1][-2000:]}"
+    sent = time.monotonic()
+    os.killpg(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, time.monotonic() - sent, stdout + stderr
+
+
+def _trials(out):
+    """The (recipe, seed) of each row of ``trials.csv``, checked to be unique."""
+    rows = list(csv.DictReader((Path(out) / "trials.csv").open()))
+    keys = [(r["recipe"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a trial is duplicated"
+    return sorted(keys)
+
+
+def _saved_epochs(out):
+    """The epoch each population checkpoint in ``out`` was saved at."""
+    return sorted(
+        torch.load(p, weights_only=True)["state"]["epoch"]
+        for p in (Path(out) / "checkpoints").glob("population-*.pt")
+    )
+
+
+@pytest.fixture(scope="module")
+def default_clean(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean")
+    seconds, _ = _timed(DEFAULT, out)
+    return out, seconds
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.8])
+def test_default_study_killed_at_a_fraction_resumes_to_the_same_results(
+    default_clean, tmp_path, fraction
+):
+    clean, seconds = default_clean
+    code, _, _ = _interrupted(DEFAULT, tmp_path, fraction * seconds)
+    assert code == -signal.SIGKILL
+    saved = _saved_epochs(tmp_path)
+    if fraction == 0.5:  # mid-training: both populations have checkpoints, no trial is done
+        assert len(saved) == 2 and all(0 < e < 150 for e in saved), saved
+        assert not (tmp_path / "results.csv").exists()
+    rerun, stdout = _timed(DEFAULT, tmp_path)
+    if saved:  # the rerun went on from each checkpoint, not from scratch
+        assert f"Resumed {15 * len(saved)} trials from their checkpoints" in stdout
+        trials = [json.loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
+        # trials written before the kill did not resume; the others resumed where saved
+        assert {t["resumed_from"] for t in trials} - {0} == set(saved)
+    assert _trials(tmp_path) == _trials(clean)
+    assert (tmp_path / "results.csv").read_text() == (clean / "results.csv").read_text()
+    assert len(list((tmp_path / "trials").glob("*.json"))) == 30
+    assert not (tmp_path / "checkpoints").exists()  # removed once every result is written
+    print(f"killed at {fraction:.0%} of {seconds:.1f} s; the rerun took {rerun:.1f} s")
+
+
+def test_sequential_study_killed_midway_resumes_to_the_same_results(tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    _timed(SEQUENTIAL, clean)
+    _interrupted(SEQUENTIAL, killed, pattern="*__seed*.pt")  # mid-trial
+    assert not (killed / "results.csv").exists()
+    _timed(SEQUENTIAL, killed)
+    assert (killed / "results.csv").read_text() == (clean / "results.csv").read_text()
+    assert len(list((killed / "trials").glob("*.json"))) == 8
+
+
+def test_single_long_trial_killed_midway_resumes_where_it_was(tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    _timed(SINGLE, clean)
+    # killed well into the trial, after its first checkpoints (one every 5 s)
+    _interrupted(SINGLE, killed, pattern="*.pt", extra=6)
+    _timed(SINGLE, killed)
+    assert (killed / "results.csv").read_text() == (clean / "results.csv").read_text()
+    trial = json.loads(next((killed / "trials").glob("*.json")).read_text())
+    assert [r["epoch"] for r in trial["history"]] == list(range(1, 601))
+    assert trial["resumed_from"] > 0
+
+
+def test_ctrl_c_exits_130_within_seconds_and_the_rerun_resumes(tmp_path):
+    args = ["compare", "--recipes", "baseline,l2,dropout", "--seeds", "2", "--epochs", "300"]
+    clean, stopped = tmp_path / "clean", tmp_path / "stopped"
+    seconds, _ = _timed(args, clean)
+    code, took, output = _interrupted(args, stopped, 0.5 * seconds, signal.SIGINT)
+    assert code == 130, output[-2000:]
+    assert took < 10, f"exited {took:.1f} s after Ctrl-C"
+    assert "interrupted: rerun the same command to resume" in output
+    assert list((stopped / "checkpoints").glob("*.pt")), "nothing was checkpointed"
+    _timed(args, stopped)
+    assert (stopped / "results.csv").read_text() == (clean / "results.csv").read_text()
+
+
+def _path_rows(out):
+    rows = list(csv.DictReader((Path(out) / "path.csv").open()))
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_path_killed_midway_continues_each_chain_where_it_was(tmp_path):
+    args = ["path", "--recipe", "l2", "--param", "strength=1e-4:1", "--points", "4"]
+    args += ["--seeds", "2", "--epochs", "150", "--workers", "2"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    _timed(args, clean)
+    _interrupted(args, killed, pattern="path-*-seed*.pt")  # a chain has finished a point
+    _timed(args, killed)
+    assert _path_rows(killed) == _path_rows(clean)
+    assert not (killed / "checkpoints").exists()
+
+
+def test_tune_killed_midway_keeps_its_trials_and_their_values(tmp_path):
+    import optuna
+    from optuna.trial import FixedTrial, TrialState
+
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.study import plan
+    from reglab.lab.studies.tuner import TuneConfig, evaluate_trial
+
+    args = ["tune", "--recipe", "l2", "--param", "strength=1e-4:1", "--trials", "4"]
+    args += ["--workers", "1", "--epochs", "200", "--no-pruning", "--engine", "sequential"]
+    args += ["--checkpoint-every", "0"]
+    started = time.monotonic()
+    _interrupted(args, tmp_path, pattern="tune-*.pt", extra=1.0)
+    _timed(args, tmp_path)
+    print(f"tune killed and rerun in {time.monotonic() - started:.1f} s")
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "tune.journal"))
+    )
+    study = optuna.load_study(study_name="l2-digits", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # none lost or added
+    config = TuneConfig("l2", ["strength=1e-4:1"], StudyConfig(epochs=200), trials=4)
+    _, settings, *_ = plan(StudyConfig(epochs=200, recipes={"l2": config.spec}, seeds=1, workers=1))
+    payload = {"settings": settings, "seed": 0, "spec": config.spec, "dims": config.dims}
+    payload["pruning"] = False
+    torch.set_num_threads(1)  # as in a worker
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values) == list(range(1, 201))
+        assert evaluate_trial(FixedTrial(trial.params), payload) == trial.value

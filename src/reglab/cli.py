@@ -177,7 +177,7 @@ def _keywords(text: str) -> dict[str, Any]:
     return out
 
 
-@cli.command()
+@cli.command(short_help="Train a model under recipes and seeds; report what each one does.")
 @_study_options
 @click.option("--recipes", help="Comma-separated recipe names (see `reglab recipes`).")
 @click.option("--seeds", type=int, help="Number of seeds (default 3).")
@@ -225,7 +225,7 @@ def compare(
         sys.exit(1)  # every output is written; the errors are printed and in trials.csv
 
 
-@cli.command()
+@cli.command(short_help="Search a recipe's strengths with Optuna (TPE, median pruning).")
 @_RECIPE_OPTION
 @click.option(
     "--param",
@@ -298,7 +298,7 @@ def tune(
         sys.exit(1)  # every output is written; the errors are printed and in tune_trials.csv
 
 
-@cli.command()
+@cli.command(short_help="A regularization path: strengths from strong to weak, warm-started.")
 @_RECIPE_OPTION
 @click.option(
     "--param", required=True, help="The argument and its range, e.g. strength=1e-4:1 (log scale)."

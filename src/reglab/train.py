@@ -66,6 +66,9 @@ class History:
         acts_on: what each parameter regularizer selected, e.g.
             ``'L1 acts on 3 tensors, 84,480 elements'``.
         resumed_from: the epochs restored from a checkpoint (0 for a run from scratch).
+        seconds: the training's wall time (evaluation included, before any interruption too);
+            in a population, this member's share: each epoch's time divided among the members
+            that trained in it.
     """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
@@ -75,6 +78,7 @@ class History:
     task: str = "classification"
     acts_on: list[str] = field(default_factory=list)
     resumed_from: int = 0
+    seconds: float = 0.0
 
     @property
     def epochs_run(self) -> int:
@@ -352,6 +356,7 @@ def fit(
                 "recipe": recipe.state_dict(),
                 "generators": generator_states(generators),
                 "history": history.epochs,
+                "seconds": history.seconds,
             }
 
         def restore(saved: Mapping[str, Any]) -> str | None:
@@ -360,6 +365,7 @@ def fit(
             recipe.load_state_dict(saved["recipe"])
             set_generator_states(generators, saved["generators"])
             history.epochs[:] = [dict(r) for r in saved["history"]]
+            history.seconds = float(saved.get("seconds", 0.0))
             return saved["task"]
 
         first, task = _resume(checkpoint, state, restore, task)
@@ -412,6 +418,7 @@ def fit(
         record["lr"] = float(opt.param_groups[0]["lr"])
         record.update(recipe.logs())
         record["seconds"] = time.perf_counter() - started
+        history.seconds += record["seconds"]
         history.epochs.append(record)
         if on_epoch is not None:
             on_epoch(record)

@@ -333,6 +333,8 @@ class Population:
             val = self._evaluate(self.VX, self.VY) if self.VX is not None else None
             seconds = time.perf_counter() - started
             ended = []
+            for k in self.alive:
+                self._history(k).seconds += seconds / len(self.alive)
             for i, k in enumerate(self.alive):
                 record = {"epoch": epoch, "objective": objectives[i]}
                 if i in finite:
@@ -376,6 +378,7 @@ class Population:
                 "history": [] if h is None else h.epochs,
                 "status": "completed" if h is None else h.status,
                 "message": "" if h is None else h.message,
+                "seconds": 0.0 if h is None else h.seconds,
             }
             if k not in self.alive:
                 entry["params"] = m.model.state_dict()
@@ -405,6 +408,7 @@ class Population:
             self.generators[k].set_state(entry["generator"])
             history.epochs[:] = [dict(r) for r in entry["history"]]
             history.status, history.message = entry["status"], entry["message"]
+            history.seconds = float(entry.get("seconds", 0.0))
             if k not in alive:  # it had left: its own memory, its final parameters
                 for p in m.model.parameters():
                     p.data = p.data.clone(memory_format=torch.contiguous_format)

@@ -66,26 +66,54 @@ def plot_curves(results: Sequence[Mapping[str, Any]], task: str, path: Path) -> 
     plt.close(fig)
 
 
+def effect_points(
+    summary: Sequence[RecipeSummary], metric: str, baseline: str = "baseline"
+) -> list[tuple[str, float, float, bool]]:
+    """What the effect plot draws for ``metric``: per recipe other than ``baseline``, its
+    paired difference from baseline (mean over seeds), the 95% CI half-width of that difference
+    and whether the Holm-adjusted test is significant: the quantity the table's test is about.
+    Recipes without a paired comparison are left out."""
+    points = []
+    for s in summary:
+        paired = s.versus_baseline.get(metric)
+        if s.recipe == baseline or paired is None or paired.diff.n == 0:
+            continue
+        half = paired.diff.half_width
+        points.append((s.recipe, paired.diff.mean, 0.0 if math.isnan(half) else half,
+                       paired.significant))  # fmt: skip
+    return points
+
+
 def plot_effects(
     summary: Sequence[RecipeSummary], task: str, path: Path, baseline: str = "baseline"
 ) -> None:
-    """Test metric and generalization gap per recipe, mean with 95% CI whiskers."""
+    """Each recipe's paired difference from baseline in test metric and generalization gap,
+    with its 95% CI (filled: Holm-adjusted p < 0.05); a whisker that crosses 0 is a difference
+    the seeds cannot tell from none. Without a baseline, each recipe's own mean and CI."""
     m = primary_metric(task)
-    names = [s.recipe for s in summary]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8))
-    for ax, metric in zip(axes, (f"test_{m}", "gap"), strict=True):
-        means = [s.estimates[metric].mean for s in summary]
-        errs = [
-            0 if math.isnan(s.estimates[metric].half_width) else s.estimates[metric].half_width
-            for s in summary
-        ]
-        y = np.arange(len(names))
-        ax.errorbar(means, y, xerr=errs, fmt="o", capsize=4, color="tab:blue")
-        if baseline in names:
-            ax.axvline(means[names.index(baseline)], color="grey", ls="--", lw=1)
-        ax.set_yticks(y, names)
+    metrics = (f"test_{m}", "gap")
+    paired = {metric: effect_points(summary, metric, baseline) for metric in metrics}
+    rows = max((len(p) for p in paired.values()), default=0) or len(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * rows + 1.8))
+    for ax, metric in zip(axes, metrics, strict=True):
+        points = paired[metric]
+        if points:
+            title = f"{label(metric)}: difference from {baseline} (paired, 95% CI)"
+            ax.axvline(0, color="grey", ls="--", lw=1)
+        else:  # no baseline to pair with: each recipe's own estimate
+            points = [
+                (s.recipe, s.estimates[metric].mean, s.estimates[metric].half_width, False)
+                for s in summary
+            ]
+            points = [(n, v, 0.0 if math.isnan(h) else h, sig) for n, v, h, sig in points]
+            title = f"{label(metric)} (mean, 95% CI)"
+        y = np.arange(len(points))
+        for yi, (_, mean, half, significant) in zip(y, points, strict=True):
+            ax.errorbar(mean, yi, xerr=half, fmt="o", capsize=4, color="tab:blue",
+                        markerfacecolor="tab:blue" if significant else "white")  # fmt: skip
+        ax.set_yticks(y, [p[0] for p in points])
         ax.invert_yaxis()
-        ax.set_title(label(metric) + " (mean, 95% CI)")
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -270,6 +298,20 @@ def _features_html(results: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _noise_html(settings: Mapping[str, Any], task: str) -> str:
+    """A warning at the top when the study corrupted training labels on purpose."""
+    noise = settings.get("label_noise") or 0
+    if not noise or task != "classification":
+        return ""
+    m = primary_metric(task)
+    return (
+        f'<p class="bad">Label noise is on: {noise:.0%} of the training labels were made wrong '
+        f"on purpose (<code>label_noise = {noise}</code>), so that overfitting shows. Train "
+        f"{m}, and the gap (train − test), are measured on those noisy training labels; "
+        "validation and test labels are clean.</p>"
+    )
+
+
 def write_report(
     path: Path,
     *,
@@ -281,6 +323,7 @@ def write_report(
     plots: Sequence[Path],
     recipes: Mapping[str, Any],
     verdict: str = "",
+    baseline: str = "baseline",
 ) -> None:
     """One HTML file: the verdict first, then the table, the plots (embedded) and each trial's
     status."""
@@ -311,6 +354,7 @@ def write_report(
 <style>{_CSS}</style></head><body>
 <h1>{esc(title)}</h1>
 {f'<p class="verdict">{esc(verdict)}</p>' if verdict else ""}
+{_noise_html(settings, task)}
 <h2>Comparison</h2>
 <p>Mean ± 95% confidence interval over seeds (Student t). Each seed has its own data split and
 initial weights, shared by every recipe, so differences from baseline are paired (Δ: the mean
@@ -321,7 +365,11 @@ one family per metric); <span class="sig">bold*</span> marks an adjusted p &lt; 
 The gap is train − test {esc(primary_metric(task))}. <code>summary.csv</code> adds the unadjusted
 p, Cohen's d_z and the seeds needed for every compared metric.</p>
 <table>{table}</table>
-<h2>Effect on test performance and the generalization gap</h2>{_img(plots[1])}
+<h2>Effect on test performance and the generalization gap</h2>
+<p>Each recipe's difference from {esc(baseline)} paired over seeds, with its 95% CI: the
+quantity the table's test is about. A filled dot is significant after Holm's correction; a
+whisker that crosses the dashed zero line is a difference these seeds cannot tell from none.</p>
+{_img(plots[1])}
 <h2>Learning curves</h2>{_img(plots[0])}
 <h2>Weights</h2>{_img(plots[2])}
 <h2>Sparsity</h2>{_img(plots[3])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ...core import Regularizer
 from ...serialize import _specs as recipe_specs
+from ..engine.device import CPU_POPULATION
 from ..inputs.user import in_process, reference
 from ..reports.report import features_summary, write_plots, write_report
 from ..reports.results import (
@@ -73,6 +75,7 @@ def write_outputs(
     title = f"reglab compare: {Path(run.config.data).name}, {run.config.model}"
     write_report(
         paths["report.html"],
+        baseline=run.config.baseline,
         title=title,
         settings=run.settings,
         summary=summary,
@@ -86,16 +89,36 @@ def write_outputs(
     return paths
 
 
-def _describe(run: StudyRun) -> str:
+def _describe(run: StudyRun, width: int = 100) -> str:
+    """The study in a few phrases joined by " · ", broken between phrases (never inside one)
+    to fit ``width`` columns; the engine in words a user knows."""
     s, seeds, workers = run.settings, run.config.seeds, run.config.workers
-    n_recipes = len(run.recipes)
     noise = f", {s['label_noise']:.0%} label noise" if s["label_noise"] else ""
-    size = run.n_train
-    return (
-        f"[bold]{s['data']}[/] with {s['model']} {s['widths'] if s['model'] == 'mlp' else ''}"
-        f" · train size {size}{noise} · {n_recipes} recipes x {seeds} seeds · "
-        f"{s['epochs']} epochs · {s['optimizer']} {s['lr']} · {workers} workers, {s['engine']}"
-    )
+    if s["engine"] == "population":
+        at_once = min(CPU_POPULATION, math.ceil(len(run.recipes) * seeds / max(workers, 1)))
+        engine = f"up to {at_once} trials at a time per worker"
+    else:
+        engine = "one trial at a time per worker"
+    engine = f"{workers} worker{'s' if workers != 1 else ''}, {engine}"
+    widths = f" {s['widths']}" if s["model"] == "mlp" else ""
+    phrases = [
+        f"[bold]{s['data']}[/] with {s['model']}{widths}",
+        f"train size {run.n_train}{noise}",
+        f"{len(run.recipes)} recipes x {seeds} seeds",
+        f"{s['epochs']} epochs",
+        f"{s['optimizer']} {s['lr']}",
+        engine,
+    ]
+    lines, line = [], ""
+    for phrase in phrases:
+        visible = len(phrase.replace("[bold]", "").replace("[/]", ""))
+        shown = len(line.replace("[bold]", "").replace("[/]", ""))
+        if line and shown + 3 + visible > width:
+            lines.append(line)
+            line = phrase
+        else:
+            line = f"{line} · {phrase}" if line else phrase
+    return "\n".join([*lines, line])
 
 
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -172,25 +195,25 @@ def compare(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
+        transient=True,  # no stale line of the last trial above the tables
     )
-    state: dict[str, Any] = {}
+    # the bar's clock starts with the study, not with its first finished trial
+    state: dict[str, Any] = {"task": progress.add_task("preparing the study", total=None)}
 
     def on_trial(result: dict[str, Any], done: int, total: int) -> None:
-        if "task" not in state:
-            state["task"] = progress.add_task("trials", total=total, completed=done - 1)
         test = result.get("final", {}).get("test", {})
         figure = next((f"test {k} {v:.3f}" for k, v in test.items() if k != "loss"), "")
         progress.update(
             state["task"],
+            total=total,
             completed=done,
             description=f"{result['recipe']} seed {result['seed']}: {result['status']} {figure}",
         )
 
     def on_epoch(completed: float, total: int) -> None:
-        if "task" not in state:
-            state["task"] = progress.add_task("trials", total=total, completed=0)
-        progress.update(state["task"], completed=completed, description="training populations")
+        progress.update(
+            state["task"], total=total, completed=completed, description="training populations"
+        )
 
     with progress:
         if storage is not None:
@@ -207,7 +230,7 @@ def compare(
             f"ones saved checkpoints in {out}/checkpoints).[/]"
         )
         return run
-    console.print(_describe(run))
+    console.print(_describe(run, min(console.width, 100)))
     summary = comparison(run.results, run.task, config.baseline)
     verdict = verdict_text(summary, run.task, config.baseline)
     console.print(verdict, style="bold")
@@ -250,10 +273,8 @@ def compare(
     failed = [r for r in run.results if r["status"] in ("failed", "diverged")]
     for r in failed:
         console.print(f"[red]{r['recipe']} seed {r['seed']} {r['status']}[/]: {r['message']}")
-    console.print(
-        f"Wrote {', '.join(p.name for p in paths.values())} and plots/ to {out} "
-        f"in {time.perf_counter() - started:.1f} s."
-    )
+    written = [*(p.name for p in paths.values()), "plots/", "trials/", "reglab-study.json"]
+    console.print(f"Wrote {', '.join(written)} to {out} in {time.perf_counter() - started:.1f} s.")
     return run
 
 

@@ -73,6 +73,12 @@ def _dataset(
     if train_size is None and data in BUILTIN_DATASETS:  # at most 300, fewer when fewer
         probe = load_dataset(data, **options)
         if probe.size("train") <= DEFAULT_TRAIN_SIZE:
+            if probe.size("train") < DEFAULT_TRAIN_SIZE:
+                probe.notes["train_size"] = (
+                    f"{data} has {probe.size('train')} training samples after the validation "
+                    f"and test splits, fewer than the default train size of "
+                    f"{DEFAULT_TRAIN_SIZE}: all {probe.size('train')} are used"
+                )
             return probe
         train_size = DEFAULT_TRAIN_SIZE
     return load_dataset(data, train_size=train_size, **options)

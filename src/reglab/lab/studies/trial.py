@@ -100,7 +100,8 @@ def run_population(
 ) -> list:
     """Train trials of one study together with :func:`reglab.lab.engine.population.fit_population`
     and evaluate each as :func:`run_trial` does (``engine`` is ``'population'``; ``seconds``
-    is the population's time shared equally). Trials it cannot batch run with :func:`run_trial`.
+    is the trial's own time: its share of each epoch it trained in, divided among the members
+    training then, plus its evaluation). Trials it cannot batch run with :func:`run_trial`.
 
     Args:
         trials: trials with the same settings.
@@ -110,17 +111,15 @@ def run_population(
     Returns:
         One result dict per trial, in order.
     """
-    started = time.perf_counter()
     settings = _settings(trials[0])
     with deterministic(settings.get("deterministic", False)):
-        return _run_population(trials, report, settings, started, checkpoints)
+        return _run_population(trials, report, settings, checkpoints)
 
 
 def _run_population(
     trials: Sequence[Trial],
     report: Callable[[int], None] | None,
     settings: dict[str, Any],
-    started: float,
     checkpoints: Checkpoints | None,
 ) -> list:
     results: list[dict[str, Any] | None] = [None] * len(trials)
@@ -151,10 +150,11 @@ def _run_population(
             for i in index:
                 results[i] = run_trial(trials[i], checkpoints)
             return results
-        share = (time.perf_counter() - started) / len(members)
         for i, history, (data, recipe) in zip(index, histories, built, strict=True):
+            evaluated = time.perf_counter()
             results[i] = trial_result(trials[i], data, history, recipe, "population")
-            results[i]["seconds"] = share
+            # its own time: its share of each epoch it trained in, and its evaluation
+            results[i]["seconds"] = history.seconds + time.perf_counter() - evaluated
     return results
 
 

@@ -77,6 +77,29 @@ def postgres_server():
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def chromium():
+    """The path of a headless Chromium. Debian's package is installed with apt-get when it is
+    missing; where that is impossible the tests that need it skip and say why."""
+    import os
+    import shutil
+    import subprocess
+
+    names = ("chromium", "chromium-browser", "google-chrome")
+    found = next((shutil.which(n) for n in names if shutil.which(n)), None)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+        ):
+            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("Chromium is not installed and apt-get could not install it")
+    return found
+
+
 @pytest.fixture
 def postgres_url(postgres_server, request):
     """A new, empty database on the session's server for each test: every test meets Optuna's

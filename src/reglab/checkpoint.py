@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -43,7 +44,7 @@ FORMAT = 1
 
 _stop: Any = None  # an object with is_set()/set(), e.g. a multiprocessing.Event
 _stop_local = False
-_parent: int | None = None  # a worker's parent process: when it dies, the worker stops too
+_active: set[int] = set()  # the checkpoints of runs in progress in this process
 _write_warned = False
 
 
@@ -57,14 +58,47 @@ class Interrupted(KeyboardInterrupt):
     ``Exception`` does not swallow it."""
 
 
-def use_stop_event(event: Any, watch_parent: bool = False) -> None:
+def use_stop_event(event: Any) -> None:
     """Share the stop flag through ``event`` (anything with ``is_set()`` and ``set()``, e.g. a
-    ``multiprocessing.Event`` handed to worker processes); None for a flag of this process.
-    With ``watch_parent`` (a worker process), the death of this process's parent counts as a
-    stop request too: a worker whose study was killed saves and ends instead of training on."""
-    global _stop, _stop_local, _parent
+    ``multiprocessing.Event`` handed to worker processes); None for a flag of this process."""
+    global _stop, _stop_local
     _stop, _stop_local = event, False
-    _parent = os.getppid() if watch_parent else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is gone too
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def watch_process(pid: int, grace: float = 30.0, every: float = 1.0) -> threading.Thread:
+    """In a worker process: once process ``pid`` (the study's own process) is gone, request a
+    stop, so a running trial saves its checkpoint at its next epoch end, and end this process
+    at the latest ``grace`` seconds later (as soon as no run is in progress). A worker whose
+    study was killed (SIGKILL, an out-of-memory kill) then neither trains on for nothing nor
+    waits forever for work that cannot come."""
+
+    def watch() -> None:
+        while process_alive(pid):
+            time.sleep(every)
+        request_stop()
+        deadline = time.monotonic() + grace
+        while _active and time.monotonic() < deadline:  # a run saving at its epoch end
+            time.sleep(0.1)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="reglab-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def request_stop() -> None:
@@ -77,11 +111,8 @@ def request_stop() -> None:
 
 
 def stop_requested() -> bool:
-    """Whether :func:`request_stop` was called (here or, through a shared event, elsewhere),
-    or a watched parent process has died."""
-    if _stop_local or (_stop is not None and _stop.is_set()):
-        return True
-    return _parent is not None and os.getppid() != _parent
+    """Whether :func:`request_stop` was called (here or, through a shared event, elsewhere)."""
+    return _stop_local or (_stop is not None and _stop.is_set())
 
 
 def clear_stop() -> None:
@@ -160,6 +191,7 @@ class Checkpoint:
         None: no file, or one that cannot be used (then one :class:`CheckpointWarning` names it
         and why, and the run starts from scratch)."""
         self._last = time.monotonic()
+        _active.add(id(self))  # a run starts: see watch_process
         if not self.path.is_file():
             return None
         try:
@@ -196,6 +228,7 @@ class Checkpoint:
         if stopping or time.monotonic() - self._last >= self.every:
             self.save(kind, state())
         if stopping:
+            _active.discard(id(self))
             raise Interrupted(f"stopped at an epoch end; the checkpoint is {self.path}")
 
     def save(self, kind: str, state: Mapping[str, Any]) -> bool:
@@ -236,8 +269,13 @@ class Checkpoint:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
 
+    def done(self) -> None:
+        """The run is no longer in progress in this process (its file stays)."""
+        _active.discard(id(self))
+
     def finished(self) -> None:
         """The run ended: remove the file unless ``keep``."""
+        self.done()
         if not self.keep:
             self.remove()
 

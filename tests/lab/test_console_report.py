@@ -1,6 +1,7 @@
 """The console and the report a practitioner reads (issue 18, the parts built so far)."""
 
 import math
+import re
 
 import pytest
 
@@ -58,7 +59,7 @@ def breast_cancer_run(tmp_path_factory):
     console = Console(record=True, width=100)
     run = compare(
         data="breast_cancer",
-        recipes=["baseline", "early_stopping"],
+        recipes=["baseline", "early_stopping", "dropout"],
         seeds=2,
         epochs=12,
         workers=1,
@@ -75,7 +76,8 @@ def test_compare_says_what_it_wrote_and_what_the_train_size_became(breast_cancer
     assert "breast_cancer has 284 training samples" in text and "all 284 are used" in text
     first = text.strip().splitlines()[0]
     assert "30% label noise" in first and len(first) <= 100
-    assert "up to 4 trials at a time per worker" in text
+    assert "train accuracy and the gap use the clean labels" in " ".join(text.split())
+    assert "up to 6 trials at a time per worker" in text
 
 
 def test_population_trials_report_their_own_seconds(breast_cancer_run):
@@ -89,5 +91,120 @@ def test_report_says_label_noise_is_on_at_the_top(breast_cancer_run):
     _, _, out = breast_cancer_run
     page = (out / "report.html").read_text()
     warning = page.index("Label noise is on: 30% of the training labels")
+    assert "use the clean training labels" in page
+    assert "<th>train acc (noisy labels)</th>" in page
     assert warning < page.index("<h2>Comparison</h2>")
     assert "difference from baseline" in page
+
+
+def test_report_splits_the_answer_from_the_details_and_marks_what_does_not_apply(
+    breast_cancer_run,
+):
+    _, _, out = breast_cancer_run
+    page = (out / "report.html").read_text()
+    headline = page.split("<table>")[1].split("</table>")[0]
+    assert "<th>test acc</th>" in headline and "Δ test acc vs baseline" in headline
+    assert "<th>train acc</th>" not in headline and "‖w‖₂" not in headline
+    details = page.split("<h3>Details</h3>")[1].split("</table>")[0]
+    assert "<th>train acc</th>" in details and "<th>epochs</th>" in details
+    assert "<td>—</td>" in headline  # baseline has no difference from itself
+    epochs = [row.split("<td>")[-1].split("</td>")[0] for row in details.split("<tr>")[2:]]
+    assert epochs and all(re.fullmatch(r"\d+ ± \d+", e) for e in epochs), epochs
+    assert "<td></td>" not in page.split("<h2>Trials</h2>")[0]
+
+
+def test_report_skips_the_sparsity_chart_when_nothing_is_zero(breast_cancer_run):
+    run, _, out = breast_cancer_run
+    assert all(r["model"]["zero_fraction"] == 0 for r in run.results)
+    page = (out / "report.html").read_text()
+    assert "No recipe has a weight that is exactly zero: nothing to show." in page
+    assert not (out / "plots" / "sparsity.png").exists()
+    assert "<code>train_size</code> = 284" in page  # the value used, not None
+
+
+_CHECK = """<script>window.addEventListener('load', () => {
+  const images = [...document.images];
+  document.body.setAttribute('data-check', JSON.stringify({
+    width: document.documentElement.scrollWidth,
+    images: images.length,
+    broken: images.filter(i => !i.complete || i.naturalWidth === 0).length}));
+});</script>"""
+
+
+def test_report_of_the_default_panel_fits_1400_px_in_a_real_browser(tmp_path, chromium):
+    import html
+    import json
+    import subprocess
+
+    from rich.console import Console
+
+    from reglab.lab import DEFAULT_PANEL, compare
+
+    out = tmp_path / "panel"
+    compare(recipes=list(DEFAULT_PANEL), seeds=2, epochs=3, workers=1, out=out,
+            console=Console(quiet=True))  # fmt: skip
+    page = tmp_path / "page.html"
+    page.write_text((out / "report.html").read_text() + _CHECK)
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    found = re.search(r'data-check="([^"]*)"', dom)
+    assert found, dom[-500:]
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["width"] <= 1400, f"the page scrolls sideways: {check['width']} px"
+    assert check["images"] >= 4 and check["broken"] == 0, check
+
+
+def test_layer_labels_and_recipes_read_as_a_person_would_write_them(breast_cancer_run):
+    import tomllib
+
+    import torch
+
+    from reglab.lab.reports.inspect import layer_label
+    from reglab.lab.reports.report import recipes_toml
+
+    assert layer_label(1, torch.Size([256, 64])) == "layer 1 (64→256)"
+    assert layer_label(2, torch.Size([32, 16, 3, 3])) == "layer 2 (16→32, 3×3)"
+    run, _, out = breast_cancer_run
+    assert run.results[0]["layers"]["0.weight"] == "layer 1 (30→256)"
+    table = recipes_toml(run.recipes)
+    assert tomllib.loads(table)["recipes"] == run.recipes  # valid TOML, the same recipes
+    page = (out / "report.html").read_text()
+    assert "dropout = [{ type = &quot;Dropout&quot;, p = 0.5 }]" in page
+    assert "Every recipe uses all 30 inputs" in page
+
+
+def test_figures_that_do_not_apply_show_a_dash(breast_cancer_run):
+    _, _, out = breast_cancer_run
+    page = (out / "report.html").read_text()
+    uncertainty = page.split("<h2>Calibration and uncertainty</h2>")[1].split("</table>")[0]
+    baseline_row = uncertainty.split("<td>baseline</td>")[1].split("</tr>")[0]
+    assert baseline_row.count("<td>—</td>") == 4  # MC accuracy, ECE, loss, spread: no dropout
+
+
+def test_clean_training_labels_differ_exactly_where_the_noise_went():
+    from reglab.lab.inputs.data import load_dataset
+
+    data = load_dataset("digits", seed=0, train_size=300, label_noise=0.3)
+    x, clean = data.source("train_clean")
+    same_x, noisy = data.source("train")
+    assert x is same_x and data.noisy
+    assert int((clean != noisy).sum()) == data.notes["noisy_labels"] == 90
+    quiet = load_dataset("digits", seed=0, train_size=300, label_noise=0.0)
+    assert not quiet.noisy and quiet.source("train_clean")[1] is quiet.y_train
+
+
+def test_gap_uses_the_clean_training_labels(breast_cancer_run):
+    from reglab.lab.reports.results import per_trial_figures
+
+    run, _, _ = breast_cancer_run
+    for r in run.results:
+        figures = per_trial_figures([r], "classification")[0]
+        final = r["final"]
+        assert figures["gap"] == final["train_clean"]["accuracy"] - final["test"]["accuracy"]
+        assert figures["train_noisy_accuracy"] == final["train"]["accuracy"]
+    # a model that has not memorized the wrong labels scores higher on the clean ones
+    dropout = next(r for r in run.results if r["recipe"] == "dropout")["final"]
+    assert dropout["train_clean"]["accuracy"] > dropout["train"]["accuracy"]

@@ -359,8 +359,10 @@ class Population:
             for k in list(self.alive):
                 self._finish(k, on_done, f"ran all {epochs} epochs")
             self.alive = []
-        if checkpoint is not None and checkpoint.keep:  # its owner removes it: a rerun is instant
-            checkpoint.save("population", self.state(epoch))
+        if checkpoint is not None:
+            if checkpoint.keep:  # its owner removes it: a rerun is instant
+                checkpoint.save("population", self.state(epoch))
+            checkpoint.done()
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, epoch: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ raised once the running ones have stopped. A second Ctrl-C kills the workers at 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue as queue_module
 import signal
 import sys
@@ -32,6 +33,7 @@ from ...checkpoint import (
     request_stop,
     stop_requested,
     use_stop_event,
+    watch_process,
 )
 from .device import assign
 from .workers import context
@@ -77,11 +79,12 @@ def stop_on_interrupt(event: Any = None) -> Iterator[None]:
         use_stop_event(None)
 
 
-def _init_worker(progress: Any, devices: Any, stop: Any) -> None:
+def _init_worker(progress: Any, devices: Any, stop: Any, study: int) -> None:
     global _progress
     _progress = progress
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; see stop_on_interrupt
-    use_stop_event(stop, watch_parent=True)
+    use_stop_event(stop)
+    watch_process(study)  # the study's process killed: checkpoint and end
     one_line_warnings()
     torch.set_num_threads(1)
     if devices is not None:  # one GPU per worker: take the next one
@@ -157,7 +160,10 @@ def _run_pool(
     interrupted = False
     with (
         ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(progress, queue, stop)
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(progress, queue, stop, os.getpid()),
         ) as pool,
         stop_on_interrupt(stop),
     ):

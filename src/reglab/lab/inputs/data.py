@@ -293,6 +293,7 @@ def load_dataset(
     if raw.task == "classification":
         num_classes = int(raw.y.max()) + 1
         if label_noise > 0:
+            clean = torch.as_tensor(ys[0].copy(), dtype=torch.int64)
             shifts = _noise(len(tr), label_noise, num_classes, seed)
             flip = np.fromiter(shifts, dtype=np.int64, count=len(shifts))
             shift = np.fromiter(shifts.values(), dtype=np.int64, count=len(shifts))
@@ -318,4 +319,5 @@ def load_dataset(
         list(raw.informative) if raw.informative else None,
         notes,
         input_shape=(xt[0].shape[1],),
+        y_train_clean=clean if raw.task == "classification" and label_noise > 0 else None,
     )

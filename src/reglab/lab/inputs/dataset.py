@@ -14,7 +14,7 @@ from torch.utils.data import Subset
 
 from ...core import Interval, check_param
 from .errors import DataError
-from .streams import loader
+from .streams import NoisyLabels, loader
 
 __all__ = ["TEST_FRACTION", "VAL_FRACTION", "Dataset"]
 
@@ -51,6 +51,15 @@ class Dataset:
     #: one sample's shape as the model receives it: ``(features,)`` for tables, ``(C, H, W)``
     #: for a streamed image folder
     input_shape: tuple[int, ...] = ()
+    #: the training labels before label noise (None when no label was made wrong)
+    y_train_clean: torch.Tensor | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """True when some training labels were made wrong on purpose (``label_noise``)."""
+        if self.streams:
+            return isinstance(self.splits["train"], NoisyLabels)
+        return self.y_train_clean is not None
 
     @property
     def streams(self) -> bool:
@@ -79,7 +88,16 @@ class Dataset:
     ) -> Any:
         """``split`` in the form :func:`reglab.fit` and :func:`reglab.evaluate` take: the
         ``(X, y)`` tensors of in-memory data, or a ``DataLoader`` over a streaming split
-        (shuffled from ``seed`` when one is given: a training split)."""
+        (shuffled from ``seed`` when one is given: a training split). ``'train_clean'`` is the
+        training split with the labels it had before label noise (the training split itself
+        when there is none)."""
+        if split == "train_clean":
+            if not self.streams:
+                clean = self.y_train if self.y_train_clean is None else self.y_train_clean
+                return self.x_train, clean
+            train = self.splits["train"]
+            chosen = train.dataset if isinstance(train, NoisyLabels) else train
+            return loader(chosen, batch_size, num_workers=num_workers, pin_memory=pin_memory)
         if not self.streams:
             return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
         return loader(

@@ -174,10 +174,17 @@ def _pooled_bins(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, np
     return out
 
 
-def plot_reliability(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
-    """Reliability diagram: accuracy against confidence per bin, pooled over seeds, one line
-    per recipe, with the diagonal of perfect calibration. Returns False (and writes nothing)
-    when no trial has calibration counts."""
+#: Recipes per panel of the reliability diagram (besides the baseline, drawn in every panel).
+PER_PANEL = 3
+
+
+def plot_reliability(
+    results: Sequence[Mapping[str, Any]], path: Path, baseline: str = "baseline"
+) -> bool:
+    """Reliability diagram: accuracy against confidence per bin, pooled over seeds, as small
+    multiples of at most :data:`PER_PANEL` recipes each (the baseline, grey, in every panel for
+    reference), with the diagonal of perfect calibration and each panel's legend outside its
+    axes. Returns False (and writes nothing) when no trial has calibration counts."""
     pooled = _pooled_bins(results)
     if not pooled:
         return False
@@ -186,29 +193,36 @@ def plot_reliability(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, hist) = plt.subplots(
-        2, 1, figsize=(6.5, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
-    colors = plt.get_cmap("tab10" if len(pooled) <= 10 else "tab20").colors
-    ax.set_prop_cycle(color=colors)
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
-    for recipe, b in pooled.items():
+    others = [r for r in pooled if r != baseline] or list(pooled)
+    groups = [others[i : i + PER_PANEL] for i in range(0, len(others), PER_PANEL)]
+    cols = min(2, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.8 * cols, 3.6 * rows), squeeze=False)
+
+    def curve(ax: Any, recipe: str, **style: Any) -> None:
+        b = pooled[recipe]
         seen = b["counts"] > 0
         conf = b["confidence"][seen] / b["counts"][seen]
         acc = b["correct"][seen] / b["counts"][seen]
         ece = _ece({k: v.tolist() for k, v in b.items()})
-        line = ax.plot(
-            conf, acc, marker="o", ms=3, lw=1.2, label=f"{recipe} (pooled ECE {ece:.3f})"
-        )
-        centers = (np.arange(len(b["counts"])) + 0.5) / len(b["counts"])
-        hist.plot(centers, b["counts"] / b["counts"].sum(), color=line[0].get_color(), lw=1)
-    ax.set_ylabel("accuracy in bin")
-    ax.set_title("Reliability diagram (test set, pooled over seeds)")
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(alpha=0.3)
-    hist.set_xlabel("confidence (top-class probability)")
-    hist.set_ylabel("share of samples")
-    hist.grid(alpha=0.3)
+        ax.plot(conf, acc, marker="o", ms=3, label=f"{recipe} (ECE {ece:.3f})", **style)
+
+    colors = plt.get_cmap("tab10").colors
+    for ax, group in zip(axes.flat, groups, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+        if baseline in pooled and baseline not in group:
+            curve(ax, baseline, color="0.55", lw=1.0)
+        for i, recipe in enumerate(group):
+            curve(ax, recipe, color=colors[i % len(colors)], lw=1.4)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence (top-class probability)")
+        ax.set_ylabel("accuracy in bin")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    for ax in axes.flat[len(groups) :]:
+        ax.axis("off")
+    fig.suptitle("Reliability diagrams (test set, pooled over seeds; grey: baseline)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -219,7 +233,7 @@ def _mean(trials: Sequence[Mapping[str, Any]], split: str, metric: str) -> str:
     from .stats import mean_ci
 
     values = [t["final"][split][metric] for t in trials if metric in t["final"].get(split, {})]
-    return mean_ci(values).format(3) if values else ""
+    return mean_ci(values).format(3) if values else "—"  # e.g. MC figures without dropout
 
 
 def _done(results: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import html
+import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -112,7 +114,7 @@ def plot_effects(
             ax.errorbar(mean, yi, xerr=half, fmt="o", capsize=4, color="tab:blue",
                         markerfacecolor="tab:blue" if significant else "white")  # fmt: skip
         ax.set_yticks(y, [p[0] for p in points])
-        ax.invert_yaxis()
+        ax.set_ylim(len(points) - 0.5, -0.5)  # first recipe on top, no empty band
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -139,7 +141,7 @@ def plot_weights(results: Sequence[Mapping[str, Any]], path: Path) -> None:
         ax.set_ylim(bottom=0.8)  # empty bins stay empty on the log axis
         zeros = trial["model"].get("zero_fraction", 0.0)
         ax.set_title(
-            f"{recipe}: ‖w‖₂={trial['model']['weight_l2']:.1f}, zeros {zeros:.1%}", fontsize=9
+            f"{recipe}: ‖w‖₂={trial['model']['weight_l2']:.1f}, zeros {zeros:.3f}", fontsize=9
         )
     for ax in axes.flat[len(groups) :]:
         ax.axis("off")
@@ -164,17 +166,21 @@ def _layer_means(results: Sequence[Mapping[str, Any]], prefix: str) -> dict[str,
     }
 
 
-def plot_sparsity(results: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Fraction of exactly-zero weights per layer and recipe (mean over seeds)."""
+def plot_sparsity(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    """Fraction of exactly-zero weights per layer and recipe (mean over seeds); nothing is
+    drawn (False) when no recipe has a zero weight."""
     means = _layer_means(results, "zero_fraction")
+    if not any(v > 0 for layers in means.values() for v in layers.values()):
+        return False
     recipes = list(_by_recipe(results))
     layers = list(next(iter(means.values()), {}))
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(recipes) * max(1, len(layers) / 2) + 1.6))
     height = 0.8 / max(len(layers), 1)
     y = np.arange(len(recipes))
+    names = next((r["layers"] for r in results if r.get("layers")), {})
     for i, layer in enumerate(layers):
         values = [means.get(r, {}).get(layer, 0.0) for r in recipes]
-        ax.barh(y + i * height, values, height, label=layer)
+        ax.barh(y + i * height, values, height, label=names.get(layer, layer))
     ax.set_yticks(y + height * (len(layers) - 1) / 2, recipes)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -185,6 +191,7 @@ def plot_sparsity(results: Sequence[Mapping[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return True
 
 
 def write_plots(
@@ -193,19 +200,22 @@ def write_plots(
     task: str,
     out: Path,
     baseline: str = "baseline",
-) -> list[Path]:
-    """Write ``curves.png``, ``effects.png``, ``weights.png``, ``sparsity.png`` and, for
-    classification, ``reliability.png`` into ``out/plots``."""
+) -> dict[str, Path]:
+    """Write ``curves.png``, ``effects.png``, ``weights.png`` and, when they have something to
+    show, ``sparsity.png`` (some weight is exactly zero) and ``reliability.png``
+    (classification) into ``out/plots``; return the paths written, by name."""
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    names = ("curves", "effects", "weights", "sparsity")
-    paths = [folder / f"{n}.png" for n in names]
-    plot_curves(results, task, paths[0])
-    plot_effects(summary, task, paths[1], baseline)
-    plot_weights(results, paths[2])
-    plot_sparsity(results, paths[3])
-    if plot_reliability(results, folder / "reliability.png"):
-        paths.append(folder / "reliability.png")
+    paths = {n: folder / f"{n}.png" for n in ("curves", "effects", "weights")}
+    plot_curves(results, task, paths["curves"])
+    plot_effects(summary, task, paths["effects"], baseline)
+    plot_weights(results, paths["weights"])
+    reliability = functools.partial(plot_reliability, baseline=baseline)
+    for name, draw in (("sparsity", plot_sparsity), ("reliability", reliability)):
+        path = folder / f"{name}.png"
+        path.unlink(missing_ok=True)  # a rerun must not show an older run's plot
+        if draw(results, path):
+            paths[name] = path
     return paths
 
 
@@ -214,7 +224,7 @@ table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bott
 text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
 img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold}
 .verdict{background:#f6f8fa;border-left:4px solid #4a7;padding:0.6em 1em;line-height:1.5}
-code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}"""
+code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}td.l{text-align:left;white-space:normal}"""
 
 
 @contextlib.contextmanager
@@ -259,32 +269,92 @@ def features_summary(
     return rows
 
 
+#: What a strength means, for the regularizers where it is not obvious from the name.
+STRENGTHS = {
+    "L1": "strength λ adds λ·Σ|w| to the loss (by default as proximal steps: exact zeros)",
+    "L2": "strength λ adds λ/2·Σw² to the loss: its gradient λ·w equals SGD's weight_decay=λ",
+    "ElasticNet": "strength λ with l1_ratio r adds λ·(r·Σ|w| + (1−r)/2·Σw²)",
+    "GroupLasso": "strength λ adds λ·Σ √(group size)·‖w_group‖₂ over output units",
+    "WeightDecay": "rate r shrinks w ← w·(1 − lr·r) every step: the rate is multiplied by the "
+    "learning rate (AdamW's convention), so rate 5 at lr 1e-3 removes 0.5% per step",
+    "MaxNorm": "max_norm c rescales each unit's incoming weights to norm at most c",
+    "Dropout": "p is the probability of zeroing each hidden unit in training",
+    "GaussianNoise": "std σ adds N(0, σ²) to each standardized input (×the feature's std when "
+    "relative)",
+    "LabelSmoothing": "eps ε moves ε of each target's probability onto the other classes",
+    "Mixup": "alpha α: mixing weights drawn from Beta(α, α)",
+    "CutMix": "alpha α: box areas drawn from Beta(α, α)",
+}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def recipes_toml(recipes: Mapping[str, Any]) -> str:
+    """The recipes as a study file's ``[recipes]`` table, one line per recipe."""
+    lines = ["[recipes]"]
+    for name, specs in recipes.items():
+        key = name if name.replace("_", "").replace("-", "").isalnum() else json.dumps(name)
+        lines.append(f"{key} = {_toml_value([dict(s) for s in specs or []])}")
+    return "\n".join(lines)
+
+
+def _count(value: float) -> str:
+    """A mean of counts: an integer when it is one (``64``), else one decimal (``63.5``)."""
+    return f"{value:.0f}" if value == round(value) else f"{value:.1f}"
+
+
 def _features_html(results: Sequence[Mapping[str, Any]]) -> str:
     rows = features_summary(results)
     if not rows:
         return ""
     esc = html.escape
+    totals = {t["model"].get("features_total") for t in results if t.get("model")} - {None}
+    total = max(totals) if totals else None
+    if total is not None and all(means["features_kept"] == total for _, means, _ in rows):
+        return (
+            f"<h2>Which inputs survive</h2><p>Every recipe uses all {_count(total)} inputs (no "
+            "first-layer weight column is exactly zero): nothing to show.</p>"
+        )
     informative = "informative_kept" in rows[0][1]
     head = (
         "<tr><th>recipe</th><th>inputs used</th>"
         + ("<th>informative kept</th><th>noise kept</th>" if informative else "")
-        + "<th>inputs used by the first seed</th></tr>"
+        + "<th>the first seed's inputs</th></tr>"
     )
+    first: dict[str, Mapping[str, Any]] = {}
+    for r in results:
+        if r.get("features") is not None:
+            first.setdefault(r["recipe"], r)
     body = ""
     for recipe, means, names in rows:
-        listed = (
-            ", ".join(names)
-            if names is not None and len(names) <= 40
-            else (f"{len(names)} inputs" if names is not None else "")
-        )
+        dropped = first.get(recipe, {}).get("dropped")
+        listed = ""
+        if names is not None:
+            listed = f"{len(names)} used"
+            if dropped:
+                listed = (
+                    f"<details><summary>{len(names)} used, {len(dropped)} dropped</summary>"
+                    f"dropped: {esc(', '.join(dropped))}</details>"
+                )
         body += (
-            f"<tr><td>{esc(recipe)}</td><td>{means['features_kept']:.1f}</td>"
+            f"<tr><td>{esc(recipe)}</td><td>{_count(means['features_kept'])}</td>"
             + (
-                f"<td>{means['informative_kept']:.1f}</td><td>{means['noise_kept']:.1f}</td>"
+                f"<td>{_count(means['informative_kept'])}</td>"
+                f"<td>{_count(means['noise_kept'])}</td>"
                 if informative
                 else ""
             )
-            + f'<td style="text-align:left;white-space:normal">{esc(listed)}</td></tr>'
+            + f'<td class="l">{listed}</td></tr>'
         )
     note = (
         " The data have known informative features: a sparse recipe should keep them and drop"
@@ -294,8 +364,37 @@ def _features_html(results: Sequence[Mapping[str, Any]]) -> str:
     )
     return (
         f"<h2>Which inputs survive</h2><p>An input survives when any first-layer weight from it"
-        f" is non-zero (mean over seeds).{note}</p><table>{head}{body}</table>"
+        f" is non-zero (mean over seeds; the names dropped by the first seed open on a click)."
+        f"{note}</p><table>{head}{body}</table>"
     )
+
+
+def _report_columns(header: Sequence[str]) -> tuple[list[int], list[int]]:
+    """The report's two tables as column indices of :func:`summary_rows`' header: the answer
+    (test metric, gap, their differences from baseline, the seeds needed) and the details."""
+    headline = [
+        i
+        for i, h in enumerate(header)
+        if h == "recipe" or h.startswith(("test acc", "test R²", "gap", "Δ", "n for 80%"))
+    ]
+    details = [0] + [i for i in range(1, len(header)) if i not in headline]
+    return headline, details
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], cols: Sequence[int]) -> str:
+    """An HTML table of the columns ``cols``; an empty cell (a figure that does not apply)
+    shows "—"; ``*`` cells are bold."""
+    esc = html.escape
+    out = "<tr>" + "".join(f"<th>{esc(header[i])}</th>" for i in cols) + "</tr>"
+    for row in rows:
+        cells = "".join(
+            f'<td class="sig">{esc(row[i])}</td>'
+            if row[i].endswith("*")
+            else f"<td>{esc(row[i]) if row[i] not in ('', '-') else '—'}</td>"
+            for i in cols
+        )
+        out += f"<tr>{cells}</tr>"
+    return out
 
 
 def _noise_html(settings: Mapping[str, Any], task: str) -> str:
@@ -307,8 +406,10 @@ def _noise_html(settings: Mapping[str, Any], task: str) -> str:
     return (
         f'<p class="bad">Label noise is on: {noise:.0%} of the training labels were made wrong '
         f"on purpose (<code>label_noise = {noise}</code>), so that overfitting shows. Train "
-        f"{m}, and the gap (train − test), are measured on those noisy training labels; "
-        "validation and test labels are clean.</p>"
+        f"{m} and the gap (train − test) use the clean training labels (those before the "
+        f"noise); <i>train {m} (noisy labels)</i> and the learning curves' train lines are "
+        "measured on the labels the model was trained on. Validation and test labels are "
+        "clean.</p>"
     )
 
 
@@ -320,7 +421,7 @@ def write_report(
     summary: Sequence[RecipeSummary],
     results: Sequence[Mapping[str, Any]],
     task: str,
-    plots: Sequence[Path],
+    plots: Mapping[str, Path],
     recipes: Mapping[str, Any],
     verdict: str = "",
     baseline: str = "baseline",
@@ -329,25 +430,22 @@ def write_report(
     status."""
     esc = html.escape
     header, rows = summary_rows(summary, task)
-    table = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
-    for row in rows:
-        cells = "".join(
-            f'<td class="sig">{esc(c)}</td>' if c.endswith("*") else f"<td>{esc(c)}</td>"
-            for c in row
-        )
-        table += f"<tr>{cells}</tr>"
+    table, details = (_html_table(header, rows, cols) for cols in _report_columns(header))
     settings_html = "".join(
         f"<li><code>{esc(str(k))}</code> = {esc(str(v))}</li>" for k, v in settings.items()
     )
-    recipe_html = "".join(
-        f"<li><b>{esc(n)}</b>: <code>{esc(str(s) if s else 'none')}</code></li>"
-        for n, s in recipes.items()
+    recipe_html = esc(recipes_toml(recipes))
+    used = {spec.get("type") for specs in recipes.values() for spec in specs or []}
+    meanings = "".join(
+        f"<li><code>{esc(kind)}</code>: {esc(text)}</li>"
+        for kind, text in STRENGTHS.items()
+        if kind in used
     )
     trials = "".join(
         f"<tr><td>{esc(r['recipe'])}</td><td>{r['seed']}</td>"
-        f'<td class="{"bad" if r["status"] in ("diverged", "failed") else ""}">'
+        f'<td class="l{" bad" if r["status"] in ("diverged", "failed") else ""}">'
         f"{esc(r['status'])}</td><td>{r.get('epochs_run', 0)}</td>"
-        f"<td>{r.get('seconds', 0):.1f}</td><td>{esc(r.get('message', ''))}</td></tr>"
+        f'<td>{r.get("seconds", 0):.1f}</td><td class="l">{esc(r.get("message", ""))}</td></tr>'
         for r in results
     )
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
@@ -365,22 +463,33 @@ one family per metric); <span class="sig">bold*</span> marks an adjusted p &lt; 
 The gap is train − test {esc(primary_metric(task))}. <code>summary.csv</code> adds the unadjusted
 p, Cohen's d_z and the seeds needed for every compared metric.</p>
 <table>{table}</table>
+<h3>Details</h3>
+<p>n: trials that finished out of those run; test loss, ECE (classification), the fraction of
+weights exactly zero, the weight norm and the epochs trained, mean ± 95% CI over seeds.</p>
+<table>{details}</table>
 <h2>Effect on test performance and the generalization gap</h2>
 <p>Each recipe's difference from {esc(baseline)} paired over seeds, with its 95% CI: the
 quantity the table's test is about. A filled dot is significant after Holm's correction; a
 whisker that crosses the dashed zero line is a difference these seeds cannot tell from none.</p>
-{_img(plots[1])}
-<h2>Learning curves</h2>{_img(plots[0])}
-<h2>Weights</h2>{_img(plots[2])}
-<h2>Sparsity</h2>{_img(plots[3])}
+{_img(plots["effects"])}
+<h2>Learning curves</h2>{_img(plots["curves"])}
+<h2>Weights</h2>{_img(plots["weights"])}
+<h2>Sparsity</h2>{
+        _img(plots["sparsity"])
+        if "sparsity" in plots
+        else "<p>No recipe has a weight that is exactly zero: nothing to show.</p>"
+    }
 {_features_html(results)}
 {uncertainty_html(results, task)}
-{"<h2>Reliability diagram</h2>" + _img(plots[4]) if len(plots) > 4 else ""}
+{"<h2>Reliability diagram</h2>" + _img(plots["reliability"]) if "reliability" in plots else ""}
 {averaging_html(results, task)}
-<h2>Recipes</h2><ul>{recipe_html}</ul>
+<h2>Recipes</h2><p>As a study file's <code>[recipes]</code> table (reuse it with
+<code>--config</code>):</p><pre>{recipe_html}</pre>
+{f"<p>What the strengths mean:</p><ul>{meanings}</ul>" if meanings else ""}
 <h2>Settings</h2><ul>{settings_html}</ul>
-<h2>Trials</h2><table><tr><th>recipe</th><th>seed</th><th>status</th><th>epochs</th>
-<th>seconds</th><th>message</th></tr>{trials}</table>
+<h2>Trials</h2><p>Seconds: each trial's own time (in a population, its share of each epoch it
+trained in, and its evaluation).</p><table><tr><th>recipe</th><th>seed</th><th>status</th>
+<th>epochs</th><th>seconds</th><th>message</th></tr>{trials}</table>
 <p>Files: <code>results.csv</code> (columns {", ".join(RESULT_COLUMNS)}),
 <code>summary.csv</code>, <code>trials.csv</code>, <code>plots/</code>.</p>
 </body></html>"""

@@ -77,7 +77,8 @@ def write_outputs(
         paths["report.html"],
         baseline=run.config.baseline,
         title=title,
-        settings=run.settings,
+        # the values used: a default train size is the number of samples it became
+        settings={**run.settings, "train_size": run.settings["train_size"] or run.n_train},
         summary=summary,
         results=run.results,
         task=run.task,
@@ -231,6 +232,11 @@ def compare(
         )
         return run
     console.print(_describe(run, min(console.width, 100)))
+    if run.task == "classification" and run.settings["label_noise"]:
+        console.print(
+            f"Label noise: {run.settings['label_noise']:.0%} of the training labels are wrong "
+            "on purpose; train accuracy and the gap use the clean labels."
+        )
     summary = comparison(run.results, run.task, config.baseline)
     verdict = verdict_text(summary, run.task, config.baseline)
     console.print(verdict, style="bold")

@@ -192,10 +192,8 @@ def trial_result(
 ) -> dict[str, Any]:
     """The result dict of :func:`run_trial` (without ``seconds``) for a finished training."""
     final_model = history.model
-    final = {
-        split: evaluate(final_model, data.source(split), data.task)
-        for split in ("train", "val", "test")
-    }
+    splits = ("train", "val", "test", *(("train_clean",) if data.noisy else ()))
+    final = {split: evaluate(final_model, data.source(split), data.task) for split in splits}
     test = data.source("test")
     extra, bins = uncertainty_figures(final_model, test, data.task, trial.seed)
     final["test"].update(extra)
@@ -217,6 +215,8 @@ def trial_result(
         "model": inspected["figures"] if finite else {},
         "histogram": inspected["histogram"] if finite else {},
         "features": inspected.get("features") if finite else None,
+        "dropped": inspected.get("dropped") if finite else None,
+        "layers": inspected.get("layers") if finite else None,
         "calibration": bins if finite else None,
         "resumed_from": history.resumed_from,
     }

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...checkpoint import process_alive
 from ...core import ConfigError, Interval, Regularizer, check_param
 
 __all__ = ["Dimension", "open_storage", "parse_dimension", "tunable"]
@@ -230,7 +231,7 @@ def _dead_owner(frozen: Any, host: str, now: datetime.datetime) -> bool:
     owner = frozen.user_attrs.get(_WORKER_ATTR, "")
     where, _, pid = owner.rpartition(":")
     if owner:
-        return where == host and pid.isdigit() and not _alive(int(pid))
+        return where == host and pid.isdigit() and not process_alive(int(pid))
     started = frozen.datetime_start or now
     return (now - started).total_seconds() > ORPHAN_SECONDS
 
@@ -283,20 +284,6 @@ def orphans(study: Any) -> int:
     return sum(1 for t in running if not t.user_attrs.get(_WORKER_ATTR))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is gone too
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def run_workers(
     target: Callable[[dict[str, Any]], None],
     payload: dict[str, Any],
@@ -329,7 +316,10 @@ def run_workers(
         requeued += sum(len(g) for g in groups)
         n = max(1, count)
         procs = [
-            ctx.Process(target=_worker, args=(target, {**payload, "adopt": groups[i::n]}, stop))
+            ctx.Process(
+                target=_worker,
+                args=(target, {**payload, "adopt": groups[i::n]}, stop, os.getpid()),
+            )
             for i in range(n)
         ]
         for p in procs:
@@ -364,15 +354,19 @@ def run_workers(
     return requeued
 
 
-def _worker(target: Callable[[dict[str, Any]], None], payload: dict[str, Any], stop: Any) -> None:
+def _worker(
+    target: Callable[[dict[str, Any]], None], payload: dict[str, Any], stop: Any, study: int
+) -> None:
     """A worker process: Ctrl-C is the parent's to handle (it sets ``stop``, shared here); a
-    requested stop ends the worker quietly once its running trials have checkpointed."""
+    requested stop, or the death of the parent process ``study``, ends the worker quietly once
+    its running trials have checkpointed."""
     import signal
 
-    from ...checkpoint import Interrupted, one_line_warnings, use_stop_event
+    from ...checkpoint import Interrupted, one_line_warnings, use_stop_event, watch_process
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    use_stop_event(stop, watch_parent=True)
+    use_stop_event(stop)
+    watch_process(study)
     one_line_warnings()
     with contextlib.suppress(Interrupted):
         target(payload)

@@ -57,9 +57,12 @@ def test_compare_end_to_end_writes_csv_report_and_plots(tmp_path, capsys):
     } <= curves
     assert all(float(r["value"]) == float(r["value"]) for r in rows)  # no NaN
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 5 and "<table>" in report
+    # no recipe here makes a weight exactly zero: no sparsity chart, one line instead
+    assert report.count("data:image/png;base64,") == 4 and "<table>" in report
+    assert "No recipe has a weight that is exactly zero" in report
+    assert not (out / "plots" / "sparsity.png").exists()
     assert "Reliability diagram" in report and "Calibration and uncertainty" in report
-    for name in ("curves", "effects", "weights", "sparsity", "reliability"):
+    for name in ("curves", "effects", "weights", "reliability"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "trials").glob("*.json"))) == 6
     assert (out / "summary.csv").read_text().startswith("recipe,n,train acc")

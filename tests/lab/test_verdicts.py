@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from reglab.lab.reports.stats import holm, paired_test, seeds_for_power, summarize
+from reglab.lab.reports.stats import MAX_SEEDS, holm, paired_test, seeds_for_power, summarize
 from reglab.lab.reports.verdict import verdict
 
 
@@ -37,6 +37,15 @@ def test_seeds_for_power_is_the_smallest_n_with_80_percent_power():
     assert seeds_for_power(0.5) == 34
     assert seeds_for_power(-0.5) == 34
     assert seeds_for_power(0.0) is None
+
+
+def test_seeds_for_power_at_the_solvers_ends_is_quiet_and_right():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # statsmodels' ConvergenceWarning used to reach the console
+        assert seeds_for_power(50.0, 0.005) == 2  # a huge effect: the fewest seeds, not the most
+        assert seeds_for_power(1e-6, 0.005) == MAX_SEEDS
 
 
 def test_paired_test_reports_cohens_dz():

@@ -12,6 +12,7 @@ an adjusted p below 0.05.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -147,14 +148,16 @@ def seeds_for_power(d_z: float, level: float = ALPHA, power: float = POWER) -> i
     from statsmodels.stats.power import TTestPower
 
     try:
-        n = TTestPower().solve_power(
-            effect_size=abs(d_z), alpha=level, power=power, alternative="two-sided"
-        )
+        with warnings.catch_warnings():  # its root finder warns where it fails; handled below
+            warnings.simplefilter("ignore")
+            n = TTestPower().solve_power(
+                effect_size=abs(d_z), alpha=level, power=power, alternative="two-sided"
+            )
+        n = float(np.asarray(n).ravel()[0])
     except (ValueError, RuntimeError):
-        return MAX_SEEDS
-    n = float(np.asarray(n).ravel()[0])
-    if not math.isfinite(n):
-        return MAX_SEEDS
+        n = math.nan
+    if not math.isfinite(n):  # the solver fails at the ends: a huge effect needs the fewest
+        return 2 if abs(d_z) >= 1 else MAX_SEEDS
     return int(min(MAX_SEEDS, max(2, math.ceil(n))))
 
 

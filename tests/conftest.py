@@ -19,6 +19,20 @@ def toy_data():
     return (x[:80], y[:80]), (x[80:], y[80:])
 
 
+def _apt_install(package):
+    """Install Debian's ``package`` with apt-get (as root); False where that is impossible."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+    return True
+
+
 def _postgres_bin():
     import glob
     from pathlib import Path
@@ -40,13 +54,7 @@ def postgres_server():
     import tempfile
 
     bindir = _postgres_bin()
-    if bindir is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "postgresql"],
-        ):
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+    if bindir is None and _apt_install("postgresql"):
         bindir = _postgres_bin()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed and apt-get could not install it")
@@ -81,19 +89,11 @@ def postgres_server():
 def chromium():
     """The path of a headless Chromium. Debian's package is installed with apt-get when it is
     missing; where that is impossible the tests that need it skip and say why."""
-    import os
     import shutil
-    import subprocess
 
     names = ("chromium", "chromium-browser", "google-chrome")
     found = next((shutil.which(n) for n in names if shutil.which(n)), None)
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-        ):
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+    if found is None and _apt_install("chromium"):
         found = shutil.which("chromium")
     if found is None:
         pytest.skip("Chromium is not installed and apt-get could not install it")

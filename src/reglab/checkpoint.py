@@ -27,16 +27,20 @@ from typing import Any
 
 import torch
 
-from .core import ConfigError
+from .core import Interval, check_param
 
 __all__ = [
     "FORMAT",
     "Checkpoint",
     "CheckpointWarning",
     "Interrupted",
+    "clear_stop",
+    "one_line_warnings",
+    "process_alive",
     "request_stop",
     "stop_requested",
     "use_stop_event",
+    "watch_process",
 ]
 
 #: The layout of a checkpoint file; bumped when an older one cannot be resumed from.
@@ -162,11 +166,7 @@ class Checkpoint:
     def __init__(
         self, path: str | Path, *, every: float = 5.0, tag: str = "", keep: bool = False
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
-            raise ConfigError(
-                f"The 'every' parameter of Checkpoint must be a number of seconds >= 0. "
-                f"Got {every!r}."
-            )
+        check_param("Checkpoint", "every", every, Interval(float, 0, None))
         self.path, self.every, self.tag, self.keep = Path(path), float(every), str(tag), keep
         self._last = time.monotonic()
         self.saves = 0

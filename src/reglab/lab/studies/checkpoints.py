@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ... import __version__
 from ...checkpoint import Checkpoint
-from .store import write_atomic
+from .store import safe_name, write_atomic
 
 if TYPE_CHECKING:
     from .trial import Trial
@@ -45,6 +46,20 @@ class Checkpoints:
 
     folder: str
     every: float = DEFAULT_EVERY
+
+    def run(
+        self, name: str, settings: Mapping[str, Any], *shaping: Any, keep: bool = True
+    ) -> Checkpoint:
+        """The checkpoint ``<name>.pt`` of a run of ``tune`` or ``path``, tagged with a hash of
+        everything that shapes its numbers: the study settings (but those that cannot change a
+        number), ``shaping`` and reglab's version."""
+        from .trial import NOT_IN_KEY
+
+        kept = {k: v for k, v in settings.items() if k not in NOT_IN_KEY}
+        described = json.dumps([kept, *shaping, __version__], default=repr)
+        tag = hashlib.sha256(described.encode()).hexdigest()[:16]
+        path = Path(self.folder) / f"{safe_name(name)}.pt"
+        return Checkpoint(path, every=self.every, tag=tag, keep=keep)
 
     def trial(self, trial: Trial) -> Checkpoint:
         """The checkpoint of one trial trained alone."""

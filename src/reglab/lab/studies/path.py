@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ... import __version__
 from ...checkpoint import Checkpoint
 from ...core import ConfigError, Interval, check_param
 from ...train import evaluate, fit
@@ -36,7 +33,6 @@ from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .study import dataset_for, fit_options, model_for, plan, splits_for
-from .trial import NOT_IN_KEY
 from .tune import Dimension, parse_dimension, with_values
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
@@ -99,12 +95,10 @@ def _as_is(model: torch.nn.Module) -> torch.nn.Module:
 
 def _chain_checkpoint(payload: dict[str, Any], checkpoints: Checkpoints) -> Checkpoint:
     """The checkpoint of one seed's chain: tagged with everything that shapes its numbers."""
-    shaping = {k: v for k, v in payload["settings"].items() if k not in NOT_IN_KEY}
-    described = [shaping, payload["seed"], repr(payload["dim"]), payload["spec"]]
-    described += [payload["grid"], payload["warm"], payload["later_epochs"], __version__]
-    tag = hashlib.sha256(json.dumps(described, default=repr).encode()).hexdigest()[:16]
-    path = Path(checkpoints.folder) / f"path-{tag}-seed{payload['seed']}.pt"
-    return Checkpoint(path, every=checkpoints.every, tag=tag, keep=True)
+    shaping = [payload["seed"], repr(payload["dim"]), payload["spec"], payload["grid"]]
+    shaping += [payload["warm"], payload["later_epochs"]]
+    name = f"path-{payload['dim'].name}-seed{payload['seed']}"
+    return checkpoints.run(name, payload["settings"], *shaping)
 
 
 def _chain(payload: dict[str, Any], checkpoints: Checkpoints | None = None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...core import ConfigError
 
-__all__ = ["FORMAT", "MANIFEST", "check_folder", "load_finished", "write_atomic"]
+__all__ = ["FORMAT", "MANIFEST", "check_folder", "load_finished", "safe_name", "write_atomic"]
 
 #: The file that says which study a results folder belongs to.
 MANIFEST = "reglab-study.json"
@@ -49,6 +49,11 @@ def _check_manifest(out: Path, settings: Mapping[str, Any]) -> None:
             f"The 'out' parameter of compare names a folder with the results of another study "
             f"({described}); choose another --out or remove it. Got {str(out)!r}."
         )
+
+
+def safe_name(name: str) -> str:
+    """``name`` as part of a file name: letters, digits, ``-`` and ``_`` kept, the rest ``_``."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def write_atomic(path: Path, text: str) -> None:

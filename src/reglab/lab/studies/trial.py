@@ -24,6 +24,7 @@ from ..reports.calibration import raw_weight_metrics, uncertainty_figures
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .seams import dataset_for, fit_options, member_for, model_for, splits_for
+from .store import safe_name
 
 __all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
 
@@ -51,8 +52,7 @@ class Trial:
 
     @property
     def filename(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.recipe)
-        return f"{safe}__seed{self.seed}.json"
+        return f"{safe_name(self.recipe)}__seed{self.seed}.json"
 
 
 def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str, Any]:

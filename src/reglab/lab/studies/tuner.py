@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -19,7 +18,6 @@ from typing import Any
 import tomli_w
 import torch
 
-from ... import __version__
 from ...checkpoint import Checkpoint, stop_requested
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ...train import History, evaluate, fit
@@ -27,9 +25,8 @@ from ..engine.population import fit_population
 from ..inputs.recipes import build_recipe, recipe_spec
 from .checkpoints import Checkpoints
 from .config import StudyConfig
-from .store import write_atomic
+from .store import safe_name, write_atomic
 from .study import dataset_for, error_line, fit_options, member_for, model_for, plan, splits_for
-from .trial import NOT_IN_KEY
 from .tune import (
     BATCH_ATTR,
     Dimension,
@@ -141,16 +138,13 @@ def _prune(trial: Any, record: dict[str, float], pruning: bool) -> bool:
 def _checkpoint(trials: Sequence[Any], payload: dict[str, Any]) -> Checkpoint | None:
     """The checkpoint of Optuna trials taken together: named by the study and trial numbers,
     tagged with those and the settings (a resumed trial keeps its number and its reports)."""
-    folder = payload.get("checkpoints")
-    if folder is None:
+    if payload.get("checkpoints") is None:
         return None
     numbers = "-".join(str(t.number) for t in trials)
-    shaping = {k: v for k, v in payload["settings"].items() if k not in NOT_IN_KEY}
-    described = [payload["name"], numbers, shaping, payload["spec"], payload["seed"], __version__]
-    tag = hashlib.sha256(json.dumps(described, default=repr).encode()).hexdigest()[:16]
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in payload["name"])
-    path = Path(folder) / f"tune-{stem}-{numbers}.pt"
-    return Checkpoint(path, every=payload["every"], tag=tag)
+    checkpoints = Checkpoints(payload["checkpoints"], payload["every"])
+    shaping = (payload["name"], numbers, payload["spec"], payload["seed"])
+    name = f"tune-{payload['name']}-{numbers}"
+    return checkpoints.run(name, payload["settings"], *shaping, keep=False)
 
 
 def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
@@ -326,7 +320,7 @@ def run_tune(
     first = len(study.get_trials(deepcopy=False))
     # an interrupted run leaves a mark: its rerun finishes it (adopting the trials that were
     # running, from their checkpoints) instead of adding trials
-    mark = out / "checkpoints" / f"tune-{_safe(config.name)}.json"
+    mark = out / "checkpoints" / f"tune-{safe_name(config.name)}.json"
     before = _resume_mark(mark)
     resumed = before is not None
     added = 0 if resumed else config.trials
@@ -387,10 +381,6 @@ def run_tune(
         reason,
         failed,
     )
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def _resume_mark(mark: Path) -> int | None:

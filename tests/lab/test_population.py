@@ -239,3 +239,105 @@ def test_population_history_round_trips_through_json():
     assert json.loads(json.dumps(history.epochs)) == history.epochs
     assert "clip_fraction" in history.epochs[-1]
     assert history.acts_on == []
+
+
+class _Doubled(torch.nn.Module):
+    """A module the stacked route does not know: the population falls back to vmap."""
+
+    def forward(self, x):
+        return 2 * x
+
+
+def _population(members, **changes):
+    from reglab.lab.engine.batched import Population
+
+    options = dict(lr=1e-3, task="classification", batch_size=16, num_classes=10)
+    options.update(divergence_threshold=None, optimizer="adam", **changes)
+    for m in members:
+        m.recipe = reglab.chain(*build_recipe([]).regularizers) if m.recipe is None else m.recipe
+        m.model = m.recipe.transform_model(m.model)
+    return Population(members, **options)
+
+
+def test_population_stacked_route_is_taken_for_mlps_and_vmap_for_other_models():
+    settings = _settings(model="resmlp", widths=[32, 32])
+    members, _ = _members(settings, [[], BUILTIN_RECIPES["dropout"][1]], (0,))
+    population = _population(members)
+    assert population.stacked is not None  # Linear, ReLU, Residual, dropout slots
+    kinds = {type(m).__name__ for m in population.stacked.modules()}
+    assert {"_StackedLinear", "_StackedSlot", "Residual"} <= kinds and "Linear" not in kinds
+    settings = _settings(model="cnn", widths=[32, 32])
+    members, _ = _members(settings, [[]], (0,))
+    assert _population(members).stacked is None  # convolutions: vmap
+
+
+def test_population_with_an_unknown_module_falls_back_to_vmap_and_matches_fit():
+    settings = _settings()
+    data = dataset_for(settings, 0)
+    train, val = _prepared(data)
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Linear(64, 16), _Doubled(), torch.nn.ReLU(), torch.nn.Linear(16, 10)
+        )
+
+    specs = [[], BUILTIN_RECIPES["dropout"][1]]
+    members = [Member(model(), build_recipe(s), train, val, 0) for s in specs]
+    assert _population([Member(model(), None, train, val, 0)]).stacked is None
+    histories = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)
+    for history, spec in zip(histories, specs, strict=True):
+        alone = reglab.fit(
+            model(),
+            train,
+            val,
+            recipe=build_recipe(spec),
+            epochs=EPOCHS,
+            batch_size=16,
+            seed=0,
+            num_classes=10,
+        )
+        _assert_same(history, alone)
+
+
+def test_population_drops_finished_members_rows_and_the_rest_still_match_fit():
+    settings = _settings()
+    stop = [{"type": "EarlyStopping", "monitor": "val_loss", "patience": 1, "min_delta": 10.0}]
+    l1 = BUILTIN_RECIPES["l1"][1]
+    # the stopping member sits between two kernel members: their runs are rebuilt
+    members, refs = _members(settings, [l1, stop, [{"type": "L2", "strength": 0.03}]], (0,))
+    population = _population(members)
+    seen = []
+    population.run(6, lambda epoch, alive: seen.append(len(population.P["0.weight"])), _noop)
+    assert seen == [3, 2, 2, 2, 2, 2]  # the stopper left at epoch 2: its row is gone
+    assert population.rows == [0, 2]
+    histories = [population.histories[k] for k in range(3)]
+    assert histories[1].status == "stopped_early" and histories[1].epochs_run == 2
+    for history, (spec, seed, data, train, val) in zip(histories, refs, strict=True):
+        _assert_same(history, _alone(settings, spec, seed, data, train, val, epochs=6))
+
+
+def _noop(*args):
+    return None
+
+
+def test_kernels_finish_maps_rows_to_their_members():
+    w = torch.nn.Parameter(torch.ones(2, 1, 2))
+    w.grad = torch.zeros_like(w)
+    kernels = Kernels({"w": w}, lr=1.0)
+    kernels.size = 3
+    kernels.tables["l2"]["w"] = [1.0, 0.0, 3.0]  # three members, member 1 has left
+    kernels.finish(rows=[0, 2])
+    kernels.after_backward()
+    assert w.grad[:, 0].tolist() == [[1.0, 1.0], [3.0, 3.0]]
+
+
+def test_tune_allocator_applies_on_glibc_linux():
+    import platform
+    import sys
+
+    from reglab.lab.engine.workers import tune_allocator
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's: nothing to tune elsewhere")
+    assert tune_allocator() is True

@@ -82,19 +82,27 @@ class Kernels:
             scale = self.lr if reg._prox_l1 else 1.0
             self._add(table, names, k, float(reg._l1) * scale)
 
-    def finish(self) -> None:
-        """Turn the tables into broadcasting tensors over runs of consecutive members that use
+    def finish(self, rows: list[int] | None = None) -> None:
+        """Turn the tables into broadcasting tensors over runs of consecutive rows that use
         them (the population orders members by recipe, so a recipe's members form one run);
-        members outside every run are not touched."""
+        rows outside every run are not touched.
+
+        Args:
+            rows: the member of each row of the stacked parameters (default: member ``i`` in
+                row ``i``); called again when the population drops finished members' rows.
+        """
+        rows = list(range(self.size)) if rows is None else rows
         self.runs: dict[str, list[tuple[str, slice, torch.Tensor]]] = {}
-        for table, rows in self.tables.items():
+        for table, values in self.tables.items():
             neutral = 1.0 if table == "decay" else 0.0
             self.runs[table] = []
-            for n, row in rows.items():
-                shape = (-1, *[1] * (self.P[n].ndim - 1))
+            for n, by_member in values.items():
+                row = [by_member[k] for k in rows]
+                p = self.P[n]
+                shape = (-1, *[1] * (p.ndim - 1))
                 for start, stop in _runs([v != neutral for v in row]):
-                    coef = torch.tensor(row[start:stop], dtype=self.P[n].dtype).view(shape)
-                    self.runs[table].append((n, slice(start, stop), coef))
+                    coef = torch.tensor(row[start:stop], dtype=p.dtype, device=p.device)
+                    self.runs[table].append((n, slice(start, stop), coef.view(shape)))
 
     @torch.no_grad()
     def after_backward(self) -> None:

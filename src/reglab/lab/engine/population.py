@@ -6,9 +6,12 @@ random generators, exactly as :func:`reglab.fit` would give it, so a member's ru
 computation as its own ``fit``; only the arithmetic is batched:
 
 - The parameters of all members are stacked into one tensor per parameter name (a ``Linear``
-  weight is kept as ``(K, in, out)``, so the batched matmul reads it without a copy), the
-  forward pass is ``torch.func.vmap`` over ``functional_call``, and one fused optimizer steps
-  them all (Adam, AdamW and SGD are element-wise, so a member's update is its own).
+  weight is kept as ``(K, in, out)``, so the batched matmul reads it without a copy), and one
+  fused optimizer steps them all (Adam, AdamW and SGD are element-wise, so a member's update
+  is its own). The forward pass of a model made of ``Linear`` layers, elementwise activations
+  and reglab's containers runs the model's own structure on ``(K, B, features)`` inputs with
+  one ``bmm`` per layer; any other model runs as ``torch.func.vmap`` over ``functional_call``.
+  Training and validation sets are evaluated in one pass without autograd.
 - Each member also has a *shadow* model: its own transformed model whose parameters are views
   of its row of the stacked tensors. Its regularizers are attached to the shadow, so early
   stopping, weight averaging, clipping and the data transforms run unchanged, per member, on
@@ -20,8 +23,8 @@ computation as its own ``fit``; only the arithmetic is batched:
   model by slots; each member draws its factor from its own layer and generator
   (``layer(ones)``), members without one get ones.
 - A member that stops early or diverges leaves the population at the end of that epoch: its
-  model gets its own memory, and from then on only the other members' rows are gathered into
-  the batched forward pass, so it costs no more compute and cannot spoil the others.
+  model gets its own memory, and its rows are cut out of the stacked parameters and the
+  optimizer's state, so it costs no more compute and cannot spoil the others.
 
 :func:`population_reason` says why a member cannot be batched (then the lab trains it with
 ``fit``, one by one).

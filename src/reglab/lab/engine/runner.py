@@ -36,7 +36,7 @@ from ...checkpoint import (
     watch_process,
 )
 from .device import assign
-from .workers import context
+from .workers import context, tune_allocator
 
 __all__ = ["Job", "run_jobs"]
 
@@ -86,6 +86,7 @@ def _init_worker(progress: Any, devices: Any, stop: Any, study: int) -> None:
     use_stop_event(stop)
     watch_process(study)  # the study's process killed: checkpoint and end
     one_line_warnings()
+    tune_allocator()
     torch.set_num_threads(1)
     if devices is not None:  # one GPU per worker: take the next one
         assign(devices.get())

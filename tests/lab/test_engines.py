@@ -187,3 +187,19 @@ def test_run_population_runs_each_trial_alone_when_the_population_raises(monkeyp
     assert by_recipe["baseline"]["epochs_run"] == 2
     assert by_recipe["l2"]["status"] == "failed"
     assert by_recipe["l2"]["message"] == "RuntimeError: boom"
+
+
+def test_population_jobs_deal_each_recipes_seeds_over_the_workers(tmp_path):
+    from reglab.lab.studies.checkpoints import Checkpoints
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.study import _jobs, plan
+
+    config = StudyConfig(recipes=["baseline", "l2", "early_stopping"], seeds=4, epochs=2)
+    trials = plan(config)[3]
+    jobs = _jobs(config, trials, {}, 2, 16, Checkpoints(str(tmp_path)))
+    chunks = [payload for _function, payload in jobs]
+    assert [len(c) for c in chunks] == [6, 6]
+    for chunk in chunks:  # two seeds of every recipe in each population, not seeds 0-1 vs 2-3
+        assert sorted(t.recipe for t in chunk) == sorted(["baseline", "l2", "early_stopping"] * 2)
+    jobs = _jobs(config, trials, {}, 2, 5, Checkpoints(str(tmp_path / "b")))
+    assert [len(payload) for _function, payload in jobs] == [4, 4, 4]  # at most 5: three of 4

@@ -243,8 +243,10 @@ def _jobs(
             checkpoints.forget_population(keys)
     rest = [t for t in batch if t.key in by_key]
     if rest:
-        size = min(size, max(1, math.ceil(len(rest) / workers)))
-        chunks += [rest[i : i + size] for i in range(0, len(rest), size)]
+        # dealt round-robin: each population gets its share of every recipe's seeds, so the
+        # members that stop early (and the work they save) spread evenly over the workers
+        count = math.ceil(len(rest) / min(size, max(1, math.ceil(len(rest) / workers))))
+        chunks += [rest[i::count] for i in range(count)]
     for chunk in chunks:
         checkpoints.announce(chunk)
     return [(many, c) for c in chunks] + [(one, t) for t in pending if t.recipe in sequential]

@@ -285,6 +285,9 @@ def test_population_with_an_unknown_module_falls_back_to_vmap_and_matches_fit():
     specs = [[], BUILTIN_RECIPES["dropout"][1]]
     members = [Member(model(), build_recipe(s), train, val, 0) for s in specs]
     assert _population([Member(model(), None, train, val, 0)]).stacked is None
+    shared = torch.nn.Linear(64, 64)  # one layer used twice: its copy could not be swapped once
+    twice = torch.nn.Sequential(shared, torch.nn.ReLU(), shared, torch.nn.Linear(64, 10))
+    assert _population([Member(twice, None, train, val, 0)]).stacked is None
     histories = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)
     for history, spec in zip(histories, specs, strict=True):
         alone = reglab.fit(

@@ -127,7 +127,10 @@ class _StackedSlot(nn.Module):
 def _stacked_model(base: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module | None:
     """A copy of ``base`` that runs on stacked inputs (``Linear`` layers and slots replaced),
     or None when one of its modules cannot (see :data:`_ELEMENTWISE`, :data:`_CONTAINERS`)."""
-    for module in base.modules():
+    every = list(base.named_modules(remove_duplicate=False))
+    if len(every) != len(list(base.named_modules())):  # a module used twice: vmap
+        return None
+    for _name, module in every:
         kind = type(module)
         if kind not in (*_ELEMENTWISE, *_CONTAINERS, nn.Linear, _MaskSlot):
             return None

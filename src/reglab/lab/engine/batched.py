@@ -7,7 +7,8 @@ The batched forward pass takes one of two routes through the same model code:
   activations and reglab's containers (``nn.Sequential``, :class:`reglab.structure.Inserted`,
   :class:`reglab.structure.Residual`) and each sample is a vector, a copy of the model whose
   ``Linear`` layers are :class:`_StackedLinear` runs directly on ``(K, B, features)`` inputs:
-  one ``baddbmm`` per layer, with no ``vmap`` and no ``functional_call`` per step;
+  one ``bmm`` and an in-place bias add per layer, with no ``vmap`` and no ``functional_call``
+  per step (the model's own structure runs: no second copy of its code);
 - *vmap*: any other model runs as ``vmap`` over ``functional_call``.
 
 Both give each member its own model's arithmetic (a batched matmul of its rows).

@@ -56,8 +56,14 @@ def tune_allocator() -> bool:
     """Make glibc's ``malloc`` keep freed memory for reuse (trim threshold 1 GiB, top pad
     64 MiB, mmap threshold 32 MiB, its largest): large tensors then stop paying for fresh
     pages on every allocation. Resident memory stays at its high-water mark instead of
-    shrinking. Returns whether it applied (False on other platforms or C libraries, where it
-    does nothing).
+    shrinking.
+
+    Returns:
+        Whether it applied (False on other platforms or C libraries, where it does nothing).
+
+    Example:
+        >>> tune_allocator()  # first thing in a process of the lab's own
+        True
     """
     if not sys.platform.startswith("linux"):
         return False

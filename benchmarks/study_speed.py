@@ -216,20 +216,11 @@ def plain_loop(threads: int) -> None:
             plain_trial(model, train, val, EPOCHS, seed)
 
 
-def _start_as_the_cli() -> None:
-    """What the ``reglab`` command does first: warm up the workers' forkserver and tune the
-    allocator (each skipped when the reglab measured predates it: ``PYTHONPATH=<old
-    checkout>/src`` measures an older version with this same script)."""
-    from reglab.lab.engine import workers
-
-    for step in ("warm_up", "tune_allocator"):
-        if hasattr(workers, step):
-            getattr(workers, step)()
-
-
 def engine(name: str, device: str = "cpu") -> None:
     """The default study with engine ``name``, started as the ``reglab`` command starts it."""
-    _start_as_the_cli()
+    from reglab.lab.engine.workers import warm_up
+
+    warm_up()
     from reglab.lab.studies.study import StudyConfig, run_study
 
     with tempfile.TemporaryDirectory() as out:

@@ -212,10 +212,9 @@ def compare(
     panel with one recipe of each family. A trial that fails is printed with its error and
     the exit status is 1; the others are reported, and a rerun redoes only the failed ones.
     """
-    from .lab.engine.workers import tune_allocator, warm_up
+    from .lab.engine.workers import warm_up
 
     warm_up()  # the workers' imports overlap this command's start-up
-    tune_allocator()  # this process is the lab's own: keep freed memory for reuse
     from .lab.studies.compare import compare as run_compare
 
     config = _study(config_path, _study_values(options), "compare")
@@ -275,10 +274,9 @@ def tune(
     A trial that fails is printed with its error (and is in tune_trials.csv); the exit status
     is then 1.
     """
-    from .lab.engine.workers import tune_allocator, warm_up
+    from .lab.engine.workers import warm_up
 
     warm_up()
-    tune_allocator()  # this process is the lab's own: keep freed memory for reuse
     from .lab.studies.tune_report import tune as run
     from .lab.studies.tuner import TuneConfig
 
@@ -328,10 +326,9 @@ def path(
     """A regularization path: fit at log-spaced strengths from strong to weak, each fit
     warm-started from the previous one; plot the U-curve, sparsity and weight norm, and mark
     the best strength and the one-standard-error choice."""
-    from .lab.engine.workers import tune_allocator, warm_up
+    from .lab.engine.workers import warm_up
 
     warm_up()
-    tune_allocator()  # this process is the lab's own: keep freed memory for reuse
     from .lab.studies.path import PathConfig
     from .lab.studies.path_report import path as run
 

@@ -254,7 +254,7 @@ def _population(members, **changes):
     options = dict(lr=1e-3, task="classification", batch_size=16, num_classes=10)
     options.update(divergence_threshold=None, optimizer="adam", **changes)
     for m in members:
-        m.recipe = reglab.chain(*build_recipe([]).regularizers) if m.recipe is None else m.recipe
+        m.recipe = reglab.chain() if m.recipe is None else m.recipe
         m.model = m.recipe.transform_model(m.model)
     return Population(members, **options)
 

@@ -96,7 +96,7 @@ _CONTAINERS = (nn.Sequential, Inserted, Residual)
 class _StackedLinear(nn.Module):
     """A ``Linear`` layer of the stacked model: every member's ``x @ W.T + b`` as one ``bmm``
     over ``(K, B, in)`` inputs and the ``(K, in, out)`` stacked weight, read from ``params``
-    (the population fills it before each forward pass), and an in-place bias add (``bmm``
+    (the population's stacked parameters, by name), and an in-place bias add (``bmm``
     does not keep its output for the backward pass, so autograd allows it; at the evaluation's
     batch sizes this measured 25% faster than ``baddbmm``)."""
 
@@ -115,19 +115,22 @@ class _StackedLinear(nn.Module):
 
 class _StackedSlot(nn.Module):
     """A dropout slot of the stacked model: multiplies by the ``(K, B, ...)`` factors in
-    ``params[key]`` in training, the identity in eval."""
+    ``masks[key]`` in training (the population sets them each step), the identity in eval."""
 
-    def __init__(self, params: dict[str, torch.Tensor], key: str) -> None:
+    def __init__(self, masks: dict[str, torch.Tensor], key: str) -> None:
         super().__init__()
-        self.params, self.key = params, key
+        self.masks, self.key = masks, key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.params[self.key] if self.training else x
+        return x * self.masks[self.key] if self.training else x
 
 
-def _stacked_model(base: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module | None:
-    """A copy of ``base`` that runs on stacked inputs (``Linear`` layers and slots replaced),
-    or None when one of its modules cannot (see :data:`_ELEMENTWISE`, :data:`_CONTAINERS`)."""
+def _stacked_model(
+    base: nn.Module, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+) -> nn.Module | None:
+    """A copy of ``base`` that runs on stacked inputs (``Linear`` layers read ``params``, dropout
+    slots read ``masks``), or None when one of its modules cannot (see :data:`_ELEMENTWISE`,
+    :data:`_CONTAINERS`)."""
     every = list(base.named_modules(remove_duplicate=False))
     if len(every) != len(list(base.named_modules())):  # a module used twice: vmap
         return None
@@ -143,7 +146,7 @@ def _stacked_model(base: nn.Module, params: dict[str, torch.Tensor]) -> nn.Modul
             bias = None if module.bias is None else f"{name}.bias"
             new: nn.Module = _StackedLinear(params, f"{name}.weight", bias)
         elif isinstance(module, _MaskSlot):
-            new = _StackedSlot(params, f"{name}.factor")
+            new = _StackedSlot(masks, f"{name}.factor")
         else:
             continue
         parent, _, leaf = name.rpartition(".")
@@ -167,6 +170,7 @@ class Population:
         self.rows = list(self.alive)  # the members whose parameters are rows of P, in order
         self._build_base()
         self._stack()
+        self.masks: dict[str, torch.Tensor] = {}  # the stacked model's dropout factors
         self.generators = []
         for m in members:
             dummy = torch.optim.SGD(m.model.parameters(), lr=self.lr)  # only its lr is read
@@ -180,6 +184,9 @@ class Population:
         self.hooks = [split_kernels(m.recipe, self.kernels, k) for k, m in enumerate(members)]
         self.kernels.finish()
         self._data()
+        # a sample that is not a vector (or a module outside the known ones): vmap
+        stacked = self.X.ndim == 3
+        self.stacked = _stacked_model(self.base, self.P, self.masks) if stacked else None
 
     # ----------------------------------------------------------------- setup
     def _build_base(self) -> None:
@@ -201,9 +208,11 @@ class Population:
             parent, _, leaf = name.rpartition(".")
             setattr(base.get_submodule(parent) if parent else base, leaf, _MaskSlot())
         self.base = base.to(self.device)
-        self.current: dict[str, torch.Tensor] = {}  # what the stacked model reads
-        self.stacked = _stacked_model(self.base, self.current)
-        self.model = self.base if self.stacked is None else self.stacked
+
+    @property
+    def model(self) -> nn.Module:
+        """The module the forward pass runs: the stacked model, or the base under vmap."""
+        return self.base if self.stacked is None else self.stacked
 
     def _row(self, name: str, k: int) -> torch.Tensor:
         """Member ``k``'s parameter ``name``: a view of its row of the stacked tensor."""
@@ -253,8 +262,6 @@ class Population:
         self.VX = self.EX[:, self.n :] if vxs else None
         self.Y = torch.stack(ys).to(dev)
         self.VY = torch.stack(vys).to(dev) if vys else None
-        if self.X.ndim != 3:  # a sample is not a vector: the stacked model cannot take it
-            self.stacked, self.model = None, self.base
         self.slot_shapes = self._probe_slot_shapes()
         self.ones: dict[tuple, torch.Tensor] = {}
 
@@ -324,8 +331,7 @@ class Population:
     def _forward(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         """The outputs of the members in ``self.rows``."""
         if self.stacked is not None:
-            self.current.update(self.P)
-            self.current.update(masks)
+            self.masks.update(masks)
             return self.stacked(x)
         params = {n: p.transpose(1, 2) if self.transposed[n] else p for n, p in self.P.items()}
 

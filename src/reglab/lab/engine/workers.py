@@ -11,8 +11,8 @@ parent's threads or CUDA state.
 every large tensor: PyTorch's CPU tensors come straight from ``malloc``, and with glibc's
 defaults an evaluation pass's ~10 MB activations were mapped and faulted in afresh on every
 call (measured on the default study: one evaluation 45 ms before, 34 ms after). The lab's own
-processes (its workers and the ``reglab`` command) call it; a library user's process is left
-as it is.
+processes call it (its workers, and the ``reglab`` command through :func:`warm_up`); a
+library user's process is left as it is.
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def context() -> Any:
 
 
 def warm_up() -> None:
-    """Start the forkserver now (a no-op where workers are spawned, or once it runs)."""
+    """Ready this process, one of the lab's own, for a study: :func:`tune_allocator`, and start
+    the forkserver now (a no-op where workers are spawned, or once it runs). The ``reglab``
+    command calls it first."""
+    tune_allocator()
     ctx = context()
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver

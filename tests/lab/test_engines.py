@@ -194,12 +194,19 @@ def test_population_jobs_deal_each_recipes_seeds_over_the_workers(tmp_path):
     from reglab.lab.studies.config import StudyConfig
     from reglab.lab.studies.study import _jobs, plan
 
-    config = StudyConfig(recipes=["baseline", "l2", "early_stopping"], seeds=4, epochs=2)
+    # an even number of recipes, as in the default panel: dealt in plan order (seed-major),
+    # every seed of baseline would land in one population and every seed of l2 in the other
+    recipes = ["baseline", "l2", "dropout", "early_stopping"]
+    config = StudyConfig(recipes=recipes, seeds=3, epochs=2)
     trials = plan(config)[3]
     jobs = _jobs(config, trials, {}, 2, 16, Checkpoints(str(tmp_path)))
     chunks = [payload for _function, payload in jobs]
     assert [len(c) for c in chunks] == [6, 6]
-    for chunk in chunks:  # two seeds of every recipe in each population, not seeds 0-1 vs 2-3
-        assert sorted(t.recipe for t in chunk) == sorted(["baseline", "l2", "early_stopping"] * 2)
+    for chunk in chunks:  # every recipe in each population: two seeds in one, one in the other
+        counts = {r: sum(t.recipe == r for t in chunk) for r in recipes}
+        assert sorted(counts.values()) == [1, 1, 2, 2]
+    assert {(t.recipe, t.seed) for c in chunks for t in c} == {(t.recipe, t.seed) for t in trials}
+    config = StudyConfig(recipes=["baseline", "l2", "early_stopping"], seeds=4, epochs=2)
+    trials = plan(config)[3]
     jobs = _jobs(config, trials, {}, 2, 5, Checkpoints(str(tmp_path / "b")))
     assert [len(payload) for _function, payload in jobs] == [4, 4, 4]  # at most 5: three of 4

@@ -344,3 +344,30 @@ def test_tune_allocator_applies_on_glibc_linux():
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's: nothing to tune elsewhere")
     assert tune_allocator() is True
+
+
+def test_population_draws_dropout_factors_bit_for_bit_as_each_members_own_layer():
+    settings = _settings()
+    plain = [[{"type": "Dropout", "p": p}] for p in (0.1, 0.3, 0.7)]
+    specs = [[], *plain, BUILTIN_RECIPES["gaussian_dropout"][1]]
+    members, _ = _members(settings, specs, (0,))
+    population = _population(members)
+    population._update_rows()
+    # three plain dropout rows drawn together, the Gaussian one by its layer, per slot
+    assert [(len(plan[0]), len(plan[3])) for plan in population.mask_plans] == [(3, 1), (3, 1)]
+    copies = [torch.Generator().manual_seed(0) for _ in members]
+    for copy, generator in zip(copies, population.generators, strict=True):
+        copy.set_state(generator.get_state())
+    for b in (16, 12, 16):  # one buffer per batch size, reused
+        masks = population._masks(b)
+        for j, name in enumerate(population.slot_names):
+            ones = torch.ones(b, *population.slot_shapes[j])
+            for i, k in enumerate(population.rows):
+                layer = population.slot_layers[k][j]
+                if layer is None:
+                    expected = ones
+                else:  # the member's own layer, from a copy of its generator
+                    own, layer.generator = layer.generator, copies[k]
+                    expected = layer(ones)
+                    layer.generator = own
+                assert torch.equal(masks[f"{name}.factor"][i], expected), (b, name, k)

@@ -243,8 +243,12 @@ def _jobs(
             checkpoints.forget_population(keys)
     rest = [t for t in batch if t.key in by_key]
     if rest:
-        # dealt round-robin: each population gets its share of every recipe's seeds, so the
-        # members that stop early (and the work they save) spread evenly over the workers
+        # recipe by recipe, dealt round-robin: each population gets its turn of every recipe's
+        # seeds, so what a recipe costs (members that stop early, dropout's masks, augmentation)
+        # spreads evenly over the workers; dealt in plan order (seed-major) instead, an even
+        # number of recipes put every seed of a recipe in the same population
+        first = {name: i for i, name in enumerate(dict.fromkeys(t.recipe for t in rest))}
+        rest.sort(key=lambda t: first[t.recipe])  # stable: each recipe's seeds stay in order
         count = math.ceil(len(rest) / min(size, max(1, math.ceil(len(rest) / workers))))
         chunks += [rest[i::count] for i in range(count)]
     for chunk in chunks:

@@ -17,7 +17,7 @@ overhead of ours; it runs in one process with one thread, and again with PyTorch
 threads. Each variant runs in a fresh process; "peak" is the largest resident set of any process
 of the variant (the main process or one worker), from getrusage.
 
-Roofline: one population of the default study (its first 15 trials, what one worker trains), on
+Roofline: one population of the default study (the 15 trials the study gives its first worker), on
 one core in a fresh process with nothing else running. Its useful FLOPs are counted from the
 shapes: the matmuls of each member's training steps (forward, the weight gradients, the input
 gradients of every layer but the first) and of its evaluation of the training and validation
@@ -117,6 +117,16 @@ def _time_shares(chunk, settings, epochs: int) -> dict[str, float]:
     return {k: v / total for k, v in shares.items()}
 
 
+def _first_population(trials) -> list:
+    """The trials of the study's first population: what one of the two workers trains."""
+    from reglab.lab.studies.checkpoints import Checkpoints
+    from reglab.lab.studies.study import StudyConfig, _jobs
+
+    with tempfile.TemporaryDirectory() as folder:
+        jobs = _jobs(StudyConfig(), trials, {}, 2, 16, Checkpoints(folder))
+    return jobs[0][1]
+
+
 def roofline() -> None:
     """One population of the default study against ``torch.bmm`` on its shapes (one core)."""
     import torch
@@ -129,7 +139,7 @@ def roofline() -> None:
     if hasattr(workers, "tune_allocator"):
         workers.tune_allocator()  # as in the lab's workers
     _task, settings, _recipes, trials, _n, _seq = plan(StudyConfig())
-    chunk = trials[::2]  # what one of the two workers trains (the study deals trials round-robin)
+    chunk = _first_population(trials)
     members, options = _population(chunk, settings)
     layers = _linear_shapes(members[0].model)
     n_train, n_eval = len(members[0].train[0]), len(members[0].train[0]) + len(members[0].val[0])

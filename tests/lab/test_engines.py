@@ -210,3 +210,23 @@ def test_population_jobs_deal_each_recipes_seeds_over_the_workers(tmp_path):
     trials = plan(config)[3]
     jobs = _jobs(config, trials, {}, 2, 5, Checkpoints(str(tmp_path / "b")))
     assert [len(payload) for _function, payload in jobs] == [4, 4, 4]  # at most 5: three of 4
+
+
+def test_workers_adopt_the_studys_built_in_data_and_never_import_sklearn():
+    from reglab.lab.engine.runner import run_jobs
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.seams import adopt_datasets, datasets_to_hand, trial_settings
+
+    settings = trial_settings(StudyConfig(), "classification")
+    handed = datasets_to_hand(settings, [0, 1])
+    assert sorted(key[2] for key in handed) == [0, 1]
+    # evaluated in each worker: the seeds it was handed, and whether scikit-learn got imported
+    probe = (
+        "(sorted(k[2] for k in __import__('reglab.lab.studies.seams', fromlist=['_'])._HANDED),"
+        " 'sklearn' in __import__('sys').modules)"
+    )
+    seen = []
+    run_jobs([(eval, probe)] * 2, 2, seen.append, prepare=(adopt_datasets, handed))
+    assert seen == [([0, 1], False)] * 2
+    files = trial_settings(StudyConfig(data="data.csv", target="y"), "classification")
+    assert datasets_to_hand(files, [0]) == {}  # a file is read by each worker itself

@@ -79,7 +79,7 @@ def stop_on_interrupt(event: Any = None) -> Iterator[None]:
         use_stop_event(None)
 
 
-def _init_worker(progress: Any, devices: Any, stop: Any, study: int) -> None:
+def _init_worker(progress: Any, devices: Any, stop: Any, study: int, prepare: Job | None) -> None:
     global _progress
     _progress = progress
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; see stop_on_interrupt
@@ -90,6 +90,9 @@ def _init_worker(progress: Any, devices: Any, stop: Any, study: int) -> None:
     torch.set_num_threads(1)
     if devices is not None:  # one GPU per worker: take the next one
         assign(devices.get())
+    if prepare is not None:
+        function, payload = prepare
+        function(payload)
 
 
 def _call(number: int, function: Callable[..., Any], payload: Any) -> Any:
@@ -108,12 +111,15 @@ def run_jobs(
     finish: Callable[[dict[str, Any]], None],
     on_epoch: Callable[[int, int], None] | None = None,
     devices: Sequence[str] | None = None,
+    prepare: Job | None = None,
 ) -> None:
     """Run every job; call ``finish`` with each trial's result as its job ends and
     ``on_epoch(job number, epoch)`` as populations progress. With ``devices`` (GPUs), worker
-    ``i`` trains on ``devices[i]``. On Ctrl-C (see the module's note) the running trials
-    checkpoint and stop, the jobs not started are cancelled, and KeyboardInterrupt propagates;
-    finished results have been handed over."""
+    ``i`` trains on ``devices[i]``. ``prepare`` is ``(function, payload)``, called as
+    ``function(payload)`` once in each worker process before its first job (not in this
+    process: it already holds what the payload carries). On Ctrl-C (see the module's note) the
+    running trials checkpoint and stop, the jobs not started are cancelled, and
+    KeyboardInterrupt propagates; finished results have been handed over."""
     report = on_epoch or (lambda number, epoch: None)
     if workers <= 1:
         if devices:
@@ -126,7 +132,7 @@ def run_jobs(
         finally:
             torch.set_num_threads(threads)
         return
-    _run_pool(jobs, workers, finish, report, devices)
+    _run_pool(jobs, workers, finish, report, devices, prepare)
 
 
 def _run_here(
@@ -149,6 +155,7 @@ def _run_pool(
     finish: Callable[[dict[str, Any]], None],
     report: Callable[[int, int], None],
     devices: Sequence[str] | None,
+    prepare: Job | None,
 ) -> None:
     ctx = context()
     progress = ctx.Queue()
@@ -164,7 +171,7 @@ def _run_pool(
             workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(progress, queue, stop, os.getpid()),
+            initargs=(progress, queue, stop, os.getpid(), prepare),
         ) as pool,
         stop_on_interrupt(stop),
     ):

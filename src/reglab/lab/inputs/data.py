@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn import datasets as skdata
 
 from ...core import ConfigError, Interval, check_param, unknown_name
 from .dataset import Dataset, _noise, _split
@@ -83,6 +82,8 @@ def _builtin(name: str) -> _Raw:
         return _sparse_regression()
     if name == "polynomial":
         return _polynomial()
+    from sklearn import datasets as skdata  # here: a worker given its data never imports it
+
     loader = {
         "digits": skdata.load_digits,
         "breast_cancer": skdata.load_breast_cancer,

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import Subset
 
 from ...core import Interval, check_param
@@ -135,6 +134,8 @@ def _cut(
     pool: np.ndarray, size: int, y: np.ndarray | None, task: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``pool`` split into the rest and ``size`` indices, stratified by ``y`` for classes."""
+    from sklearn.model_selection import train_test_split  # here: see data._builtin
+
     strata = y[pool] if task == "classification" and y is not None else None
     try:
         return train_test_split(pool, test_size=size, random_state=seed, stratify=strata)

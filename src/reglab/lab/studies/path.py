@@ -32,6 +32,7 @@ from ..inputs.recipes import build_recipe, recipe_spec
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .seams import adopt_datasets, datasets_to_hand
 from .study import dataset_for, fit_options, model_for, plan, splits_for
 from .tune import Dimension, parse_dimension, with_values
 
@@ -231,7 +232,14 @@ def run_path(
             on_chain(sum(len(c) == len(values) for c in chains.values()), len(payloads))
 
     job = functools.partial(_chain, checkpoints=checkpoints)
-    run_jobs([(job, p) for p in payloads], min(workers, len(payloads)), finish)
+    count = min(workers, len(payloads))
+    handed = datasets_to_hand(settings, range(config.seeds)) if count > 1 else {}
+    run_jobs(
+        [(job, p) for p in payloads],
+        count,
+        finish,
+        prepare=(adopt_datasets, handed) if handed else None,
+    )
     rows = [row for seed in sorted(chains) for row in chains[seed]]
     if checkpoints is not None:
         for payload in payloads:

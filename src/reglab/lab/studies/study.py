@@ -28,7 +28,16 @@ from ..inputs.recipes import build_recipe, resolve_recipes
 from ..inputs.user import in_process
 from .checkpoints import Checkpoints
 from .config import StudyConfig
-from .seams import dataset_for, fit_options, member_for, model_for, splits_for, trial_settings
+from .seams import (
+    adopt_datasets,
+    dataset_for,
+    datasets_to_hand,
+    fit_options,
+    member_for,
+    model_for,
+    splits_for,
+    trial_settings,
+)
 from .store import check_folder, load_finished, write_atomic
 from .trial import Trial, error_line, run_population, run_trial, trial_result
 
@@ -344,7 +353,10 @@ def run_study(
 
     interrupted = False
     try:
-        run_jobs(jobs, min(workers, len(jobs)) if jobs else 1, finish, progress, devices)
+        count = min(workers, len(jobs)) if jobs else 1
+        handed = datasets_to_hand(settings, sorted({t.seed for t in pending})) if count > 1 else {}
+        prepare = (adopt_datasets, handed) if handed else None
+        run_jobs(jobs, count, finish, progress, devices, prepare)
     except KeyboardInterrupt:
         interrupted = True
     if not interrupted:

@@ -208,3 +208,19 @@ def test_gap_uses_the_clean_training_labels(breast_cancer_run):
     # a model that has not memorized the wrong labels scores higher on the clean ones
     dropout = next(r for r in run.results if r["recipe"] == "dropout")["final"]
     assert dropout["train_clean"]["accuracy"] > dropout["train"]["accuracy"]
+
+
+def test_write_plots_in_a_second_process_writes_the_same_files(breast_cancer_run, tmp_path):
+    from reglab.lab.engine.workers import ready, start_server
+    from reglab.lab.reports.report import write_plots
+    from reglab.lab.reports.results import comparison
+
+    run = breast_cancer_run[0]
+    summary = comparison(run.results, run.task, "baseline")
+    here = write_plots(run.results, summary, run.task, tmp_path / "here")
+    start_server()
+    assert ready()
+    there = write_plots(run.results, summary, run.task, tmp_path / "there", parallel=True)
+    assert sorted(here) == sorted(there) == ["curves", "effects", "reliability", "weights"]
+    for name in here:
+        assert here[name].read_bytes() == there[name].read_bytes(), name

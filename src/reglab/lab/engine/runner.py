@@ -36,7 +36,7 @@ from ...checkpoint import (
     watch_process,
 )
 from .device import assign
-from .workers import context, tune_allocator
+from .workers import context, start_server, tune_allocator
 
 __all__ = ["Job", "run_jobs"]
 
@@ -157,6 +157,7 @@ def _run_pool(
     devices: Sequence[str] | None,
     prepare: Job | None,
 ) -> None:
+    start_server()
     ctx = context()
     progress = ctx.Queue()
     stop = ctx.Event()

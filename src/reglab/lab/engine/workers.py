@@ -2,10 +2,11 @@
 
 Where the platform has it (Linux), workers fork from a *forkserver*: one clean process that
 imports the training code once (:data:`PRELOAD`), so a worker starts in milliseconds instead of
-importing PyTorch and scikit-learn again (about 4 s each on two cores). :func:`warm_up` starts
-that server early (the CLI calls it first), so its imports overlap the command's own start-up
-and the study's pre-flight. Elsewhere workers are spawned, as before. Neither inherits the
-parent's threads or CUDA state.
+importing PyTorch and dynamo again (about 4 s each on two cores). :func:`warm_up` starts that
+server early (the CLI calls it first), so its imports overlap the command's own start-up and
+the study's pre-flight; scikit-learn is not among them (a study hands its workers their data
+sets: :func:`reglab.lab.studies.seams.datasets_to_hand`). Elsewhere workers are spawned, as
+before. Neither inherits the parent's threads or CUDA state.
 
 :func:`tune_allocator` keeps the C allocator from handing freed memory back to the system after
 every large tensor: PyTorch's CPU tensors come straight from ``malloc``, and with glibc's
@@ -23,7 +24,7 @@ import multiprocessing
 import sys
 from typing import Any
 
-__all__ = ["PRELOAD", "context", "tune_allocator", "warm_up"]
+__all__ = ["PRELOAD", "context", "ready", "start_server", "tune_allocator", "warm_up"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
 
@@ -43,16 +44,38 @@ def context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+_started = False  # this process started the forkserver (start_server)
+
+
 def warm_up() -> None:
-    """Ready this process, one of the lab's own, for a study: :func:`tune_allocator`, and start
-    the forkserver now (a no-op where workers are spawned, or once it runs). The ``reglab``
-    command calls it first."""
+    """Ready this process, one of the lab's own, for a study: :func:`tune_allocator`, and
+    :func:`start_server` now. The ``reglab`` command calls it first."""
     tune_allocator()
-    ctx = context()
-    if ctx.get_start_method() == "forkserver":
+    start_server()
+
+
+def start_server() -> None:
+    """Start the forkserver (with :data:`PRELOAD`) if it is not running; a no-op where
+    workers are spawned. A study's pool calls it, and :func:`warm_up`."""
+    global _started
+    if context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+        _started = True
+
+
+def ready() -> bool:
+    """Whether a worker process starts here in milliseconds: this process has started the
+    forkserver (:func:`start_server`), so a new worker is a fork of a process that has already
+    imported :data:`PRELOAD`. Where workers are spawned, or before, a worker would spend
+    seconds importing PyTorch: False.
+
+    Example:
+        >>> ready()  # False in a fresh process; True once warm_up() or a study has run
+        False
+    """
+    return _started
 
 
 def tune_allocator() -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import html
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullLocator
 
+from ..engine.workers import context
 from .calibration import averaging_html, plot_reliability, uncertainty_html
 from .results import RESULT_COLUMNS, label, primary_metric, summary_rows
 from .stats import RecipeSummary
@@ -194,29 +196,70 @@ def plot_sparsity(results: Sequence[Mapping[str, Any]], path: Path) -> bool:
     return True
 
 
+def _draw(
+    name: str,
+    results: Sequence[Mapping[str, Any]],
+    summary: Sequence[RecipeSummary],
+    task: str,
+    path: Path,
+    baseline: str,
+) -> bool:
+    """Draw plot ``name`` into ``path``; False when it has nothing to show (nothing written)."""
+    if name == "curves":
+        plot_curves(results, task, path)
+    elif name == "effects":
+        plot_effects(summary, task, path, baseline)
+    elif name == "weights":
+        plot_weights(results, path)
+    elif name == "sparsity":
+        return plot_sparsity(results, path)
+    else:
+        return plot_reliability(results, path, baseline=baseline)
+    return True
+
+
+#: drawn in the second process when ``write_plots`` has one: about half of the drawing time
+_ELSEWHERE = ("weights", "effects")
+
+
 def write_plots(
     results: Sequence[Mapping[str, Any]],
     summary: Sequence[RecipeSummary],
     task: str,
     out: Path,
     baseline: str = "baseline",
+    parallel: bool = False,
 ) -> dict[str, Path]:
     """Write ``curves.png``, ``effects.png``, ``weights.png`` and, when they have something to
     show, ``sparsity.png`` (some weight is exactly zero) and ``reliability.png``
-    (classification) into ``out/plots``; return the paths written, by name."""
+    (classification) into ``out/plots``; return the paths written, by name.
+
+    With ``parallel``, the weights and effects plots are drawn in a second process (one of the
+    lab's workers: pass it only where they start in milliseconds,
+    :func:`reglab.lab.engine.workers.ready`) while this one draws the others; the files are
+    the same (2.3 s became 1.4 s for the default study). A process that cannot start leaves
+    the drawing to this one; an error while drawing is raised here either way."""
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {n: folder / f"{n}.png" for n in ("curves", "effects", "weights")}
-    plot_curves(results, task, paths["curves"])
-    plot_effects(summary, task, paths["effects"], baseline)
-    plot_weights(results, paths["weights"])
-    reliability = functools.partial(plot_reliability, baseline=baseline)
-    for name, draw in (("sparsity", plot_sparsity), ("reliability", reliability)):
-        path = folder / f"{name}.png"
-        path.unlink(missing_ok=True)  # a rerun must not show an older run's plot
-        if draw(results, path):
-            paths[name] = path
-    return paths
+    names = ("curves", "effects", "weights", "sparsity", "reliability")
+    paths = {n: folder / f"{n}.png" for n in names}
+    for name in ("sparsity", "reliability"):
+        paths[name].unlink(missing_ok=True)  # a rerun must not show an older run's plot
+    args = (results, summary, task)
+    with contextlib.ExitStack() as stack:
+        futures = {}
+        if parallel:
+            try:
+                pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=context()))
+                futures = {n: pool.submit(_draw, n, *args, paths[n], baseline) for n in _ELSEWHERE}
+            except (OSError, RuntimeError, BrokenProcessPool):
+                futures = {}
+        drawn = {n: _draw(n, *args, paths[n], baseline) for n in names if n not in futures}
+        try:
+            drawn.update({n: future.result() for n, future in futures.items()})
+        except BrokenProcessPool:  # the process died (not an error of the drawing): draw here
+            drawn.update({n: _draw(n, *args, paths[n], baseline) for n in futures})
+    return {n: paths[n] for n in names if drawn[n]}
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ...core import Regularizer
 from ...serialize import _specs as recipe_specs
 from ..engine.device import CPU_POPULATION
+from ..engine.workers import ready
 from ..inputs.user import in_process, reference
 from ..reports.report import features_summary, write_plots, write_report
 from ..reports.results import (
@@ -71,7 +73,8 @@ def write_outputs(
     study = {k: v for k, v in asdict(run.config).items() if v is not None and k != "recipes"}
     study["recipes"] = run.recipes
     paths["study.toml"].write_text(tomli_w.dumps(study))
-    plots = write_plots(run.results, summary, run.task, out, run.config.baseline)
+    parallel = ready() and (os.cpu_count() or 1) > 1  # a second process starts at once
+    plots = write_plots(run.results, summary, run.task, out, run.config.baseline, parallel)
     title = f"reglab compare: {Path(run.config.data).name}, {run.config.model}"
     write_report(
         paths["report.html"],

@@ -56,7 +56,13 @@ def warm_up() -> None:
 
 def start_server() -> None:
     """Start the forkserver (with :data:`PRELOAD`) if it is not running; a no-op where
-    workers are spawned. A study's pool calls it, and :func:`warm_up`."""
+    workers are spawned. A study's pool calls it, and :func:`warm_up`.
+
+    Example:
+        >>> start_server()  # returns at once; the server imports PRELOAD in the background
+        >>> ready()
+        True
+    """
     global _started
     if context().get_start_method() == "forkserver":
         from multiprocessing import forkserver

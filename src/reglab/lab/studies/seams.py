@@ -123,15 +123,31 @@ def datasets_to_hand(settings: Mapping[str, Any], seeds: Sequence[int]) -> dict[
     """The built-in data sets of ``seeds``, built here once for the study's workers to adopt
     (:func:`adopt_datasets`) instead of building them again: a worker that builds one imports
     scikit-learn first (1.4 s on two cores, before its first epoch); the copies are exact.
-    Other kinds of data (files, image folders, a user's function) are read by each worker
-    itself, as before: an empty dict."""
+
+    Args:
+        settings: the trial settings (:func:`trial_settings`).
+        seeds: the seeds whose data the workers will need.
+
+    Returns:
+        The data sets by their cache key; empty for other kinds of data (files, image
+        folders, a user's function), which each worker reads itself, as before.
+
+    Example:
+        >>> handed = datasets_to_hand(settings, [0, 1, 2])  # then run_jobs(..., prepare=
+        >>> # (adopt_datasets, handed)) calls adopt_datasets(handed) in each worker
+    """
     if settings["data"] not in BUILTIN_DATASETS:
         return {}
     return {_key(settings, seed): dataset_for(settings, seed) for seed in seeds}
 
 
 def adopt_datasets(datasets: Mapping[tuple, Dataset]) -> None:
-    """In a worker: use ``datasets`` (from :func:`datasets_to_hand`) for their seeds."""
+    """In a worker: :func:`dataset_for` returns ``datasets`` (from :func:`datasets_to_hand`)
+    for their seeds from now on, instead of building them.
+
+    Args:
+        datasets: data sets by their cache key, as :func:`datasets_to_hand` returns them.
+    """
     _HANDED.update(datasets)
 
 

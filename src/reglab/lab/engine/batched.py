@@ -140,6 +140,17 @@ class _StackedSlot(nn.Module):
         return x * self.masks[self.key] if self.training else x
 
 
+def _plain_dropout(layer: Any, device: torch.device) -> bool:
+    """Whether a member's dropout slot ``layer`` is plain inverted dropout in training with a
+    number ``p`` drawing on ``device`` (see :meth:`Population._mask_plans`)."""
+    return (
+        type(layer) is DropoutLayer
+        and layer.training
+        and isinstance(layer.p, (int, float))
+        and (layer.generator is None or layer.generator.device == device)
+    )
+
+
 def _stacked_model(
     base: nn.Module,
     params: dict[str, torch.Tensor],
@@ -372,26 +383,18 @@ class Population:
         numbers as the layer's own :func:`~reglab.dropout.dropout`, which a test checks bit for
         bit); any other layer is called on ones; rows without a layer keep factors of one."""
         self.mask_plans = []
+        here = torch.empty(0, device=self.device).device  # with its index: "cuda" -> "cuda:0"
         for j in range(len(self.slot_names)):
             layers = [(i, self.slot_layers[k][j]) for i, k in enumerate(self.rows)]
-            plain = [(i, layer) for i, layer in layers if self._plain_dropout(layer)]
-            other = [
-                (i, layer) for i, layer in layers if layer is not None and i not in dict(plain)
-            ]
+            plain = [(i, layer) for i, layer in layers if _plain_dropout(layer, here)]
+            drawn = {i for i, _ in plain}
+            other = [(i, layer) for i, layer in layers if layer is not None and i not in drawn]
             keep = torch.tensor(
                 [1 - layer.p for _, layer in plain], dtype=self.X.dtype, device=self.device
             ).view(-1, *[1] * (len(self.slot_shapes[j]) + 1))
             index = torch.tensor([i for i, _ in plain], device=self.device)
             self.mask_plans.append((plain, index, keep, other))
         self.mask_buffers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _plain_dropout(self, layer: Any) -> bool:
-        return (
-            type(layer) is DropoutLayer
-            and layer.training
-            and isinstance(layer.p, (int, float))
-            and (layer.generator is None or layer.generator.device == self.device)
-        )
 
     def _masks(self, b: int) -> dict[str, torch.Tensor]:
         """Each dropout slot's ``(rows, b, ...)`` factors for a batch of ``b`` samples, written

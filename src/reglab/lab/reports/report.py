@@ -237,8 +237,8 @@ def write_plots(
     With ``parallel``, the weights and effects plots are drawn in a second process (one of the
     lab's workers: pass it only where they start in milliseconds,
     :func:`reglab.lab.engine.workers.ready`) while this one draws the others; the files are
-    the same (2.3 s became 1.4 s for the default study). A process that cannot start leaves
-    the drawing to this one; an error while drawing is raised here either way."""
+    the same (for the default study, 2.2-3.0 s became 1.5-1.7 s). A process that cannot start
+    leaves the drawing to this one; an error while drawing is raised here either way."""
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     names = ("curves", "effects", "weights", "sparsity", "reliability")

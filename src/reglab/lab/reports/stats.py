@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy import stats as sps
 
 __all__ = [
     "ALPHA",
@@ -63,6 +62,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Estimate:
     if n == 1:
         return Estimate(float(arr[0]), float("nan"), 1)
     sd = float(arr.std(ddof=1))
+    from scipy import stats as sps  # here: drawing a report's plots needs no SciPy
+
     return Estimate(
         float(arr.mean()), float(sps.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)), n
     )
@@ -179,6 +180,8 @@ def paired_test(recipe: Mapping[int, float], baseline: Mapping[int, float]) -> P
     if np.allclose(diffs, diffs[0]):
         return Paired(estimate, 0.0 if diffs[0] != 0 else 1.0)
     d_z = float(diffs.mean() / diffs.std(ddof=1))
+    from scipy import stats as sps
+
     return Paired(estimate, float(sps.ttest_1samp(diffs, 0.0).pvalue), d_z=d_z)
 
 

@@ -354,7 +354,6 @@ class Population:
         """What the steps of the coming epoch look up, computed once."""
         self._compact()
         dev = self.device
-        self.alive_set = set(self.alive)
         self.data_rows = torch.tensor([self.data_pos[k] for k in self.rows], device=dev)
         self.batch_rows = [
             (i, k) for i, k in enumerate(self.rows) if self.members[k].recipe._active["on_batch"]

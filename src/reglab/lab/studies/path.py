@@ -232,14 +232,9 @@ def run_path(
             on_chain(sum(len(c) == len(values) for c in chains.values()), len(payloads))
 
     job = functools.partial(_chain, checkpoints=checkpoints)
-    count = min(workers, len(payloads))
-    handed = datasets_to_hand(settings, range(config.seeds)) if count > 1 else {}
-    run_jobs(
-        [(job, p) for p in payloads],
-        count,
-        finish,
-        prepare=(adopt_datasets, handed) if handed else None,
-    )
+    handed = datasets_to_hand(settings, range(config.seeds))
+    jobs = [(job, p) for p in payloads]
+    run_jobs(jobs, min(workers, len(payloads)), finish, prepare=(adopt_datasets, handed))
     rows = [row for seed in sorted(chains) for row in chains[seed]]
     if checkpoints is not None:
         for payload in payloads:

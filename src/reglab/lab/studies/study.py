@@ -353,10 +353,9 @@ def run_study(
 
     interrupted = False
     try:
+        handed = datasets_to_hand(settings, sorted({t.seed for t in pending}))
         count = min(workers, len(jobs)) if jobs else 1
-        handed = datasets_to_hand(settings, sorted({t.seed for t in pending})) if count > 1 else {}
-        prepare = (adopt_datasets, handed) if handed else None
-        run_jobs(jobs, count, finish, progress, devices, prepare)
+        run_jobs(jobs, count, finish, progress, devices, prepare=(adopt_datasets, handed))
     except KeyboardInterrupt:
         interrupted = True
     if not interrupted:

@@ -349,12 +349,16 @@ def test_tune_allocator_applies_on_glibc_linux():
 def test_population_draws_dropout_factors_bit_for_bit_as_each_members_own_layer():
     settings = _settings()
     plain = [[{"type": "Dropout", "p": p}] for p in (0.1, 0.3, 0.7)]
-    specs = [[], *plain, BUILTIN_RECIPES["gaussian_dropout"][1]]
+    specs = [[], *plain[:2], BUILTIN_RECIPES["gaussian_dropout"][1], plain[2]]
     members, _ = _members(settings, specs, (0,))
     population = _population(members)
     population._update_rows()
-    # three plain dropout rows drawn together, the Gaussian one by its layer, per slot
-    assert [(len(plan[0]), len(plan[3])) for plan in population.mask_plans] == [(3, 1), (3, 1)]
+    # per slot: three plain dropout rows made factors in two runs (rows 1-2 and 4), the
+    # Gaussian one by its layer
+    plans = [
+        (len(plan[0]), [r for r, _ in plan[1]], len(plan[2])) for plan in population.mask_plans
+    ]
+    assert plans == [(3, [slice(1, 3), slice(4, 5)], 1)] * 2
     copies = [torch.Generator().manual_seed(0) for _ in members]
     for copy, generator in zip(copies, population.generators, strict=True):
         copy.set_state(generator.get_state())
@@ -371,3 +375,30 @@ def test_population_draws_dropout_factors_bit_for_bit_as_each_members_own_layer(
                     expected = layer(ones)
                     layer.generator = own
                 assert torch.equal(masks[f"{name}.factor"][i], expected), (b, name, k)
+
+
+class _ShiftLabels(reglab.Regularizer):
+    """Changes the hard labels of every batch: class c becomes c + 1."""
+
+    def on_batch(self, x, y):
+        return x, (y + 1) % 10
+
+
+def test_population_keeps_changed_hard_labels_beside_a_member_with_soft_targets():
+    settings = _settings()
+    data = dataset_for(settings, 0)
+    train, val = _prepared(data)
+    recipes = [build_recipe(BUILTIN_RECIPES["label_smoothing"][1]), reglab.chain(_ShiftLabels())]
+    members = [Member(model_for(settings, data, 0), r, train, val, 0) for r in recipes]
+    shifted = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)[1]
+    alone = reglab.fit(
+        model_for(settings, data, 0),
+        train,
+        val,
+        recipe=reglab.chain(_ShiftLabels()),
+        epochs=EPOCHS,
+        batch_size=16,
+        seed=0,
+        num_classes=10,
+    )
+    _assert_same(shifted, alone)

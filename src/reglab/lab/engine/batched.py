@@ -39,7 +39,7 @@ from ...devices import autocast
 from ...dropout import DropoutLayer, _DropLayer
 from ...structure import Inserted, Residual
 from ...train import _OPTIMIZERS, History, _stop_message
-from .kernels import Kernels, split_kernels
+from .kernels import Kernels, _runs, split_kernels
 
 if TYPE_CHECKING:
     from .population import Member
@@ -378,22 +378,29 @@ class Population:
         """How each dropout slot's factors are drawn for the rows of the coming epoch: rows
         whose layer is a plain :class:`~reglab.dropout.DropoutLayer` (training, a float ``p``,
         its generator on the training device) draw their uniforms each from its own generator
-        and become factors in one comparison and one division for all of them (the same
-        numbers as the layer's own :func:`~reglab.dropout.dropout`, which a test checks bit for
-        bit); any other layer is called on ones; rows without a layer keep factors of one."""
+        straight into their rows of the factors, which then become factors in place, one
+        comparison and one division per run of consecutive such rows (the same numbers as the
+        layer's own :func:`~reglab.dropout.dropout`, which a test checks bit for bit); any other
+        layer is called on ones; rows without a layer keep factors of one."""
         self.mask_plans = []
         here = torch.empty(0, device=self.device).device  # with its index: "cuda" -> "cuda:0"
         for j in range(len(self.slot_names)):
             layers = [(i, self.slot_layers[k][j]) for i, k in enumerate(self.rows)]
             plain = [(i, layer) for i, layer in layers if _plain_dropout(layer, here)]
-            drawn = {i for i, _ in plain}
+            drawn = {i: layer for i, layer in plain}
             other = [(i, layer) for i, layer in layers if layer is not None and i not in drawn]
-            keep = torch.tensor(
-                [1 - layer.p for _, layer in plain], dtype=self.X.dtype, device=self.device
-            ).view(-1, *[1] * (len(self.slot_shapes[j]) + 1))
-            index = torch.tensor([i for i, _ in plain], device=self.device)
-            self.mask_plans.append((plain, index, keep, other))
-        self.mask_buffers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+            runs = []  # (rows, keep probabilities) per run of consecutive plain rows
+            for start, stop in _runs([i in drawn for i in range(len(self.rows))]):
+                keep = torch.tensor(
+                    [1 - drawn[i].p for i in range(start, stop)],
+                    dtype=self.X.dtype,
+                    device=self.device,
+                )
+                runs.append(
+                    (slice(start, stop), keep.view(-1, *[1] * (len(self.slot_shapes[j]) + 1)))
+                )
+            self.mask_plans.append((plain, runs, other))
+        self.mask_buffers: dict[tuple[int, int], torch.Tensor] = {}
 
     def _masks(self, b: int) -> dict[str, torch.Tensor]:
         """Each dropout slot's ``(rows, b, ...)`` factors for a batch of ``b`` samples, written
@@ -401,19 +408,17 @@ class Population:
         the next step overwrites them); see :meth:`_mask_plans`."""
         masks = {}
         for j, name in enumerate(self.slot_names):
-            plain, index, keep, other = self.mask_plans[j]
+            plain, runs, other = self.mask_plans[j]
             shape = (b, *self.slot_shapes[j])
             if (j, b) not in self.mask_buffers:
-                factors = torch.ones(
+                self.mask_buffers[j, b] = torch.ones(
                     (len(self.rows), *shape), dtype=self.X.dtype, device=self.device
                 )
-                draws = torch.empty((len(plain), *shape), dtype=self.X.dtype, device=self.device)
-                self.mask_buffers[j, b] = factors, draws
-            factors, draws = self.mask_buffers[j, b]
-            if plain:
-                for t, (_, layer) in enumerate(plain):
-                    torch.rand(shape, generator=layer.generator, out=draws[t])
-                factors[index] = (draws < keep).to(factors.dtype).div_(keep)
+            factors = self.mask_buffers[j, b]
+            for i, layer in plain:
+                torch.rand(shape, generator=layer.generator, out=factors[i])
+            for rows, keep in runs:
+                factors[rows].lt_(keep).div_(keep)
             if other:
                 if shape not in self.ones:
                     self.ones[shape] = torch.ones(shape, dtype=self.X.dtype, device=self.device)
@@ -423,18 +428,30 @@ class Population:
         return masks
 
     def _on_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The members' ``on_batch`` hooks on their rows of ``x`` and ``y``; only the members
-        that have such hooks are called, the other rows are kept as they are."""
+        """The members' ``on_batch`` hooks on their rows of ``x`` and ``y`` (this step's own
+        tensors: changed rows are written into them); only the members that have such hooks
+        are called. When a hook returns soft targets, every row's targets become probabilities
+        (one ``one_hot`` for all rows, after the hooks' hard labels are in)."""
         if not self.batch_hooks:
             return x, y
-        changed = {i: self.members[k].recipe.on_batch(x[i], y[i]) for i, k in self.batch_rows}
-        xs = [changed[i][0] if i in changed else x[i] for i in range(len(self.rows))]
-        ys = [changed[i][1] if i in changed else y[i] for i in range(len(self.rows))]
-        if self.task == "classification" and any(t.ndim == 2 for t in ys):
-            classes = next(t.shape[1] for t in ys if t.ndim == 2)
-            hot = F.one_hot(y, classes).to(x.dtype)  # every row's targets, in one call
-            ys = [t if t.ndim == 2 else hot[i] for i, t in enumerate(ys)]
-        return torch.stack(xs), torch.stack(ys)
+        soft = []
+        for i, k in self.batch_rows:
+            xi, yi = self.members[k].recipe.on_batch(x[i], y[i])
+            if xi.shape != x.shape[1:]:
+                raise ConfigError(
+                    f"An on_batch hook of population member {k} changed the inputs' shape from "
+                    f"{tuple(x.shape[1:])} to {tuple(xi.shape)}: members are stacked."
+                )
+            x[i] = xi
+            if self.task == "classification" and yi.ndim == 2:
+                soft.append((i, yi))
+            else:
+                y[i] = yi
+        if soft:
+            y = F.one_hot(y, soft[0][1].shape[1]).to(x.dtype)  # every row's targets, one call
+            for i, yi in soft:
+                y[i] = yi
+        return x, y
 
     def _losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k, b = out.shape[:2]
@@ -444,14 +461,14 @@ class Population:
             return losses.mean(1)
         return F.mse_loss(out, y, reduction="none").reshape(k, -1).mean(1)
 
-    def _step(self, idx: torch.Tensor) -> torch.Tensor:
-        """One batch; ``idx`` holds each row's sample indices. Returns the members' losses (the
-        rows are the alive members: :meth:`_compact`)."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One batch: each row's inputs ``x`` and targets ``y`` (the step's own tensors, which
+        ``on_batch`` hooks may change). Returns the members' losses (the rows are the alive
+        members: :meth:`_compact`)."""
         rows = self.rows
-        data = self.data_rows.unsqueeze(1)
-        x, y = self._on_batch(self.X[data, idx], self.Y[data, idx])
+        x, y = self._on_batch(x, y)
         with self.amp:
-            out = self._forward(x, self._masks(idx.shape[1]))
+            out = self._forward(x, self._masks(x.shape[1]))
             losses = self._losses(out, y)
             if self.loss_hooks:
                 losses = torch.stack(
@@ -532,10 +549,12 @@ class Population:
             started = time.perf_counter()
             perms = {s: torch.randperm(self.n, generator=g) for s, g in self.order_gens.items()}
             order = torch.stack([perms[self.seed_pos[k]] for k in self.rows]).to(self.device)
+            data = self.data_rows.unsqueeze(1)
             running = torch.zeros(len(self.alive), device=self.device)
             steps = 0
             for start in range(0, self.n, self.batch_size):
-                running += self._step(order[:, start : start + self.batch_size])
+                idx = order[:, start : start + self.batch_size]  # each row's sample indices
+                running += self._step(self.X[data, idx], self.Y[data, idx])
                 steps += 1
             objectives = (running / steps).tolist()
             finite = [i for i, v in enumerate(objectives) if math.isfinite(v)]

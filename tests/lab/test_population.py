@@ -402,3 +402,43 @@ def test_population_keeps_changed_hard_labels_beside_a_member_with_soft_targets(
         num_classes=10,
     )
     _assert_same(shifted, alone)
+
+
+def test_population_rectifies_in_place_only_a_linear_layers_own_output():
+    from reglab.structure import Residual
+
+    settings = _settings()
+    data = dataset_for(settings, 0)
+    train, val = _prepared(data)
+
+    def model():
+        torch.manual_seed(0)
+        branch = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(32, 32))  # pre-activation
+        return torch.nn.Sequential(
+            torch.nn.Linear(64, 32),  # its outputs reach the branch's ReLU with their signs
+            Residual(branch),
+            torch.nn.Linear(32, 32),
+            torch.nn.ReLU(),
+            torch.nn.Linear(32, 10),
+        )
+
+    specs = [[], BUILTIN_RECIPES["dropout"][1]]
+    stacked = _population([Member(model(), build_recipe(s), train, val, 0) for s in specs]).stacked
+    # the branch's ReLU reads the residual's input, which the sum reads too: not in place
+    relus = [m for m in stacked.modules() if type(m) is torch.nn.ReLU]
+    assert [m.inplace for m in relus] == [False, True]
+    assert not any(m.inplace for m in model().modules() if type(m) is torch.nn.ReLU)
+    members = [Member(model(), build_recipe(s), train, val, 0) for s in specs]
+    histories = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)
+    for history, spec in zip(histories, specs, strict=True):
+        alone = reglab.fit(
+            model(),
+            train,
+            val,
+            recipe=build_recipe(spec),
+            epochs=EPOCHS,
+            batch_size=16,
+            seed=0,
+            num_classes=10,
+        )
+        _assert_same(history, alone)

@@ -271,3 +271,32 @@ def test_dataloader_workers_give_the_same_trial_and_key():
         a["final"] == b["final"]
         and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
     )
+
+
+class NeedsTorchOptimizer(reglab.Regularizer):
+    """A regularizer of a user's own whose ``attach`` wants a real torch optimizer."""
+
+    def attach(self, model, optimizer=None, *, num_classes=None, generator=None):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"a torch optimizer, not {type(optimizer).__name__}")
+        self.lr = optimizer.param_groups[0]["lr"]
+
+
+def test_preflight_attaches_a_recipe_that_wants_a_torch_optimizer_to_one():
+    plan(_config(recipes={"mine": [{"type": "NeedsTorchOptimizer"}]}))  # does not raise
+    bad = {"mine": [{"type": "NeedsTorchOptimizer"}, {"type": "DropPath", "p": 0.1}]}
+    with pytest.raises(reglab.ConfigError, match=r"^Recipe 'mine': .*DropPath"):
+        plan(_config(recipes=bad))  # the retry's error is the recipe's own
+
+
+def test_plan_checks_the_default_study_without_building_a_torch_optimizer():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from reglab.lab.studies.study import StudyConfig, plan; "
+        "plan(StudyConfig(epochs=2)); print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # a torch optimizer imports torch._dynamo (1.6 s), which the study's process does not need
+    assert done.stdout.split() == ["False"]

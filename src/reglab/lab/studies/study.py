@@ -148,6 +148,30 @@ def _check_model(settings: Mapping[str, Any], data: Dataset, batch: tuple) -> No
         )
 
 
+class _ParamGroups:
+    """What a recipe's ``attach`` reads of its optimizer (``param_groups``: one group of every
+    parameter at the study's learning rate), for the pre-flight. Building a torch optimizer
+    imports ``torch._dynamo`` (1.6 s here), which the study's own process does not otherwise
+    need while its workers train."""
+
+    def __init__(self, model: torch.nn.Module, lr: float) -> None:
+        self.param_groups = [{"params": list(model.parameters()), "lr": lr}]
+
+
+def _attach(recipe: Any, model: torch.nn.Module, lr: float, num_classes: int | None) -> None:
+    """Attach ``recipe`` for the pre-flight: to :class:`_ParamGroups`, or, when that fails
+    (a regularizer of your own may want a real optimizer), again to a ``torch.optim.SGD``, whose
+    error is then the recipe's own."""
+
+    def attach(optimizer: Any) -> None:
+        recipe.attach(model, optimizer, num_classes=num_classes, generator=torch.Generator())
+
+    try:
+        attach(_ParamGroups(model, lr))
+    except Exception:
+        attach(torch.optim.SGD(model.parameters(), lr=lr))
+
+
 def _preflight(
     name: str, spec: list, settings: Mapping[str, Any], data: Dataset, batch: tuple
 ) -> str | None:
@@ -160,12 +184,7 @@ def _preflight(
         recipe = build_recipe(spec, data.image_shape)
         reason = STREAMING if data.streams else population_reason(model, recipe)
         model = recipe.transform_model(model)
-        recipe.attach(
-            model,
-            torch.optim.SGD(model.parameters(), lr=settings["lr"]),
-            num_classes=data.num_classes,
-            generator=torch.Generator(),
-        )
+        _attach(recipe, model, settings["lr"], data.num_classes)
         xb, _ = recipe.on_batch(x, y)  # shapes, channels, classes
         with torch.no_grad():
             model.train()(xb)

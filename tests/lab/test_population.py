@@ -1,6 +1,7 @@
 """The population engine: each member trains as reglab.fit would train it alone."""
 
 import json
+from copy import deepcopy
 
 import pytest
 import torch
@@ -64,6 +65,29 @@ def _assert_same(batched, alone, tol=1e-4):
         batched.model.named_parameters(), alone.model.parameters(), strict=True
     ):
         assert torch.allclose(p, q, atol=10 * tol), name
+
+
+def _assert_each_matches_fit(model, recipes, train, val):
+    """One population of ``model()`` under each of ``recipes`` (specs, or a recipe to copy):
+    each member equals its own ``reglab.fit``."""
+
+    def recipe(r):
+        return deepcopy(r) if isinstance(r, reglab.Regularizer) else build_recipe(r)
+
+    members = [Member(model(), recipe(r), train, val, 0) for r in recipes]
+    histories = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)
+    for history, r in zip(histories, recipes, strict=True):
+        alone = reglab.fit(
+            model(),
+            train,
+            val,
+            recipe=recipe(r),
+            epochs=EPOCHS,
+            batch_size=16,
+            seed=0,
+            num_classes=10,
+        )
+        _assert_same(history, alone)
 
 
 FAMILIES = [
@@ -272,9 +296,7 @@ def test_population_stacked_route_is_taken_for_mlps_and_vmap_for_other_models():
 
 
 def test_population_with_an_unknown_module_falls_back_to_vmap_and_matches_fit():
-    settings = _settings()
-    data = dataset_for(settings, 0)
-    train, val = _prepared(data)
+    train, val = _prepared(dataset_for(_settings(), 0))
 
     def model():
         torch.manual_seed(0)
@@ -282,25 +304,11 @@ def test_population_with_an_unknown_module_falls_back_to_vmap_and_matches_fit():
             torch.nn.Linear(64, 16), _Doubled(), torch.nn.ReLU(), torch.nn.Linear(16, 10)
         )
 
-    specs = [[], BUILTIN_RECIPES["dropout"][1]]
-    members = [Member(model(), build_recipe(s), train, val, 0) for s in specs]
     assert _population([Member(model(), None, train, val, 0)]).stacked is None
     shared = torch.nn.Linear(64, 64)  # one layer used twice: its copy could not be swapped once
     twice = torch.nn.Sequential(shared, torch.nn.ReLU(), shared, torch.nn.Linear(64, 10))
     assert _population([Member(twice, None, train, val, 0)]).stacked is None
-    histories = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)
-    for history, spec in zip(histories, specs, strict=True):
-        alone = reglab.fit(
-            model(),
-            train,
-            val,
-            recipe=build_recipe(spec),
-            epochs=EPOCHS,
-            batch_size=16,
-            seed=0,
-            num_classes=10,
-        )
-        _assert_same(history, alone)
+    _assert_each_matches_fit(model, [[], BUILTIN_RECIPES["dropout"][1]], train, val)
 
 
 def test_population_drops_finished_members_rows_and_the_rest_still_match_fit():
@@ -388,28 +396,14 @@ def test_population_keeps_changed_hard_labels_beside_a_member_with_soft_targets(
     settings = _settings()
     data = dataset_for(settings, 0)
     train, val = _prepared(data)
-    recipes = [build_recipe(BUILTIN_RECIPES["label_smoothing"][1]), reglab.chain(_ShiftLabels())]
-    members = [Member(model_for(settings, data, 0), r, train, val, 0) for r in recipes]
-    shifted = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)[1]
-    alone = reglab.fit(
-        model_for(settings, data, 0),
-        train,
-        val,
-        recipe=reglab.chain(_ShiftLabels()),
-        epochs=EPOCHS,
-        batch_size=16,
-        seed=0,
-        num_classes=10,
-    )
-    _assert_same(shifted, alone)
+    recipes = [BUILTIN_RECIPES["label_smoothing"][1], reglab.chain(_ShiftLabels())]
+    _assert_each_matches_fit(lambda: model_for(settings, data, 0), recipes, train, val)
 
 
 def test_population_rectifies_in_place_only_a_linear_layers_own_output():
     from reglab.structure import Residual
 
-    settings = _settings()
-    data = dataset_for(settings, 0)
-    train, val = _prepared(data)
+    train, val = _prepared(dataset_for(_settings(), 0))
 
     def model():
         torch.manual_seed(0)
@@ -428,17 +422,4 @@ def test_population_rectifies_in_place_only_a_linear_layers_own_output():
     relus = [m for m in stacked.modules() if type(m) is torch.nn.ReLU]
     assert [m.inplace for m in relus] == [False, True]
     assert not any(m.inplace for m in model().modules() if type(m) is torch.nn.ReLU)
-    members = [Member(model(), build_recipe(s), train, val, 0) for s in specs]
-    histories = fit_population(members, epochs=EPOCHS, batch_size=16, num_classes=10)
-    for history, spec in zip(histories, specs, strict=True):
-        alone = reglab.fit(
-            model(),
-            train,
-            val,
-            recipe=build_recipe(spec),
-            epochs=EPOCHS,
-            batch_size=16,
-            seed=0,
-            num_classes=10,
-        )
-        _assert_same(history, alone)
+    _assert_each_matches_fit(model, specs, train, val)

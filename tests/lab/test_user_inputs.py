@@ -274,12 +274,14 @@ def test_dataloader_workers_give_the_same_trial_and_key():
 
 
 class NeedsTorchOptimizer(reglab.Regularizer):
-    """A regularizer of a user's own whose ``attach`` wants a real torch optimizer."""
+    """A regularizer of a user's own that reads its torch optimizer's ``defaults`` at an
+    epoch's end."""
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None):
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"a torch optimizer, not {type(optimizer).__name__}")
-        self.lr = optimizer.param_groups[0]["lr"]
+        self.optimizer = optimizer
+
+    def on_epoch_end(self, metrics):
+        return self.optimizer.defaults["lr"] <= 0
 
 
 def test_preflight_attaches_a_recipe_that_wants_a_torch_optimizer_to_one():

@@ -149,27 +149,49 @@ def _check_model(settings: Mapping[str, Any], data: Dataset, batch: tuple) -> No
 
 
 class _ParamGroups:
-    """What a recipe's ``attach`` reads of its optimizer (``param_groups``: one group of every
+    """What a recipe's hooks read of its optimizer (``param_groups``: one group of every
     parameter at the study's learning rate), for the pre-flight. Building a torch optimizer
     imports ``torch._dynamo`` (1.6 s here), which the study's own process does not otherwise
     need while its workers train."""
 
-    def __init__(self, model: torch.nn.Module, lr: float) -> None:
-        self.param_groups = [{"params": list(model.parameters()), "lr": lr}]
+    def __init__(self, params: Any, lr: float) -> None:
+        self.param_groups = [{"params": list(params), "lr": lr}]
 
 
-def _attach(recipe: Any, model: torch.nn.Module, lr: float, num_classes: int | None) -> None:
-    """Attach ``recipe`` for the pre-flight: to :class:`_ParamGroups`, or, when that fails
-    (a regularizer of your own may want a real optimizer), again to a ``torch.optim.SGD``, whose
-    error is then the recipe's own."""
-
-    def attach(optimizer: Any) -> None:
-        recipe.attach(model, optimizer, num_classes=num_classes, generator=torch.Generator())
-
-    try:
-        attach(_ParamGroups(model, lr))
-    except Exception:
-        attach(torch.optim.SGD(model.parameters(), lr=lr))
+def _try_recipe(
+    spec: list, settings: Mapping[str, Any], data: Dataset, batch: tuple, optimizer: Any
+) -> str | None:
+    """Apply recipe ``spec`` to a fresh model of seed 0, attached to ``optimizer(params, lr)``,
+    and run ``batch`` through its hooks, the model and an epoch's end. Returns why the
+    population engine cannot batch it, or None."""
+    x, y = batch
+    model = model_for(settings, data, 0)
+    recipe = build_recipe(spec, data.image_shape)
+    reason = STREAMING if data.streams else population_reason(model, recipe)
+    model = recipe.transform_model(model)
+    recipe.attach(
+        model,
+        optimizer(model.parameters(), lr=settings["lr"]),
+        num_classes=data.num_classes,
+        generator=torch.Generator(),
+    )
+    xb, _ = recipe.on_batch(x, y)  # shapes, channels, classes
+    with torch.no_grad():
+        model.train()(xb)
+    metric = "accuracy" if data.task == "classification" else "r2"
+    fake = {
+        "epoch": 0,
+        "objective": 0.0,
+        "train_loss": 0.0,
+        f"train_{metric}": 0.0,
+        "val_loss": 0.0,
+        f"val_{metric}": 0.0,
+        "penalty": 0.0,
+        "lr": settings["lr"],
+        **recipe.logs(),
+    }
+    recipe.on_epoch_end(fake)
+    return reason
 
 
 def _preflight(
@@ -177,37 +199,22 @@ def _preflight(
 ) -> str | None:
     """Apply recipe ``name`` to the model of seed 0 and run ``batch`` through its hooks and the
     model, so a recipe that cannot apply fails now, in one line naming it. Returns why the
-    population engine cannot batch it, or None."""
-    x, y = batch
+    population engine cannot batch it, or None.
+
+    The recipe is tried with :class:`_ParamGroups` for its optimizer; when that fails (a
+    regularizer of your own may want a real optimizer), it is tried again, from scratch, with a
+    ``torch.optim.SGD``, and that error is the recipe's."""
     try:
-        model = model_for(settings, data, 0)
-        recipe = build_recipe(spec, data.image_shape)
-        reason = STREAMING if data.streams else population_reason(model, recipe)
-        model = recipe.transform_model(model)
-        _attach(recipe, model, settings["lr"], data.num_classes)
-        xb, _ = recipe.on_batch(x, y)  # shapes, channels, classes
-        with torch.no_grad():
-            model.train()(xb)
-        metric = "accuracy" if data.task == "classification" else "r2"
-        fake = {
-            "epoch": 0,
-            "objective": 0.0,
-            "train_loss": 0.0,
-            f"train_{metric}": 0.0,
-            "val_loss": 0.0,
-            f"val_{metric}": 0.0,
-            "penalty": 0.0,
-            "lr": settings["lr"],
-            **recipe.logs(),
-        }
-        recipe.on_epoch_end(fake)
+        try:
+            return _try_recipe(spec, settings, data, batch, _ParamGroups)
+        except Exception:
+            return _try_recipe(spec, settings, data, batch, torch.optim.SGD)
     except ConfigError as exc:
         raise ConfigError(f"Recipe {name!r}: {exc}") from None
     except Exception as exc:
         raise ConfigError(
             f"Recipe {name!r} cannot apply to this model: {error_line(exc)}"
         ) from None
-    return reason
 
 
 def plan(

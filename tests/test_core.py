@@ -344,3 +344,21 @@ def test_hasattr_still_works_on_unattached_regularizers():
     reg.attach(torch.nn.Linear(2, 2))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         reg.nothing  # noqa: B018
+
+
+def test_reglab_loads_its_names_on_first_use_and_keeps_them_whole():
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import reglab, reglab.cli
+print("torch" in sys.modules)  # nothing heavy yet: the command starts its workers first
+import reglab.dropout  # the submodule, imported before any name: it hides nothing
+from reglab.core import Regularizer, from_config
+print("L2" in Regularizer.registry, type(from_config({"type": "L1", "strength": 0.1})).__name__)
+print(reglab.dropout is sys.modules["reglab.dropout"].dropout, callable(reglab.dropout))
+print("torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True", "L1", "True", "True", "True"]

@@ -1,79 +1,183 @@
-"""reglab: composable, exact regularizers for PyTorch, and a lab that shows whether they help."""
+"""reglab: composable, exact regularizers for PyTorch, and a lab that shows whether they help.
 
-from .augment import (
-    Cutout,
-    FeatureDropout,
-    GaussianNoise,
-    ImageAugment,
-    color_jitter,
-    cutout,
-    gaussian_noise,
-    random_affine,
-    random_crop,
-    random_erase,
-    random_flip,
-)
-from .averaging import EMA, SWA
-from .checkpoint import Checkpoint, CheckpointWarning, Interrupted
-from .clipping import AdaptiveClip, ClipGradNorm, ClipGradValue, adaptive_clip_grad_
-from .core import (
-    Chain,
-    ConfigError,
-    Regularizer,
-    Selection,
-    chain,
-    from_config,
-    param_groups,
-    select_params,
-    to_config,
-)
-from .dropout import (
-    AlphaDropoutLayer,
-    ChannelDropoutLayer,
-    DropBlockLayer,
-    DropConnectLinear,
-    DropoutLayer,
-    DropPathLayer,
-    GaussianDropoutLayer,
-    alpha_dropout,
-    channel_dropout,
-    drop_block,
-    drop_connect,
-    drop_path,
-    dropout,
-    gaussian_dropout,
-)
-from .mc_dropout import MCPrediction, mc_predict
-from .mixing import CutMix, Mixup, beta_sample, cutmix, mixup
-from .normalization import InsertNorm, ReplaceNorm, SpectralNorm, WeightNorm
-from .penalties import (
-    L1,
-    L2,
-    ElasticNet,
-    GroupLasso,
-    MaxNorm,
-    WeightDecay,
-    group_lasso_penalty,
-    l1_penalty,
-    l2_penalty,
-)
-from .proximal import group_soft_threshold_, max_norm_, soft_threshold_
-from .serialize import load_recipe, recipe_from_toml, recipe_to_toml, save_recipe
-from .stopping import EarlyStopping, StopReason
-from .structure import (
-    AlphaDropout,
-    ChannelDropout,
-    DropBlock,
-    DropConnect,
-    Dropout,
-    DropPath,
-    GaussianDropout,
-    Residual,
-)
-from .targets import ConfidencePenalty, LabelSmoothing, confidence_penalty, smooth_labels
-from .train import History, evaluate, fit
+The public names are imported on first use, all at once (PyTorch with them): ``import reglab``
+alone loads nothing heavy, so the ``reglab`` command starts its workers' process server before
+PyTorch is loaded, and ``reglab --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
 
 __version__ = "0.4.0"
+
+#: The public names by the module that defines them, in the order :func:`_load` imports them.
+_MODULES: dict[str, tuple[str, ...]] = {
+    "augment": (
+        "Cutout",
+        "FeatureDropout",
+        "GaussianNoise",
+        "ImageAugment",
+        "color_jitter",
+        "cutout",
+        "gaussian_noise",
+        "random_affine",
+        "random_crop",
+        "random_erase",
+        "random_flip",
+    ),
+    "averaging": (
+        "EMA",
+        "SWA",
+    ),
+    "checkpoint": (
+        "Checkpoint",
+        "CheckpointWarning",
+        "Interrupted",
+    ),
+    "clipping": (
+        "AdaptiveClip",
+        "ClipGradNorm",
+        "ClipGradValue",
+        "adaptive_clip_grad_",
+    ),
+    "core": (
+        "Chain",
+        "ConfigError",
+        "Regularizer",
+        "Selection",
+        "chain",
+        "from_config",
+        "param_groups",
+        "select_params",
+        "to_config",
+    ),
+    "dropout": (
+        "AlphaDropoutLayer",
+        "ChannelDropoutLayer",
+        "DropBlockLayer",
+        "DropConnectLinear",
+        "DropoutLayer",
+        "DropPathLayer",
+        "GaussianDropoutLayer",
+        "alpha_dropout",
+        "channel_dropout",
+        "drop_block",
+        "drop_connect",
+        "drop_path",
+        "dropout",
+        "gaussian_dropout",
+    ),
+    "mc_dropout": (
+        "MCPrediction",
+        "mc_predict",
+    ),
+    "mixing": (
+        "CutMix",
+        "Mixup",
+        "beta_sample",
+        "cutmix",
+        "mixup",
+    ),
+    "normalization": (
+        "InsertNorm",
+        "ReplaceNorm",
+        "SpectralNorm",
+        "WeightNorm",
+    ),
+    "penalties": (
+        "L1",
+        "L2",
+        "ElasticNet",
+        "GroupLasso",
+        "MaxNorm",
+        "WeightDecay",
+        "group_lasso_penalty",
+        "l1_penalty",
+        "l2_penalty",
+    ),
+    "proximal": (
+        "group_soft_threshold_",
+        "max_norm_",
+        "soft_threshold_",
+    ),
+    "serialize": (
+        "load_recipe",
+        "recipe_from_toml",
+        "recipe_to_toml",
+        "save_recipe",
+    ),
+    "stopping": (
+        "EarlyStopping",
+        "StopReason",
+    ),
+    "structure": (
+        "AlphaDropout",
+        "ChannelDropout",
+        "DropBlock",
+        "DropConnect",
+        "Dropout",
+        "DropPath",
+        "GaussianDropout",
+        "Residual",
+    ),
+    "targets": (
+        "ConfidencePenalty",
+        "LabelSmoothing",
+        "confidence_penalty",
+        "smooth_labels",
+    ),
+    "train": (
+        "History",
+        "evaluate",
+        "fit",
+    ),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+_loaded = False
+
+
+def _load() -> None:
+    """Import the modules of the public API and bind their names here (the first call does)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    try:
+        for module, names in _MODULES.items():
+            loaded = importlib.import_module(f".{module}", __name__)
+            for name in names:
+                globals()[name] = getattr(loaded, name)
+    except BaseException:
+        _loaded = False
+        raise
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _load()
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
+
+class _Package(types.ModuleType):
+    """This package's type: importing a submodule never hides the public name it shares
+    (``reglab.dropout`` stays the function, not the module ``reglab/dropout.py``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "EMA",

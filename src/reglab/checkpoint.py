@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .core import Interval, check_param
+from .errors import CheckpointWarning, one_line_warnings
 
 __all__ = [
     "FORMAT",
@@ -50,10 +51,6 @@ _stop: Any = None  # an object with is_set()/set(), e.g. a multiprocessing.Event
 _stop_local = False
 _active: set[int] = set()  # the checkpoints of runs in progress in this process
 _write_warned = False
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint could not be read (the run restarts) or written (training goes on)."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -125,22 +122,6 @@ def clear_stop() -> None:
     _stop_local = False
     if _stop is not None and hasattr(_stop, "clear"):
         _stop.clear()
-
-
-def one_line_warnings() -> None:
-    """Show :class:`CheckpointWarning` as one line, ``reglab: warning: ...`` (the CLI and the
-    lab's worker processes call it); other warnings keep Python's format."""
-    original = warnings.formatwarning
-    if getattr(original, "_reglab", False):
-        return
-
-    def formatwarning(message: Any, category: type, *args: Any, **kwargs: Any) -> str:
-        if issubclass(category, CheckpointWarning):
-            return f"reglab: warning: {message}\n"
-        return original(message, category, *args, **kwargs)
-
-    formatwarning._reglab = True  # type: ignore[attr-defined]
-    warnings.formatwarning = formatwarning  # type: ignore[assignment]
 
 
 class Checkpoint:

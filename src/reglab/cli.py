@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .core import ConfigError, Regularizer
+from .errors import ConfigError, one_line_warnings
 
 EXIT_USAGE = 2
 INTERRUPTED = "interrupted: rerun the same command to resume"
@@ -374,6 +374,8 @@ def recipes() -> None:
     regs = Table(title='Regularizers for TOML recipes ({ type = "Name", argument = value })')
     regs.add_column("type")
     regs.add_column("arguments: allowed values")
+    from .core import Regularizer
+
     for name, cls in sorted(Regularizer.registry.items()):
         if name == "Chain":
             continue
@@ -383,8 +385,6 @@ def recipes() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI; turn bad input into one line on stderr and exit code 2."""
-    from .checkpoint import one_line_warnings
-
     one_line_warnings()
     # at exit, once every output is written: the interpreter's teardown then skips its last
     # garbage collections over PyTorch's (and dynamo's) hundreds of thousands of objects,

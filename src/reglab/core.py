@@ -96,6 +96,49 @@ def _capture_config(cls: type, init: Callable[..., None]) -> Callable[..., None]
     return wrapped
 
 
+class _Registry(dict):
+    """``Regularizer.registry``: regularizer classes by name. Reading it first imports the
+    library's public modules (:mod:`reglab` imports them on first use), so it always holds the
+    built-in regularizers; classes are added by ``Regularizer.__init_subclass__``."""
+
+    def _full(self) -> None:
+        import reglab  # this module's own package: already imported
+
+        reglab._load()
+
+    def __getitem__(self, name: str) -> Any:
+        self._full()
+        return super().__getitem__(name)
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        self._full()
+        return super().get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        self._full()
+        return super().__contains__(name)
+
+    def __iter__(self) -> Any:
+        self._full()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._full()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        self._full()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._full()
+        return super().values()
+
+    def items(self) -> Any:
+        self._full()
+        return super().items()
+
+
 class Regularizer:
     """Base class: a regularizer implements any of the hooks; the rest are no-ops.
 
@@ -107,7 +150,7 @@ class Regularizer:
     """
 
     constraints: ClassVar[dict[str, Constraint]] = {}
-    registry: ClassVar[dict[str, type[Regularizer]]] = {}
+    registry: ClassVar[dict[str, type[Regularizer]]] = _Registry()
     #: ``'adds'`` for penalties that add their gradient in ``on_after_backward``, ``'clips'`` for
     #: gradient clipping; a chain refuses clipping placed before such a penalty. Penalties set it
     #: per instance (proximal L1 adds no gradient).
@@ -119,7 +162,7 @@ class Regularizer:
             cls.__init__ = _capture_config(cls, cls.__dict__["__init__"])  # type: ignore[method-assign]
         if "attach" in cls.__dict__:
             cls.attach = _marking_attached(cls.__dict__["attach"])  # type: ignore[method-assign]
-        taken = Regularizer.registry.get(cls.__name__)
+        taken = dict.get(Regularizer.registry, cls.__name__)  # as is: no loading here
         builtin = taken is not None and taken.__module__.startswith("reglab.")
         if not cls.__name__.startswith("_") and not builtin:
             Regularizer.registry[cls.__name__] = cls

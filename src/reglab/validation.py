@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .errors import ConfigError
+
 __all__ = [
     "Choice",
     "ConfigError",
@@ -23,10 +25,6 @@ __all__ = [
     "unknown_name",
     "validate_params",
 ]
-
-
-class ConfigError(ValueError):
-    """A bad argument, named in one line: ``The 'p' parameter of Dropout must be ... Got 1.5.``"""
 
 
 # --------------------------------------------------------------------------- constraints

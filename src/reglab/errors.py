@@ -1,0 +1,36 @@
+"""The library's error and warning types, and the one-line format of its warnings, without
+PyTorch: the ``reglab`` command imports them before anything heavy (see :mod:`reglab`).
+Each is also importable from the module that raises it (``reglab.validation.ConfigError``,
+``reglab.checkpoint.CheckpointWarning``) and from ``reglab``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+__all__ = ["CheckpointWarning", "ConfigError", "one_line_warnings"]
+
+
+class ConfigError(ValueError):
+    """A bad argument, named in one line: ``The 'p' parameter of Dropout must be ... Got 1.5.``"""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be read (the run restarts) or written (training goes on)."""
+
+
+def one_line_warnings() -> None:
+    """Show :class:`CheckpointWarning` as one line, ``reglab: warning: ...`` (the CLI and the
+    lab's worker processes call it); other warnings keep Python's format."""
+    original = warnings.formatwarning
+    if getattr(original, "_reglab", False):
+        return
+
+    def formatwarning(message: Any, category: type, *args: Any, **kwargs: Any) -> str:
+        if issubclass(category, CheckpointWarning):
+            return f"reglab: warning: {message}\n"
+        return original(message, category, *args, **kwargs)
+
+    formatwarning._reglab = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning  # type: ignore[assignment]

@@ -14,142 +14,41 @@ from typing import Any
 
 __version__ = "0.4.0"
 
-#: The public names by the module that defines them, in the order :func:`_load` imports them.
-_MODULES: dict[str, tuple[str, ...]] = {
-    "augment": (
-        "Cutout",
-        "FeatureDropout",
-        "GaussianNoise",
-        "ImageAugment",
-        "color_jitter",
-        "cutout",
-        "gaussian_noise",
-        "random_affine",
-        "random_crop",
-        "random_erase",
-        "random_flip",
-    ),
-    "averaging": (
-        "EMA",
-        "SWA",
-    ),
-    "checkpoint": (
-        "Checkpoint",
-        "CheckpointWarning",
-        "Interrupted",
-    ),
-    "clipping": (
-        "AdaptiveClip",
-        "ClipGradNorm",
-        "ClipGradValue",
-        "adaptive_clip_grad_",
-    ),
-    "core": (
-        "Chain",
-        "ConfigError",
-        "Regularizer",
-        "Selection",
-        "chain",
-        "from_config",
-        "param_groups",
-        "select_params",
-        "to_config",
-    ),
-    "dropout": (
-        "AlphaDropoutLayer",
-        "ChannelDropoutLayer",
-        "DropBlockLayer",
-        "DropConnectLinear",
-        "DropoutLayer",
-        "DropPathLayer",
-        "GaussianDropoutLayer",
-        "alpha_dropout",
-        "channel_dropout",
-        "drop_block",
-        "drop_connect",
-        "drop_path",
-        "dropout",
-        "gaussian_dropout",
-    ),
-    "mc_dropout": (
-        "MCPrediction",
-        "mc_predict",
-    ),
-    "mixing": (
-        "CutMix",
-        "Mixup",
-        "beta_sample",
-        "cutmix",
-        "mixup",
-    ),
-    "normalization": (
-        "InsertNorm",
-        "ReplaceNorm",
-        "SpectralNorm",
-        "WeightNorm",
-    ),
-    "penalties": (
-        "L1",
-        "L2",
-        "ElasticNet",
-        "GroupLasso",
-        "MaxNorm",
-        "WeightDecay",
-        "group_lasso_penalty",
-        "l1_penalty",
-        "l2_penalty",
-    ),
-    "proximal": (
-        "group_soft_threshold_",
-        "max_norm_",
-        "soft_threshold_",
-    ),
-    "serialize": (
-        "load_recipe",
-        "recipe_from_toml",
-        "recipe_to_toml",
-        "save_recipe",
-    ),
-    "stopping": (
-        "EarlyStopping",
-        "StopReason",
-    ),
-    "structure": (
-        "AlphaDropout",
-        "ChannelDropout",
-        "DropBlock",
-        "DropConnect",
-        "Dropout",
-        "DropPath",
-        "GaussianDropout",
-        "Residual",
-    ),
-    "targets": (
-        "ConfidencePenalty",
-        "LabelSmoothing",
-        "confidence_penalty",
-        "smooth_labels",
-    ),
-    "train": (
-        "History",
-        "evaluate",
-        "fit",
-    ),
-}
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+#: The modules of the public API, in the order :func:`_load` imports them; each defines the
+#: names of :data:`__all__` that its own ``__all__`` lists.
+_MODULES = (
+    "augment",
+    "averaging",
+    "checkpoint",
+    "clipping",
+    "core",
+    "dropout",
+    "mc_dropout",
+    "mixing",
+    "normalization",
+    "penalties",
+    "proximal",
+    "serialize",
+    "stopping",
+    "structure",
+    "targets",
+    "train",
+)
 _loaded = False
 
 
 def _load() -> None:
-    """Import the modules of the public API and bind their names here (the first call does)."""
+    """Import the modules of the public API and bind their public names here (the first call
+    does)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
+    public = set(__all__)
     try:
-        for module, names in _MODULES.items():
+        for module in _MODULES:
             loaded = importlib.import_module(f".{module}", __name__)
-            for name in names:
+            for name in public.intersection(loaded.__all__):
                 globals()[name] = getattr(loaded, name)
     except BaseException:
         _loaded = False
@@ -157,14 +56,16 @@ def _load() -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
+    if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     _load()
+    if name not in globals():  # listed, but no module of _MODULES exports it
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return globals()[name]
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
+    return sorted({*globals(), *__all__})
 
 
 class _Package(types.ModuleType):
@@ -172,7 +73,7 @@ class _Package(types.ModuleType):
     (``reglab.dropout`` stays the function, not the module ``reglab/dropout.py``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _WHERE and isinstance(value, types.ModuleType):
+        if name in __all__ and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -99,44 +99,34 @@ def _capture_config(cls: type, init: Callable[..., None]) -> Callable[..., None]
 class _Registry(dict):
     """``Regularizer.registry``: regularizer classes by name. Reading it first imports the
     library's public modules (:mod:`reglab` imports them on first use), so it always holds the
-    built-in regularizers; classes are added by ``Regularizer.__init_subclass__``."""
+    built-in regularizers; ``Regularizer.__init_subclass__`` adds classes."""
 
-    def _full(self) -> None:
+
+def _reading(method: str) -> Callable[..., Any]:
+    """``dict.<method>`` for :class:`_Registry`, after loading reglab's public modules."""
+    read = getattr(dict, method)
+
+    def after_loading(self: _Registry, *args: Any) -> Any:
         import reglab  # this module's own package: already imported
 
         reglab._load()
+        return read(self, *args)
 
-    def __getitem__(self, name: str) -> Any:
-        self._full()
-        return super().__getitem__(name)
+    after_loading.__name__ = method
+    return after_loading
 
-    def get(self, name: Any, default: Any = None) -> Any:
-        self._full()
-        return super().get(name, default)
 
-    def __contains__(self, name: object) -> bool:
-        self._full()
-        return super().__contains__(name)
-
-    def __iter__(self) -> Any:
-        self._full()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._full()
-        return super().__len__()
-
-    def keys(self) -> Any:
-        self._full()
-        return super().keys()
-
-    def values(self) -> Any:
-        self._full()
-        return super().values()
-
-    def items(self) -> Any:
-        self._full()
-        return super().items()
+for _method in (
+    "__getitem__",
+    "__contains__",
+    "__iter__",
+    "__len__",
+    "get",
+    "keys",
+    "values",
+    "items",
+):
+    setattr(_Registry, _method, _reading(_method))
 
 
 class Regularizer:

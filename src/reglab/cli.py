@@ -358,6 +358,7 @@ def _console() -> Console:
 @cli.command()
 def recipes() -> None:
     """List the built-in recipes and regularizers with their parameters."""
+    from .core import Regularizer
     from .lab.inputs.recipes import BUILTIN_RECIPES, DEFAULT_PANEL
 
     console = Console()
@@ -374,8 +375,6 @@ def recipes() -> None:
     regs = Table(title='Regularizers for TOML recipes ({ type = "Name", argument = value })')
     regs.add_column("type")
     regs.add_column("arguments: allowed values")
-    from .core import Regularizer
-
     for name, cls in sorted(Regularizer.registry.items()):
         if name == "Chain":
             continue

@@ -127,6 +127,7 @@ for _method in (
     "items",
 ):
     setattr(_Registry, _method, _reading(_method))
+del _method
 
 
 class Regularizer:

@@ -1,7 +1,8 @@
 """The library's error and warning types, and the one-line format of its warnings, without
 PyTorch: the ``reglab`` command imports them before anything heavy (see :mod:`reglab`).
-Each is also importable from the module that raises it (``reglab.validation.ConfigError``,
-``reglab.checkpoint.CheckpointWarning``) and from ``reglab``.
+They are also importable from the modules that use them, as before
+(``reglab.validation.ConfigError``, ``reglab.checkpoint.CheckpointWarning`` and
+``one_line_warnings``), and the two types from ``reglab``.
 """
 
 from __future__ import annotations

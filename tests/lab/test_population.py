@@ -423,3 +423,22 @@ def test_population_rectifies_in_place_only_a_linear_layers_own_output():
     assert [m.inplace for m in relus] == [False, True]
     assert not any(m.inplace for m in model().modules() if type(m) is torch.nn.ReLU)
     _assert_each_matches_fit(model, specs, train, val)
+
+
+class _Narrow(reglab.Regularizer):
+    """Drops the last input feature of every batch."""
+
+    def on_batch(self, x, y):
+        return x[:, :-1], y
+
+
+def test_population_rejects_an_on_batch_hook_that_changes_the_inputs_shape_in_one_line():
+    settings = _settings()
+    data = dataset_for(settings, 0)
+    train, val = _prepared(data)
+    members = [Member(model_for(settings, data, 0), reglab.chain(_Narrow()), train, val, 0)]
+    with pytest.raises(
+        reglab.ConfigError, match=r"changed the inputs' shape from \(16, 64\) to \(16, 63\)"
+    ) as info:
+        fit_population(members, epochs=1, batch_size=16, num_classes=10)
+    assert "\n" not in str(info.value)

@@ -12,7 +12,7 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 #: The modules of the public API, in the order :func:`_load` imports them; each defines the
 #: names of :data:`__all__` that its own ``__all__`` lists.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,8 @@ def _study(config_path: str | None, given: dict[str, Any], owner: str) -> Any:
 def _study_values(options: dict[str, Any]) -> dict[str, Any]:
     """The options given, with ``--widths``, ``--image-size`` and ``--model-args`` parsed."""
     given = {k: v for k, v in options.items() if v is not None}
+    if isinstance(given.get("seeds"), str) and given["seeds"].strip().isdigit():
+        given["seeds"] = int(given["seeds"])
     if "model_args" in given:
         given["model_args"] = _keywords(given["model_args"])
     if "image_size" in given:
@@ -182,7 +185,19 @@ def _keywords(text: str) -> dict[str, Any]:
 @cli.command(short_help="Train a model under recipes and seeds; report what each one does.")
 @_study_options
 @click.option("--recipes", help="Comma-separated recipe names (see `reglab recipes`).")
-@click.option("--seeds", type=int, help="Number of seeds (default 3).")
+@click.option(
+    "--seeds",
+    help="Number of seeds (default 6), or auto: seeds in rounds until every comparison is "
+    "decided (see --max-seeds, --budget).",
+)
+@click.option("--max-seeds", type=int, help="The most seeds --seeds auto runs (default 10).")
+@click.option(
+    "--budget", type=float, help="With --seeds auto: start no round past this many seconds."
+)
+@click.option(
+    "--correction",
+    help="bh (default: Benjamini-Hochberg, false discovery rate) or holm (family-wise error).",
+)
 @click.option(
     "--engine",
     help="population (default: trials trained together as one batched model) or sequential "
@@ -210,7 +225,7 @@ def compare(
 ) -> None:
     """Train one model under several recipes and seeds; report the effect of each.
 
-    With no options: digits, an MLP, 300 training samples with 30% label noise, 3 seeds and a
+    With no options: digits, an MLP, 300 training samples with 30% label noise, 6 seeds and a
     panel with one recipe of each family. A trial that fails is printed with its error and
     the exit status is 1; the others are reported, and a rerun redoes only the failed ones.
     """
@@ -350,8 +365,8 @@ def path(
 
 def _console() -> Console:
     console = Console()
-    if not console.is_terminal:  # logs and pipes: do not wrap the tables at 80 columns
-        console = Console(width=130)
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console = Console(width=130)  # logs and pipes: do not wrap the tables at 80 columns
     return console
 
 

@@ -89,7 +89,10 @@ class Dataset:
         ``(X, y)`` tensors of in-memory data, or a ``DataLoader`` over a streaming split
         (shuffled from ``seed`` when one is given: a training split). ``'train_clean'`` is the
         training split with the labels it had before label noise (the training split itself
-        when there is none)."""
+        when there is none); ``'train_relabelled'`` the training samples whose label the noise
+        changed, with the labels they were given (what :meth:`relabelled` counts)."""
+        if split == "train_relabelled":
+            return self._relabelled(batch_size, num_workers, pin_memory)
         if split == "train_clean":
             if not self.streams:
                 clean = self.y_train if self.y_train_clean is None else self.y_train_clean
@@ -105,6 +108,29 @@ class Dataset:
             seed=seed,
             num_workers=num_workers,
             pin_memory=pin_memory,
+        )
+
+    @property
+    def relabelled(self) -> int:
+        """The number of training samples whose label the label noise changed (0 without)."""
+        if self.streams:
+            train = self.splits["train"]
+            return len(train.shifts) if isinstance(train, NoisyLabels) else 0
+        if self.y_train_clean is None:
+            return 0
+        return int((self.y_train != self.y_train_clean).sum())
+
+    def _relabelled(self, batch_size: int, num_workers: int, pin_memory: bool) -> Any:
+        """The relabelled training samples with their wrong labels (see :meth:`source`)."""
+        if not self.streams:
+            if self.y_train_clean is None:
+                return self.x_train[:0], self.y_train[:0]
+            changed = self.y_train != self.y_train_clean
+            return self.x_train[changed], self.y_train[changed]
+        train = self.splits["train"]
+        chosen = sorted(train.shifts) if isinstance(train, NoisyLabels) else []
+        return loader(
+            Subset(train, chosen), batch_size, num_workers=num_workers, pin_memory=pin_memory
         )
 
     def sample(self, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,49 +72,56 @@ def plot_curves(results: Sequence[Mapping[str, Any]], task: str, path: Path) -> 
 
 def effect_points(
     summary: Sequence[RecipeSummary], metric: str, baseline: str = "baseline"
-) -> list[tuple[str, float, float, bool]]:
+) -> list[tuple[str, float, float, float, bool]]:
     """What the effect plot draws for ``metric``: per recipe other than ``baseline``, its
-    paired difference from baseline (mean over seeds), the 95% CI half-width of that difference
-    and whether the Holm-adjusted test is significant: the quantity the table's test is about.
-    Recipes without a paired comparison are left out."""
+    paired difference from baseline, the interval drawn (``low``, ``high``: adjusted like the
+    decision, so it excludes 0 exactly when the difference is decided) and whether it is
+    decided. Recipes without a paired comparison are left out."""
     points = []
     for s in summary:
         paired = s.versus_baseline.get(metric)
         if s.recipe == baseline or paired is None or paired.diff.n == 0:
             continue
-        half = paired.diff.half_width
-        points.append((s.recipe, paired.diff.mean, 0.0 if math.isnan(half) else half,
-                       paired.significant))  # fmt: skip
+        low = paired.diff.mean if math.isnan(paired.low) else paired.low
+        high = paired.diff.mean if math.isnan(paired.high) else paired.high
+        points.append((s.recipe, paired.diff.mean, low, high, paired.significant))
     return points
+
+
+def _effect_metrics(summary: Sequence[RecipeSummary], task: str) -> tuple[str, ...]:
+    m = primary_metric(task)
+    noisy = any("memorized" in s.estimates for s in summary)
+    return (f"test_{m}", "gap", *(("memorized",) if noisy else ()))
 
 
 def plot_effects(
     summary: Sequence[RecipeSummary], task: str, path: Path, baseline: str = "baseline"
 ) -> None:
-    """Each recipe's paired difference from baseline in test metric and generalization gap,
-    with its 95% CI (filled: Holm-adjusted p < 0.05); a whisker that crosses 0 is a difference
-    the seeds cannot tell from none. Without a baseline, each recipe's own mean and CI."""
-    m = primary_metric(task)
-    metrics = (f"test_{m}", "gap")
+    """Each recipe's paired difference from baseline in the test metric, the generalization gap
+    and (with label noise) memorized, with the interval the decision used (filled: decided); a
+    whisker clears 0 exactly when the difference is decided. Without a baseline, each recipe's
+    own mean and 95% CI."""
+    metrics = _effect_metrics(summary, task)
     paired = {metric: effect_points(summary, metric, baseline) for metric in metrics}
     rows = max((len(p) for p in paired.values()), default=0) or len(summary)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * rows + 1.8))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 0.45 * rows + 1.8))
     for ax, metric in zip(axes, metrics, strict=True):
         points = paired[metric]
         if points:
-            title = f"{label(metric)}: difference from {baseline} (paired, 95% CI)"
+            title = f"Δ {label(metric)} vs {baseline} (adjusted interval)"
             ax.axvline(0, color="grey", ls="--", lw=1)
         else:  # no baseline to pair with: each recipe's own estimate
-            points = [
-                (s.recipe, s.estimates[metric].mean, s.estimates[metric].half_width, False)
-                for s in summary
-            ]
-            points = [(n, v, 0.0 if math.isnan(h) else h, sig) for n, v, h, sig in points]
+            points = []
+            for s in summary:
+                e = s.estimates[metric]
+                half = 0.0 if math.isnan(e.half_width) else e.half_width
+                points.append((s.recipe, e.mean, e.mean - half, e.mean + half, False))
             title = f"{label(metric)} (mean, 95% CI)"
         y = np.arange(len(points))
-        for yi, (_, mean, half, significant) in zip(y, points, strict=True):
-            ax.errorbar(mean, yi, xerr=half, fmt="o", capsize=4, color="tab:blue",
-                        markerfacecolor="tab:blue" if significant else "white")  # fmt: skip
+        for yi, (_, mean, low, high, decided) in zip(y, points, strict=True):
+            ax.errorbar(mean, yi, xerr=[[mean - low], [high - mean]], fmt="o", capsize=4,
+                        color="tab:blue" if decided else "tab:grey",
+                        markerfacecolor="tab:blue" if decided else "white")  # fmt: skip
         ax.set_yticks(y, [p[0] for p in points])
         ax.set_ylim(len(points) - 0.5, -0.5)  # first recipe on top, no empty band
         ax.set_title(title, fontsize=10)
@@ -262,9 +269,31 @@ def write_plots(
     return {n: paths[n] for n in names if drawn[n]}
 
 
+def notebook_html(run: Any) -> str:
+    """A finished study in a notebook cell: its answer lines, the headline table and the
+    effect plot (when written)."""
+    esc = html.escape
+    if not run.results:
+        return f"<p>No finished trial in {esc(str(run.out))}.</p>"
+    from .results import comparison
+
+    summary = comparison(run.results, run.task, run.config.baseline, run.config.design)
+    header, rows = summary_rows(summary, run.task)
+    headline, _ = _report_columns(header, run.task)
+    answer = "".join(f"<li>{esc(line)}</li>" for line in run.answer)
+    effects = run.out / "plots" / "effects.png"
+    return (
+        '<div class="reglab">'
+        + (f"<ul>{answer}</ul>" if answer else "")
+        + f"<table>{_html_table(header, rows, headline)}</table>"
+        + (_img(effects) if effects.is_file() else "")
+        + "</div>"
+    )
+
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:0.9em}td,th{padding:4px 8px;border-bottom:1px solid #ddd;
-text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
+text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4;white-space:normal}
 img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.sig{font-weight:bold}
 .verdict{background:#f6f8fa;border-left:4px solid #4a7;padding:0.6em 1em;line-height:1.5}
 code{background:#f4f4f4;padding:1px 4px}.bad{color:#b22}td.l{text-align:left;white-space:normal}"""
@@ -412,16 +441,21 @@ def _features_html(results: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _report_columns(header: Sequence[str]) -> tuple[list[int], list[int]]:
+def _report_columns(header: Sequence[str], task: str) -> tuple[list[int], list[int]]:
     """The report's two tables as column indices of :func:`summary_rows`' header: the answer
-    (test metric, gap, their differences from baseline, the seeds needed) and the details."""
-    headline = [
-        i
-        for i, h in enumerate(header)
-        if h == "recipe" or h.startswith(("test acc", "test R²", "gap", "Δ", "n for 80%"))
-    ]
+    (train and test metric, gap, memorized, their differences from baseline, the seeds needed)
+    and the details."""
+    m = primary_metric(task)
+    figures = [f"train_{m}", f"test_{m}", "gap", "memorized"]
+    wanted = {"recipe", *map(label, figures)}
+    wanted |= {f"Δ {label(f)} vs baseline" for f in figures}
+    headline = [i for i, h in enumerate(header) if h in wanted or h.startswith("n for 80%")]
     details = [0] + [i for i in range(1, len(header)) if i not in headline]
     return headline, details
+
+
+def _noisy_summary(summary: Sequence[RecipeSummary]) -> bool:
+    return any("memorized" in s.estimates for s in summary)
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], cols: Sequence[int]) -> str:
@@ -449,10 +483,11 @@ def _noise_html(settings: Mapping[str, Any], task: str) -> str:
     return (
         f'<p class="bad">Label noise is on: {noise:.0%} of the training labels were made wrong '
         f"on purpose (<code>label_noise = {noise}</code>), so that overfitting shows. Train "
-        f"{m} and the gap (train − test) use the clean training labels (those before the "
-        f"noise); <i>train {m} (noisy labels)</i> and the learning curves' train lines are "
-        "measured on the labels the model was trained on. Validation and test labels are "
-        "clean.</p>"
+        f"{m}, the gap (train − test) and the learning curves' train lines are measured on "
+        "the labels the model was trained on; <i>memorized</i> is the share of the wrong "
+        "labels the final model predicts (Zhang et al. 2017; Arpit et al. 2017), the direct "
+        f"measure of what regularization prevents. Train {m} on the clean labels is in the "
+        "details. Validation and test labels are clean.</p>"
     )
 
 
@@ -466,14 +501,19 @@ def write_report(
     task: str,
     plots: Mapping[str, Path],
     recipes: Mapping[str, Any],
-    verdict: str = "",
+    answer: Sequence[str] = (),
+    details: Sequence[str] = (),
+    design: str = "",
     baseline: str = "baseline",
 ) -> None:
-    """One HTML file: the verdict first, then the table, the plots (embedded) and each trial's
-    status."""
+    """One HTML file: the answer lines first, then the headline table, the effect plot, the
+    details (the full verdict and the other figures), the other plots (embedded) and each
+    trial's status. ``design`` names the correction (and the rounds) in the captions."""
     esc = html.escape
     header, rows = summary_rows(summary, task)
-    table, details = (_html_table(header, rows, cols) for cols in _report_columns(header))
+    table, detail_table = (
+        _html_table(header, rows, cols) for cols in _report_columns(header, task)
+    )
     settings_html = "".join(
         f"<li><code>{esc(str(k))}</code> = {esc(str(v))}</li>" for k, v in settings.items()
     )
@@ -491,30 +531,38 @@ def write_report(
         f'<td>{r.get("seconds", 0):.1f}</td><td class="l">{esc(r.get("message", ""))}</td></tr>'
         for r in results
     )
+    answer_html = "".join(f"<li>{esc(line)}</li>" for line in answer)
+    details_html = "".join(f"<li>{esc(line)}</li>" for line in details)
+    metric = esc(primary_metric(task))
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{esc(title)}</h1>
-{f'<p class="verdict">{esc(verdict)}</p>' if verdict else ""}
+{f'<ul class="verdict">{answer_html}</ul>' if answer else ""}
 {_noise_html(settings, task)}
 <h2>Comparison</h2>
 <p>Mean ± 95% confidence interval over seeds (Student t). Each seed has its own data split and
 initial weights, shared by every recipe, so differences from baseline are paired (Δ: the mean
-paired difference, with the paired t-test's p-value Holm-adjusted across the recipes compared,
-one family per metric); <span class="sig">bold*</span> marks an adjusted p &lt; 0.05. "n for
-80%" is the number of seeds a paired t-test would need to detect the observed difference in test
-{esc(primary_metric(task))} with 80% power at the corrected level (∞: no observed difference).
-The gap is train − test {esc(primary_metric(task))}. <code>summary.csv</code> adds the unadjusted
-p, Cohen's d_z and the seeds needed for every compared metric.</p>
+paired difference, with its p-value adjusted across the recipes compared, one family per
+metric: {esc(design)}); <span class="sig">bold*</span> marks a decided difference (adjusted
+p ≤ 0.05). The gap is train − test {metric}, the train figure measured on the labels the model
+was trained on. "n for 80%" is the number of seeds a paired t-test would need to detect the
+observed difference in test {metric} with 80% power at the corrected level (∞: no observed
+difference). <code>summary.csv</code> adds every figure as numbers: intervals, unadjusted and
+adjusted p, Cohen's d_z and the seeds each verdict took.</p>
 <table>{table}</table>
-<h3>Details</h3>
-<p>n: trials that finished out of those run; test loss, ECE (classification), the fraction of
-weights exactly zero, the weight norm and the epochs trained, mean ± 95% CI over seeds.</p>
-<table>{details}</table>
-<h2>Effect on test performance and the generalization gap</h2>
-<p>Each recipe's difference from {esc(baseline)} paired over seeds, with its 95% CI: the
-quantity the table's test is about. A filled dot is significant after Holm's correction; a
-whisker that crosses the dashed zero line is a difference these seeds cannot tell from none.</p>
+<h2>Effect on test performance, the generalization gap{
+        " and memorization" if _noisy_summary(summary) else ""
+    }</h2>
+<p>Each recipe's difference from {esc(baseline)} paired over seeds, with the interval its
+decision used ({esc(design)}): a filled dot is decided, and its whisker clears the dashed zero
+line; a grey whisker that crosses it is a difference these seeds cannot tell from none.</p>
 {_img(plots["effects"])}
+<h2>Details</h2>
+<ul>{details_html}</ul>
+<p>n: trials that finished out of those run; train {metric} on the clean labels (with label
+noise); test loss, ECE (classification), the fraction of weights exactly zero, the weight norm
+and the epochs trained, mean ± 95% CI over seeds.</p>
+<table>{detail_table}</table>
 <h2>Learning curves</h2>{_img(plots["curves"])}
 <h2>Weights</h2>{_img(plots["weights"])}
 <h2>Sparsity</h2>{

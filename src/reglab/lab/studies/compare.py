@@ -14,7 +14,7 @@ import tomli_w
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ...core import Regularizer
+from ...core import ConfigError, Regularizer
 from ...serialize import _specs as recipe_specs
 from ..engine.device import CPU_POPULATION
 from ..engine.workers import ready
@@ -23,29 +23,31 @@ from ..reports.report import features_summary, write_plots, write_report
 from ..reports.results import (
     RESULT_COLUMNS,
     comparison,
+    numeric_rows,
     result_rows,
     rich_tables,
     summary_rows,
     to_csv,
 )
-from ..reports.verdict import verdict_text
+from ..reports.verdict import Verdict, verdict
+from .rounds import run_rounds
 from .study import StudyConfig, StudyRun, run_study
 
-__all__ = ["compare", "write_outputs"]
+__all__ = ["compare", "study_verdict", "write_outputs"]
 
 
 def write_outputs(
-    run: StudyRun, summary: list | None = None, verdict: str | None = None
+    run: StudyRun, summary: list | None = None, found: Verdict | None = None
 ) -> dict[str, Path]:
     """Write ``results.csv``, ``summary.csv``, ``trials.csv``, ``study.toml``, plots and
-    ``report.html`` for the finished trials of ``run``, and fill ``run.table`` and
-    ``run.paths``; return the paths by name. ``summary`` and ``verdict`` are computed from the
-    results when not given."""
+    ``report.html`` for the finished trials of ``run``, and fill ``run.table``,
+    ``run.answer`` and ``run.paths``; return the paths by name. ``summary`` and the verdict
+    ``found`` are computed from the results when not given."""
     out = run.out
     if summary is None:
-        summary = comparison(run.results, run.task, run.config.baseline)
-    if verdict is None:
-        verdict = verdict_text(summary, run.task, run.config.baseline)
+        summary = comparison(run.results, run.task, run.config.baseline, run.config.design)
+    if found is None:
+        found = study_verdict(run, summary)
     paths = {
         name: out / name
         for name in ("results.csv", "summary.csv", "trials.csv", "study.toml", "report.html")
@@ -53,7 +55,8 @@ def write_outputs(
     paths["results.csv"].write_text(to_csv(RESULT_COLUMNS, result_rows(run.results)))
     header, rows = summary_rows(summary, run.task, detail=True)
     paths["summary.csv"].write_text(to_csv(header, rows))
-    run.table = [dict(zip(header, row, strict=True)) for row in rows]
+    run.table = numeric_rows(summary, run.task)
+    run.answer = list(found.answer)
     paths["trials.csv"].write_text(
         to_csv(
             ("recipe", "seed", "status", "epochs_run", "seconds", "message"),
@@ -87,16 +90,36 @@ def write_outputs(
         task=run.task,
         plots=plots,
         recipes=run.recipes,
-        verdict=verdict,
+        answer=found.answer,
+        details=found.sentences,
+        design=run.config.design.describe() + _rounds_text(run),
     )
     run.paths = paths
     return paths
 
 
+def study_verdict(run: StudyRun, summary: list) -> Verdict:
+    """The verdict of ``run``'s ``summary``, with its rerun suggestion."""
+    auto = run.config.seeds == "auto"
+    return verdict(
+        summary,
+        run.task,
+        run.config.baseline,
+        finished=len(run.results),
+        max_seeds=run.config.max_seeds if auto else None,
+    )
+
+
+def _rounds_text(run: StudyRun) -> str:
+    if not run.rounds:
+        return ""
+    return f"; this study ran rounds of {', '.join(map(str, run.rounds))} seeds"
+
+
 def _describe(run: StudyRun, width: int = 100) -> str:
     """The study in a few phrases joined by " · ", broken between phrases (never inside one)
     to fit ``width`` columns; the engine in words a user knows."""
-    s, seeds, workers = run.settings, run.config.seeds, run.config.workers
+    s, seeds, workers = run.settings, run.config.max_trial_seeds, run.config.workers
     noise = f", {s['label_noise']:.0%} label noise" if s["label_noise"] else ""
     if s["engine"] == "population":
         at_once = min(CPU_POPULATION, math.ceil(len(run.recipes) * seeds / max(workers, 1)))
@@ -108,7 +131,7 @@ def _describe(run: StudyRun, width: int = 100) -> str:
     phrases = [
         f"[bold]{s['data']}[/] with {s['model']}{widths}",
         f"train size {run.n_train}{noise}",
-        f"{len(run.recipes)} recipes x {seeds} seeds",
+        f"{len(run.recipes)} recipes x {_seeds_text(run)}",
         f"{s['epochs']} epochs",
         f"{s['optimizer']} {s['lr']}",
         engine,
@@ -123,6 +146,13 @@ def _describe(run: StudyRun, width: int = 100) -> str:
         else:
             line = f"{line} · {phrase}" if line else phrase
     return "\n".join([*lines, line])
+
+
+def _seeds_text(run: StudyRun) -> str:
+    """``6 seeds``, or ``seeds in rounds 4, 6 (up to 10)``."""
+    if run.config.seeds != "auto":
+        return f"{run.config.seeds} seeds"
+    return f"seeds in rounds {', '.join(map(str, run.rounds))} (up to {run.config.max_seeds})"
 
 
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -219,18 +249,30 @@ def compare(
             state["task"], total=total, completed=completed, description="training populations"
         )
 
+    if storage is not None and config.seeds == "auto":
+        raise ConfigError(
+            "The 'seeds' parameter of compare must be a number of seeds with --storage (a "
+            "shared study runs its seeds at once). Got 'auto'."
+        )
+
+    def on_round(seeds: int, most: int) -> None:
+        progress.update(state["task"], description=f"round of {seeds} seeds (up to {most})")
+
     with progress:
         if storage is not None:
             from .shared import run_shared
 
             name = study_name or f"compare-{Path(config.data).stem}-{config.model}"
             run = run_shared(config, out, storage, name, on_trial=on_trial)
+        elif config.seeds == "auto":
+            run = run_rounds(config, out, on_trial, on_epoch, on_round)
         else:
             run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
+    planned = len(run.recipes) * (run.rounds[-1] if run.rounds else config.max_trial_seeds)
     if run.interrupted:  # the rerun writes the outputs; stop now, as asked
         console.print(
             f"[yellow]interrupted: rerun the same command to resume ({len(run.results)} of "
-            f"{len(run.recipes) * config.seeds} trials finished in {out}/trials; the running "
+            f"{planned} trials finished in {out}/trials; the running "
             f"ones saved checkpoints in {out}/checkpoints).[/]"
         )
         return run
@@ -238,11 +280,11 @@ def compare(
     if run.task == "classification" and run.settings["label_noise"]:
         console.print(
             f"Label noise: {run.settings['label_noise']:.0%} of the training labels are wrong "
-            "on purpose; train accuracy and the gap use the clean labels."
+            "on purpose; validation and test labels are clean. Train accuracy and the gap use "
+            "the labels trained on; memorized is the share of the wrong ones the model predicts."
         )
-    summary = comparison(run.results, run.task, config.baseline)
-    verdict = verdict_text(summary, run.task, config.baseline)
-    console.print(verdict, style="bold")
+    summary = comparison(run.results, run.task, config.baseline, config.design)
+    found = study_verdict(run, summary)
     if run.reused:
         console.print(f"Reused {run.reused} finished trials from {out}.")
     resumed = run.resumed
@@ -253,9 +295,9 @@ def compare(
         )
     if run.requeued:
         console.print(f"Re-queued {run.requeued} trials of workers that died.")
-    if len(run.results) < len(run.recipes) * config.seeds and not run.interrupted:
+    if storage is not None and len(run.results) < planned:
         console.print(
-            f"{len(run.results)} of {len(run.recipes) * config.seeds} trials are finished; "
+            f"{len(run.results)} of {planned} trials are finished; "
             "the others are still running on other machines: run the command again later."
         )
     if in_process(config.data, config.model):
@@ -270,8 +312,8 @@ def compare(
         by_reason.setdefault(reason, []).append(recipe)
     for reason, names in by_reason.items():
         console.print(f"{', '.join(names)} trained one trial at a time (not batched): {reason}.")
-    paths = write_outputs(run, summary, verdict)
-    for table in rich_tables(summary, run.task):
+    paths = write_outputs(run, summary, found)
+    for table in rich_tables(summary, run.task, console.width):
         console.print(table)
     for recipe, means, _ in features_summary(run.results):
         if "informative_kept" in means:
@@ -284,6 +326,10 @@ def compare(
         console.print(f"[red]{r['recipe']} seed {r['seed']} {r['status']}[/]: {r['message']}")
     written = [*(p.name for p in paths.values()), "plots/", "trials/", "reglab-study.json"]
     console.print(f"Wrote {', '.join(written)} to {out} in {time.perf_counter() - started:.1f} s.")
+    console.print()
+    for line in found.answer:
+        console.print(line, style="bold", highlight=False)
+    console.print(f"Details: {paths['report.html']}", highlight=False)
     return run
 
 

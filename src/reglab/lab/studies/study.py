@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ...core import ConfigError
+from ...train import History
 from ..engine.device import CPU_POPULATION, population_size, worker_devices
 from ..engine.population import population_reason
 from ..engine.runner import run_jobs
@@ -75,10 +76,14 @@ class StudyRun:
         out: the output folder; ``n_train`` the training samples of seed 0.
         interrupted: Ctrl-C ended it; the finished trials are kept.
         sequential: recipes the population engine could not batch, with the reason.
-        table: the comparison table, one dict per recipe (the columns of ``summary.csv``).
+        table: the comparison table as numbers, one dict per recipe (see
+            :func:`reglab.lab.reports.results.numeric_rows`; ``summary.csv`` has these columns
+            beside its display ones).
         paths: every file written, by name (``report.html``, ``results.csv``, ...).
         resumed: for each trial of this run that resumed from a checkpoint, the epoch it
             resumed from.
+        rounds: with ``seeds = "auto"``, the seeds of each round run (the looks).
+        answer: the verdict's answer lines (filled with ``table``).
     """
 
     config: StudyConfig
@@ -95,19 +100,41 @@ class StudyRun:
     table: list[dict[str, Any]] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
     resumed: list[int] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)
 
     @property
-    def histories(self) -> dict[tuple[str, int], list[dict[str, float]]]:
-        """Each trial's per-epoch records, by ``(recipe, seed)``."""
-        return {(r["recipe"], r["seed"]): r.get("history", []) for r in self.results}
+    def histories(self) -> dict[tuple[str, int], History]:
+        """Each trial's :class:`reglab.History` (the type :func:`reglab.fit` returns), by
+        ``(recipe, seed)``: its per-epoch records, status, message and seconds (``model`` is
+        None: the trained models are not kept)."""
+        return {
+            (r["recipe"], r["seed"]): History(
+                epochs=[dict(e) for e in r.get("history", [])],
+                status=r["status"],
+                message=r.get("message", ""),
+                task=self.task,
+                resumed_from=int(r.get("resumed_from") or 0),
+                seconds=float(r.get("seconds", 0.0)),
+            )
+            for r in self.results
+        }
 
     @property
     def report(self) -> Path | None:
         """The HTML report's path, once written."""
         return self.paths.get("report.html")
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the answer lines, the headline table and the effect plot."""
+        from ..reports.report import notebook_html
+
+        return notebook_html(self)
+
     def to_pandas(self) -> Any:
-        """The comparison table as a ``pandas.DataFrame``, one row per recipe.
+        """The comparison table as a ``pandas.DataFrame``, one row per recipe: the recipe's
+        name, then a float column for each figure's mean and interval, each Δ with its
+        interval, the adjusted p-value and the seeds needed.
 
         Raises:
             ImportError: pandas is not installed (it is not a dependency of reglab).
@@ -308,6 +335,7 @@ def run_study(
     out: str | Path,
     on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
     on_epoch: Callable[[float, int], None] | None = None,
+    only: Collection[str] | None = None,
 ) -> StudyRun:
     """Run (or resume) every trial of ``config``, writing each to ``<out>/trials/``.
 
@@ -322,6 +350,8 @@ def run_study(
         on_trial: called with each finished trial's result, the number done and the total.
         on_epoch: called as populations train, with the number of trials done (counting the
             running ones' fraction of epochs, for a progress bar) and the total.
+        only: train only these recipes' pending trials (a round of ``seeds = "auto"``); the
+            finished trials of the others are still read and returned.
 
     Returns:
         A :class:`StudyRun` with every result (reused or new) in plan order. Running trials and
@@ -338,8 +368,8 @@ def run_study(
         if saved is not None:
             done[trial.key] = saved
     reused = len(done)
-    pending = [t for t in trials if t.key not in done]
-    total = len(trials)
+    pending = [t for t in trials if t.key not in done and (only is None or t.recipe in only)]
+    total = len(done) + len(pending)
     by_key = {t.key: t for t in pending}
     workers, devices = workers_for(config, settings)
     size = CPU_POPULATION

@@ -194,6 +194,10 @@ def trial_result(
     final_model = history.model
     splits = ("train", "val", "test", *(("train_clean",) if data.noisy else ()))
     final = {split: evaluate(final_model, data.source(split), data.task) for split in splits}
+    if data.noisy and data.relabelled:
+        # memorized: the share of the relabelled samples predicted as the wrong label given
+        wrong = evaluate(final_model, data.source("train_relabelled"), data.task)
+        final["train"]["memorized"] = wrong["accuracy"]
     test = data.source("test")
     extra, bins = uncertainty_figures(final_model, test, data.task, trial.seed)
     final["test"].update(extra)

@@ -136,7 +136,7 @@ def test_a_whisker_clears_zero_exactly_when_the_difference_is_decided(correction
         rows = [RecipeSummary("baseline", 1, 1)] + [
             RecipeSummary(f"r{i}", 1, 1, {}, {"m": p}) for i, p in enumerate(found)
         ]
-        for _, mean, low, high, significant in effect_points(rows, "m"):
+        for _, _mean, low, high, significant in effect_points(rows, "m"):
             assert (low > 0 or high < 0) == significant
     assert decided > 20 and undecided > 20  # both kinds were really checked
 
@@ -190,3 +190,114 @@ def test_summarize_under_a_sequential_design_uses_each_look():
     up = rows[1].versus_baseline["acc"]
     assert up.significant and up.correction == "holm" and up.seeds == 4
     assert up.low > 0
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    from rich.console import Console
+
+    from reglab.lab import compare
+
+    out = tmp_path_factory.mktemp("auto")
+    console = Console(record=True, width=100)
+    run = compare(
+        data="wine",
+        recipes=["baseline", "l2", "dropout"],
+        seeds="auto",
+        max_seeds=6,
+        epochs=4,
+        workers=1,
+        out=out,
+        console=console,
+    )
+    return run, console.export_text(), out
+
+
+def test_seeds_auto_runs_rounds_and_reuses_each_finished_trial(auto_run):
+    from reglab.lab import compare
+
+    run, text, out = auto_run
+    assert run.rounds in ([4], [4, 6])
+    assert run.config.seeds == "auto"
+    seeds = {r["seed"] for r in run.results}
+    assert seeds == set(range(run.rounds[-1])) or run.rounds == [4, 6]
+    assert "seeds in rounds" in text.split("\n")[0] + text.split("\n")[1]
+    again = compare(
+        data="wine", recipes=["baseline", "l2", "dropout"], seeds="auto", max_seeds=6,
+        epochs=4, workers=1, out=out, quiet=True,
+    )  # fmt: skip
+    assert again.reused == len(run.results) and again.rounds == run.rounds
+    assert again.results == run.results
+
+
+def test_study_run_holds_numbers_and_histories(auto_run):
+    run, _, _ = auto_run
+    frame = run.to_pandas()
+    assert list(frame.columns[:3]) == ["recipe", "trials", "finished"]
+    numeric = frame.drop(columns="recipe")
+    assert all(str(t).startswith("float") for t in numeric.dtypes), numeric.dtypes
+    assert {"Δ low (test acc)", "Δ high (test acc)", "p_bh (test acc)"} <= set(frame.columns)
+    assert {"memorized mean", "Δ (memorized)", "seeds (gap (train−test))"} <= set(frame.columns)
+    l2 = frame.set_index("recipe").loc["l2"]
+    assert l2["Δ low (test acc)"] <= l2["Δ (test acc)"] <= l2["Δ high (test acc)"]
+    history = run.histories[("l2", 0)]
+    assert isinstance(history, reglab.History)
+    assert history["val_loss"] and history.status in ("completed", "stopped_early")
+    page = run._repr_html_()
+    assert run.answer and run.answer[0].split(":")[0] in page
+    assert "<table>" in page and "data:image/png;base64" in page
+
+
+def test_summary_csv_keeps_its_display_columns_and_adds_numeric_ones(auto_run):
+    import csv
+
+    _, _, out = auto_run
+    with open(out / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[1]["Δ test acc vs baseline"].startswith(("+", "-"))  # display
+    for column in ("Δ low (test acc)", "Δ high (test acc)", "p_bh (test acc)"):
+        float(rows[1][column])  # numbers
+    lows = [float(r["Δ low (test acc)"]) for r in rows[1:]]
+    highs = [float(r["Δ high (test acc)"]) for r in rows[1:]]
+    decided = [float(r["decided (test acc)"]) == 1.0 for r in rows[1:]]
+    assert [lo > 0 or hi < 0 for lo, hi in zip(lows, highs, strict=True)] == decided
+
+
+def test_seeds_auto_with_storage_is_refused_in_one_line(tmp_path):
+    from reglab.lab import compare
+
+    with pytest.raises(reglab.ConfigError, match="number of seeds with --storage"):
+        compare(seeds="auto", storage="sqlite:///x.db", out=tmp_path, quiet=True)
+
+
+def _main(args, capsys, monkeypatch, columns=None):
+    from reglab.cli import main
+
+    if columns is not None:
+        monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_cli_takes_seeds_auto_correction_and_refuses_bad_values(tmp_path, capsys, monkeypatch):
+    code, _, err = _main(
+        ["compare", "--seeds", "many", "--out", str(tmp_path)], capsys, monkeypatch
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "The 'seeds' parameter of compare must be an int in [1, 1000] or 'auto'" in err
+    code, _, err = _main(["compare", "--correction", "bonf"], capsys, monkeypatch)
+    assert code == 2 and "'correction' parameter of compare" in err
+    for columns in (80, 100):
+        out = tmp_path / f"h{columns}"
+        args = ["compare", "--data", "wine", "--recipes", "baseline,l2,dropout", "--seeds",
+                "3", "--epochs", "2", "--workers", "1", "--correction", "holm", "--out",
+                str(out)]  # fmt: skip
+        code, text, err = _main(args, capsys, monkeypatch, columns)
+        assert code == 0, err
+        assert "Generalization" in text and "Δ test" in text
+        widest = max(len(line) for line in text.splitlines())
+        assert widest <= columns, (widest, text)
+        assert "p_holm (test acc)" in (out / "summary.csv").read_text()
+        assert "Holm" in (out / "report.html").read_text()

@@ -78,7 +78,7 @@ def test_compare_says_what_it_wrote_and_what_the_train_size_became(breast_cancer
     assert "breast_cancer has 284 training samples" in text and "all 284 are used" in text
     first = text.strip().splitlines()[0]
     assert "30% label noise" in first and len(first) <= 100
-    assert "train accuracy and the gap use the labels trained on" in " ".join(text.split())
+    assert "Train accuracy and the gap use the labels trained on" in " ".join(text.split())
     assert "up to 6 trials at a time per worker" in text
 
 

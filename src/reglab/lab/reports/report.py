@@ -280,7 +280,7 @@ def notebook_html(run: Any) -> str:
     summary = comparison(run.results, run.task, run.config.baseline, run.config.design)
     header, rows = summary_rows(summary, run.task)
     headline, _ = _report_columns(header, run.task)
-    answer = "".join(f"<li>{esc(line)}</li>" for line in run.answer)
+    answer = "".join(f"<li>{_code(esc(line))}</li>" for line in run.answer)
     effects = run.out / "plots" / "effects.png"
     return (
         '<div class="reglab">'
@@ -454,6 +454,12 @@ def _report_columns(header: Sequence[str], task: str) -> tuple[list[int], list[i
     return headline, details
 
 
+def _code(text: str) -> str:
+    """``--seeds 12`` between backticks as code."""
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def _noisy_summary(summary: Sequence[RecipeSummary]) -> bool:
     return any("memorized" in s.estimates for s in summary)
 
@@ -531,7 +537,7 @@ def write_report(
         f'<td>{r.get("seconds", 0):.1f}</td><td class="l">{esc(r.get("message", ""))}</td></tr>'
         for r in results
     )
-    answer_html = "".join(f"<li>{esc(line)}</li>" for line in answer)
+    answer_html = "".join(f"<li>{_code(esc(line))}</li>" for line in answer)
     details_html = "".join(f"<li>{esc(line)}</li>" for line in details)
     metric = esc(primary_metric(task))
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>

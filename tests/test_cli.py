@@ -170,7 +170,10 @@ GOOD_CSV = "a,b,y\n" + "".join(f"{i},{i * 2 % 5},{i % 2}\n" for i in range(40))
         (["--data", "mnist"], "The 'data' parameter of compare must be one of 'digits'"),
         (["--model", "resnet"], "The 'model' parameter of compare must be one of 'mlp', 'cnn'"),
         (["--recipes", "l2,magic"], "The 'recipes' parameter of compare must be one of 'baseline'"),
-        (["--seeds", "0"], "The 'seeds' parameter of compare must be an int in [1, 1000]. Got 0."),
+        (
+            ["--seeds", "0"],
+            "The 'seeds' parameter of compare must be an int in [1, 1000] or 'auto'. Got 0.",
+        ),
         (["--epochs", "-3"], "The 'epochs' parameter of compare must be an int in [1, 100000]"),
         (
             ["--label-noise", "1.5"],
@@ -186,7 +189,7 @@ GOOD_CSV = "a,b,y\n" + "".join(f"{i},{i * 2 % 5},{i % 2}\n" for i in range(40))
             ["--model", "cnn", "--data", "wine"],
             "must be 'mlp' or 'linear' for data that are not images",
         ),
-        (["--seeds", "two"], "Invalid value for '--seeds'"),
+        (["--seeds", "two"], "The 'seeds' parameter of compare must be an int in [1, 1000] or"),
         (["--frobnicate"], "No such option '--frobnicate'"),
     ],
 )
@@ -365,7 +368,7 @@ def test_default_study_shows_a_recipe_closing_the_gap(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     trials = [json.loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
-    assert len(trials) == 30 and all(t["status"] in ("completed", "stopped_early") for t in trials)
+    assert len(trials) == 60 and all(t["status"] in ("completed", "stopped_early") for t in trials)
 
     def gap(recipe):
         values = [
@@ -378,6 +381,12 @@ def test_default_study_shows_a_recipe_closing_the_gap(tmp_path):
     baseline = gap("baseline")
     assert baseline > 0.15  # 30% label noise: the baseline memorizes
     assert min(gap(r) for r in {t["recipe"] for t in trials}) < baseline - 0.05
+    # the default study decides: its answer names recipes that helped, and ones that
+    # memorized fewer of the wrong labels than baseline (which memorizes nearly all)
+    answer = proc.stdout.split("Wrote ")[1]
+    assert "Helped test accuracy: " in answer and "Memorized fewer wrong labels" in answer
+    memorized = [t["final"]["train"]["memorized"] for t in trials if t["recipe"] == "baseline"]
+    assert min(memorized) > 0.9
 
 
 def test_a_diverging_recipe_is_reported_and_the_study_carries_on(tmp_path, capsys):

@@ -17,10 +17,9 @@ from reglab.lab.reports.decisions import (
     bh,
     correct,
     holm,
-    null_false_positive_rate,
     schedule,
 )
-from reglab.lab.reports.stats import decide, summarize
+from reglab.lab.reports.stats import decide, null_false_positive_rate, summarize
 
 
 class _Memorizer(nn.Module):
@@ -118,7 +117,7 @@ def _family(rng, effects, seeds):
 @pytest.mark.parametrize("correction", ["holm", "bh"])
 @pytest.mark.parametrize("max_seeds", [None, 10])
 def test_a_whisker_clears_zero_exactly_when_the_difference_is_decided(correction, max_seeds):
-    from reglab.lab.reports.report import effect_points
+    from reglab.lab.reports.plots import effect_points
     from reglab.lab.reports.stats import RecipeSummary
 
     rng = np.random.default_rng(11)
@@ -301,3 +300,9 @@ def test_cli_takes_seeds_auto_correction_and_refuses_bad_values(tmp_path, capsys
         assert widest <= columns, (widest, text)
         assert "p_holm (test acc)" in (out / "summary.csv").read_text()
         assert "Holm" in (out / "report.html").read_text()
+
+
+def test_recipes_fits_80_columns(capsys, monkeypatch):
+    code, text, _ = _main(["recipes"], capsys, monkeypatch, 80)
+    assert code == 0 and "Built-in recipes" in text
+    assert max(len(line) for line in text.splitlines()) <= 80

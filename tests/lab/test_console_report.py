@@ -6,7 +6,7 @@ import re
 import pytest
 
 from reglab.cli import cli
-from reglab.lab.reports.report import effect_points, plot_effects
+from reglab.lab.reports.plots import effect_points, plot_effects
 from reglab.lab.reports.stats import Estimate, Paired, RecipeSummary
 
 
@@ -216,7 +216,7 @@ def test_gap_uses_the_labels_the_model_was_trained_on(breast_cancer_run):
 
 def test_write_plots_in_a_second_process_writes_the_same_files(breast_cancer_run, tmp_path):
     from reglab.lab.engine.workers import ready, start_server
-    from reglab.lab.reports.report import write_plots
+    from reglab.lab.reports.plots import write_plots
     from reglab.lab.reports.results import comparison
 
     run = breast_cancer_run[0]

@@ -123,7 +123,7 @@ def test_python_api_runs_the_study_of_the_cli_with_objects(tmp_path):
     assert run.config.data.startswith("python:data:datasets(train=Counting[400]")
     assert [row["recipe"] for row in run.table] == ["baseline", "l2"]
     assert set(run.histories) == {("baseline", 0), ("l2", 0), ("baseline", 1), ("l2", 1)}
-    assert len(run.histories[("l2", 1)]) == 2
+    assert run.histories[("l2", 1)].epochs_run == 2
     assert run.report == tmp_path / "report.html" and run.report.is_file()
     assert held["train"].calls > 0  # the user's own objects were read
     l2 = next(r for r in run.results if r["recipe"] == "l2" and r["seed"] == 0)

@@ -46,7 +46,6 @@ __all__ = [
     "bh",
     "correct",
     "holm",
-    "null_false_positive_rate",
     "schedule",
 ]
 
@@ -238,55 +237,3 @@ class Design:
             looks = ", ".join(map(str, schedule(self.max_seeds)))
             text += f", seeds in rounds of {looks} with alpha spent linearly over the looks"
         return text
-
-
-def null_false_positive_rate(
-    design: Design,
-    *,
-    studies: int = 1000,
-    recipes: int = 9,
-    seed: int = 0,
-    naive: bool = False,
-) -> float:
-    """The share of simulated studies with no true effect in which some recipe is called
-    decided: the family-wise false-positive rate of ``design`` (the false discovery rate too,
-    since every discovery is false).
-
-    Each study draws, per seed, a level shared by the baseline and every recipe (the pairing)
-    plus independent noise per trial, and looks at its tests as a study with ``design`` does:
-    with seeds in rounds it stops once every comparison is decided or futile, as
-    :func:`reglab.lab.studies.rounds.run_rounds` does. With ``naive``, each look instead
-    tests the seeds so far as if their number had been fixed in advance (a repeated test at
-    the full ``alpha``, stopping at the first decision): the error that alpha spending avoids.
-
-    Example:
-        >>> null_false_positive_rate(Design("bh", max_seeds=10), studies=200)
-        0.02
-    """
-    import numpy as np
-
-    from .stats import decide
-
-    rng = np.random.default_rng(seed)
-    most = design.max_seeds or FIRST_LOOK
-    looks = schedule(most) if design.sequential else [most]
-    fixed = Design(design.correction, None, design.alpha)
-    wrong = 0
-    for _ in range(studies):
-        level = rng.normal(0.8, 0.05, size=most)
-        base = dict(enumerate(level + rng.normal(0, 0.02, size=most)))
-        values = [dict(enumerate(level + rng.normal(0, 0.02, size=most))) for _ in range(recipes)]
-        for n in looks:
-            if naive:
-                cut = [
-                    ({s: v[s] for s in range(n)}, {s: base[s] for s in range(n)}) for v in values
-                ]
-                found = decide(cut, fixed, n)
-            else:
-                found = decide([(v, base) for v in values], design, n)
-            if any(p.significant for p in found):
-                wrong += 1
-                break
-            if all(p.futile for p in found):
-                break
-    return wrong / studies

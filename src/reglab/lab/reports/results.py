@@ -67,6 +67,7 @@ def result_rows(results: Iterable[Mapping[str, Any]]) -> list[tuple]:
 
 
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text of ``header`` and ``rows``, floats written with 6 significant digits."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

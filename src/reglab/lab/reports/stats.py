@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .decisions import ALPHA, Design, bh, correct, holm
+from .decisions import ALPHA, FIRST_LOOK, Design, bh, correct, holm, schedule
 
 __all__ = [
     "ALPHA",
@@ -32,6 +32,7 @@ __all__ = [
     "decide",
     "holm",
     "mean_ci",
+    "null_false_positive_rate",
     "p_text",
     "paired_test",
     "seeds_for_power",
@@ -330,7 +331,8 @@ def decide(
         One :class:`Paired` per comparison, in order.
 
     Example:
-        >>> decide([({0: 0.9, 1: 0.8, 2: 0.85}, {0: 0.7, 1: 0.72, 2: 0.69})], Design(), 3)
+        >>> decide([({0: 0.9, 1: 0.8, 2: 0.85}, {0: 0.7, 1: 0.72, 2: 0.69})], Design(), 3)[0]
+        Paired(diff=Estimate(mean=0.1466..., half_width=0.1517..., n=3), p_value=0.0532...)
     """
     looks = design.looks(available)
     spend = design.spend(looks)
@@ -387,3 +389,51 @@ def _interval(diff: Estimate, gamma: float) -> tuple[float, float]:
     se = diff.half_width / stdtrit(diff.n - 1, 0.975)
     half = stdtrit(diff.n - 1, 1 - min(gamma, 1.0) / 2) * se
     return float(diff.mean - half), float(diff.mean + half)
+
+
+def null_false_positive_rate(
+    design: Design,
+    *,
+    studies: int = 1000,
+    recipes: int = 9,
+    seed: int = 0,
+    naive: bool = False,
+) -> float:
+    """The share of simulated studies with no true effect in which some recipe is called
+    decided: the family-wise false-positive rate of ``design`` (the false discovery rate too,
+    since every discovery is false).
+
+    Each study draws, per seed, a level shared by the baseline and every recipe (the pairing)
+    plus independent noise per trial, and looks at its tests as a study with ``design`` does:
+    with seeds in rounds it stops once every comparison is decided or futile, as
+    :func:`reglab.lab.studies.rounds.run_rounds` does. With ``naive``, each look instead tests
+    the seeds so far as if their number had been fixed in advance (a repeated test at
+    the full ``alpha``, stopping at the first decision): the error that alpha spending avoids.
+
+    Example:
+        >>> null_false_positive_rate(Design("bh", max_seeds=10), studies=200)
+        0.045
+    """
+    rng = np.random.default_rng(seed)
+    most = design.max_seeds or FIRST_LOOK
+    looks = schedule(most) if design.sequential else [most]
+    fixed = Design(design.correction, None, design.alpha)
+    wrong = 0
+    for _ in range(studies):
+        level = rng.normal(0.8, 0.05, size=most)
+        base = dict(enumerate(level + rng.normal(0, 0.02, size=most)))
+        values = [dict(enumerate(level + rng.normal(0, 0.02, size=most))) for _ in range(recipes)]
+        for n in looks:
+            if naive:
+                cut = [
+                    ({s: v[s] for s in range(n)}, {s: base[s] for s in range(n)}) for v in values
+                ]
+                found = decide(cut, fixed, n)
+            else:
+                found = decide([(v, base) for v in values], design, n)
+            if any(p.significant for p in found):
+                wrong += 1
+                break
+            if all(p.futile for p in found):
+                break
+    return wrong / studies

@@ -19,7 +19,8 @@ from ...serialize import _specs as recipe_specs
 from ..engine.device import CPU_POPULATION
 from ..engine.workers import ready
 from ..inputs.user import in_process, reference
-from ..reports.report import features_summary, write_plots, write_report
+from ..reports.plots import write_plots
+from ..reports.report import features_summary, write_report
 from ..reports.results import (
     RESULT_COLUMNS,
     comparison,

@@ -271,7 +271,7 @@ def plan(
     items = tuple(sorted((k, json.dumps(v)) for k, v in settings.items()))
     trials = [
         Trial(name, (json.dumps(spec, sort_keys=True),), seed, items)
-        for seed in range(config.seeds)
+        for seed in range(config.max_trial_seeds)
         for name, spec in recipes.items()
     ]
     return task, settings, recipes, trials, data.size("train"), sequential

@@ -29,7 +29,7 @@ lint: setup
 bench: setup
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
-# docs/evidence.md and its figures, from running every study it shows (about 10 minutes; by hand)
+# docs/evidence.md and its figures, from running every study it shows (about 2 minutes on two cores; by hand)
 evidence: setup
 	$(BIN)/python docs/make_evidence.py
 

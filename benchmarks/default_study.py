@@ -38,9 +38,7 @@ def timed(*extra: str) -> dict:
         trials = [json.loads(p.read_text()) for p in Path(out, "trials").glob("*.json")]
         with open(Path(out, "summary.csv")) as f:
             rows = list(csv.DictReader(f))
-        decided = {
-            name: sum(r.get(f"decided ({name})") == "1" for r in rows) for name in HEADLINE
-        }
+        decided = {name: sum(r.get(f"decided ({name})") == "1" for r in rows) for name in HEADLINE}
         answer = done.stdout.split("\n\n")[-1].strip()
         return {
             "wall": wall,

@@ -1,7 +1,7 @@
 """Write docs/evidence.md: small studies on built-in data that test what the field claims about
 each regularizer, each with its command, table, figure, source and whether the claim held.
 
-Run by hand with `make evidence` (about 10 minutes on two cores), never by CI. Every table and
+Run by hand with `make evidence` (about 2 minutes on two cores), never by CI. Every table and
 figure on the page comes from running the command above it; "held" is decided by the rule
 stated under each claim, from the same numbers (paired tests over seeds, Benjamini-Hochberg
 adjusted within a study, 5% level; the gap on the labels the model was trained on).

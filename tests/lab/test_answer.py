@@ -103,6 +103,8 @@ def test_schedule_and_spending_are_fixed_in_advance():
     assert design.spend([4, 6, 10]) == pytest.approx([0.02, 0.01, 0.02])
     assert sum(design.spend(schedule(10))) == pytest.approx(0.05)
     assert Design().spend([None]) == [0.05]
+    # a study cut short before its first round spends only the share of the seeds it has
+    assert design.looks(3) == [3] and design.spend([3]) == pytest.approx([0.015])
 
 
 def _family(rng, effects, seeds):

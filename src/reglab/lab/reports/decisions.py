@@ -204,11 +204,12 @@ class Design:
         return self.max_seeds is not None
 
     def looks(self, available: int) -> list[int | None]:
-        """The looks made with ``available`` seeds: the rounds of :func:`schedule` reached, or
+        """The looks made with ``available`` seeds: the rounds of :func:`schedule` reached (or,
+        before the first one was, the seeds there are, spending only their share), or
         ``[None]`` (every seed at once) for a fixed number of seeds."""
         if self.max_seeds is None:
             return [None]
-        return [n for n in schedule(self.max_seeds) if n <= available] or [None]
+        return [n for n in schedule(self.max_seeds) if n <= available] or [max(available, 1)]
 
     def spend(self, looks: Sequence[int | None]) -> list[float]:
         """The error rate each look spends (the looks' ``a_k``; they sum to at most alpha)."""

@@ -272,11 +272,11 @@ def _answer(
             said.append(f"{what}: {_names(items)}")
     if said:
         lines.append("; ".join(said) + ".")
-    helped = {s.recipe for s, _ in decided}
+    changed_test = {s.recipe for s, _ in decided}
     moved = []
     for other in ("test_loss", "test_ece"):
         for s, p in _decided(summary, other, baseline):
-            if s.recipe not in helped:
+            if s.recipe not in changed_test:
                 moved.append(f"{s.recipe} {label(other)} {_amount(p, other, task)}")
     if moved:
         lines.append(f"Also moved where {name} did not: {_names(moved)}.")
@@ -298,10 +298,14 @@ def _undecided(
     tests = {s.recipe: s.versus_baseline[key] for s in summary if s.recipe in unclear}
     needs = {r: p.seeds_needed for r, p in tests.items()}
     ordered = sorted(unclear, key=lambda r: needs[r] if needs[r] is not None else math.inf)
-    items = [
-        f"{r} ({'no difference' if needs[r] is None else f'~{seeds_cell(tests[r])} seeds'})"
-        for r in ordered
-    ]
+
+    def need(r: str) -> str:
+        cell = seeds_cell(tests[r])
+        if needs[r] is None:
+            return "no difference"
+        return f"over {cell[1:]} seeds" if cell.startswith(">") else f"~{cell} seeds"
+
+    items = [f"{r} ({need(r)})" for r in ordered]
     line = f"No detectable effect on {label(key).replace('acc', 'accuracy')}: {_names(items)}"
     worth = [n for n in needs.values() if n is not None and n <= WORTH_RERUNNING]
     have = max((p.diff.n for p in tests.values()), default=0)
@@ -312,8 +316,9 @@ def _undecided(
         if all(p.futile for p in tests.values()):
             return line + f"; each would need more than the study's {max_seeds} seeds."
         return line + f"; rerun with a larger `--max-seeds` into the same folder: {reused}."
-    if worth and max(worth) > have:
-        return line + f"; rerun with `--seeds {max(worth)}` into the same folder: {reused}."
+    if worth:
+        more = max(max(worth), have + 1)
+        return line + f"; rerun with `--seeds {more}` into the same folder: {reused}."
     return line + f"; each would need over {WORTH_RERUNNING} seeds."
 
 

@@ -308,3 +308,20 @@ def test_recipes_fits_80_columns(capsys, monkeypatch):
     code, text, _ = _main(["recipes"], capsys, monkeypatch, 80)
     assert code == 0 and "Built-in recipes" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_seeds_auto_starts_no_round_past_its_budget(tmp_path, monkeypatch):
+    from reglab.lab.studies import rounds
+    from reglab.lab.studies.config import StudyConfig
+
+    # every comparison stays open, so only the maximum or the budget can end the rounds
+    monkeypatch.setattr(rounds, "open_recipes", lambda *args: {"baseline", "l2"})
+    config = StudyConfig(data="wine", recipes=["baseline", "l2"], seeds="auto", max_seeds=10,
+                         epochs=2, workers=1)  # fmt: skip
+    assert rounds.run_rounds(config, tmp_path / "all").rounds == [4, 6, 10]
+    tight = StudyConfig(**{**config.__dict__, "budget": 1e-6})
+    run = rounds.run_rounds(tight, tmp_path / "tight")
+    assert run.rounds == [4]  # the first round always runs; the next would end past 1 µs
+    assert {r["seed"] for r in run.results} == {0, 1, 2, 3}
+    with pytest.raises(reglab.ConfigError, match="'budget' parameter of compare"):
+        StudyConfig(seeds="auto", budget=-1.0)

@@ -21,7 +21,7 @@ from matplotlib.ticker import NullLocator
 
 from ..engine.workers import context
 from .calibration import plot_reliability
-from .results import label, primary_metric
+from .results import has_memorized, label, primary_metric
 from .stats import RecipeSummary
 
 __all__ = [
@@ -96,7 +96,7 @@ def effect_points(
 
 def _effect_metrics(summary: Sequence[RecipeSummary], task: str) -> tuple[str, ...]:
     m = primary_metric(task)
-    noisy = any("memorized" in s.estimates for s in summary)
+    noisy = has_memorized(summary)
     return (f"test_{m}", "gap", *(("memorized",) if noisy else ()))
 
 

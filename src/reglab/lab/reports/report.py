@@ -15,7 +15,7 @@ import numpy as np
 
 from .calibration import averaging_html, uncertainty_html
 from .plots import _by_recipe
-from .results import RESULT_COLUMNS, label, primary_metric, summary_rows
+from .results import RESULT_COLUMNS, has_memorized, label, primary_metric, summary_rows
 from .stats import RecipeSummary
 
 __all__ = ["features_summary", "notebook_html", "recipes_toml", "write_report"]
@@ -212,10 +212,6 @@ def _code(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def _noisy_summary(summary: Sequence[RecipeSummary]) -> bool:
-    return any("memorized" in s.estimates for s in summary)
-
-
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], cols: Sequence[int]) -> str:
     """An HTML table of the columns ``cols``; an empty cell (a figure that does not apply)
     shows "—"; ``*`` cells are bold."""
@@ -309,7 +305,7 @@ difference). <code>summary.csv</code> adds every figure as numbers: intervals, u
 adjusted p, Cohen's d_z and the seeds each verdict took.</p>
 <table>{table}</table>
 <h2>Effect on test performance, the generalization gap{
-        " and memorization" if _noisy_summary(summary) else ""
+        " and memorization" if has_memorized(summary) else ""
     }</h2>
 <p>Each recipe's difference from {esc(baseline)} paired over seeds, with the interval its
 decision used ({esc(design)}): a filled dot is decided, and its whisker clears the dashed zero

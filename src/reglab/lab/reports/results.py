@@ -16,6 +16,7 @@ from .stats import MAX_SEEDS, Design, Paired, RecipeSummary, summarize
 __all__ = [
     "RESULT_COLUMNS",
     "comparison",
+    "has_memorized",
     "headline_metrics",
     "numeric_rows",
     "per_trial_figures",
@@ -207,7 +208,8 @@ def _correction(summary: Sequence[RecipeSummary]) -> str:
     return "bh"
 
 
-def _noisy(summary: Sequence[RecipeSummary]) -> bool:
+def has_memorized(summary: Sequence[RecipeSummary]) -> bool:
+    """True when the study injected label noise, so its summary has ``memorized``."""
     return any("memorized" in s.estimates for s in summary)
 
 
@@ -224,7 +226,7 @@ def numeric_rows(summary: Sequence[RecipeSummary], task: str) -> list[dict[str, 
         0.046
     """
     nan = float("nan")
-    metrics, compare = table_metrics(task, _noisy(summary))
+    metrics, compare = table_metrics(task, has_memorized(summary))
     correction = _correction(summary)
     rows = []
     for s in summary:
@@ -269,7 +271,7 @@ def summary_rows(
     baseline`` cell (the mean paired difference and its adjusted p, ``*`` when decided). The
     table shows "n for 80%" of the test metric; with ``detail`` (``summary.csv``) the numbers
     of :func:`numeric_rows` follow as their own columns instead."""
-    metrics, compare = table_metrics(task, _noisy(summary))
+    metrics, compare = table_metrics(task, has_memorized(summary))
     header = (
         ["recipe", "n"]
         + [label(m) for m in metrics]
@@ -318,7 +320,7 @@ def rich_tables(
     from rich.console import Console
 
     m = primary_metric(task)
-    noisy = _noisy(summary)
+    noisy = has_memorized(summary)
     keys = {
         "train": f"train_{m}",
         "test": f"test_{m}",

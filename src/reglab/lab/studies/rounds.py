@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..reports.decisions import schedule
-from ..reports.results import comparison, headline_metrics
+from ..reports.results import comparison, has_memorized, headline_metrics
 from ..reports.stats import RecipeSummary
 from .config import StudyConfig
 from .study import StudyRun, run_study
@@ -29,8 +29,7 @@ __all__ = ["open_recipes", "run_rounds"]
 def open_recipes(summary: list[RecipeSummary], task: str, baseline: str) -> set[str]:
     """The recipes that need more seeds: those with a headline comparison (test metric, gap,
     memorized) neither decided nor futile, and the baseline when any does."""
-    noisy = any("memorized" in s.estimates for s in summary)
-    keys = headline_metrics(task, noisy)
+    keys = headline_metrics(task, has_memorized(summary))
     found = set()
     for s in summary:
         for key in keys:

@@ -37,7 +37,7 @@ def test_evidence_command_parses_and_its_figure_and_verdict_exist(section, monke
     ctx = compare.make_context("compare", args[2:])  # unknown options and bad types raise here
     options = dict(ctx.params)
     config_path = options.pop("config_path")
-    for key in ("out", "storage", "study_name"):
+    for key in ("out", "storage", "study_name", "overwrite"):
         options.pop(key)
     config = _study(config_path, _study_values(options), "compare")
     assert config.seeds >= 3

@@ -216,11 +216,18 @@ def _keywords(text: str) -> dict[str, Any]:
     show_default=True,
     help="Output folder; a rerun with the same settings reuses its finished trials.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="When --out holds a study run with other settings, move it aside to OUT.<time> and "
+    "start afresh (without it, such a rerun is refused).",
+)
 def compare(
     config_path: str | None,
     out: str,
     storage: str | None,
     study_name: str | None,
+    overwrite: bool,
     **options: Any,
 ) -> None:
     """Train one model under several recipes and seeds; report the effect of each.
@@ -235,7 +242,9 @@ def compare(
     from .lab.studies.compare import compare as run_compare
 
     config = _study(config_path, _study_values(options), "compare")
-    run = run_compare(config, out, _console(), storage=storage, study_name=study_name)
+    run = run_compare(
+        config, out, _console(), storage=storage, study_name=study_name, overwrite=overwrite
+    )
     if run.interrupted:
         sys.exit(130)
     if any(r["status"] == "failed" for r in run.results):

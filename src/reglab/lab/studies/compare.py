@@ -180,6 +180,7 @@ def compare(
     study_name: str | None = None,
     *,
     quiet: bool = False,
+    overwrite: bool = False,
     **settings: Any,
 ) -> StudyRun:
     """Run a study with a progress bar, print its table and write every output file: what
@@ -192,6 +193,9 @@ def compare(
         storage: an RDB URL (e.g. PostgreSQL) shared by machines; the trials then come from the
             shared study ``study_name`` (see :mod:`reglab.lab.studies.shared`).
         quiet: print nothing.
+        overwrite: when ``out`` holds a study run with other settings (epochs, data, model,
+            optimizer, ...), move it aside to ``<out>.<time>`` and start afresh; without it
+            such a rerun raises a ConfigError naming each difference, and changes nothing.
         **settings: any :class:`StudyConfig` field, overriding ``config``. ``model`` may be a
             built-in name, a ``'module:function'`` reference or the factory itself (called as
             ``factory(input_shape, num_outputs, **model_args)``); ``data`` a name, a path, a
@@ -207,8 +211,9 @@ def compare(
         report's path) and ``paths``.
 
     Raises:
-        ConfigError: for any bad setting, model, data or recipe, or an unreachable storage,
-            before training starts (nothing in ``out`` is touched).
+        ConfigError: for any bad setting, model, data or recipe, an unreachable storage, or
+            an ``out`` whose study ran with other settings (without ``overwrite``), before
+            training starts (nothing in ``out`` is touched).
 
     Example:
         >>> run = reglab.lab.compare(model=my_factory, data={"train": tr, "val": va},
@@ -264,11 +269,11 @@ def compare(
             from .shared import run_shared
 
             name = study_name or f"compare-{Path(config.data).stem}-{config.model}"
-            run = run_shared(config, out, storage, name, on_trial=on_trial)
+            run = run_shared(config, out, storage, name, on_trial=on_trial, overwrite=overwrite)
         elif config.seeds == "auto":
-            run = run_rounds(config, out, on_trial, on_epoch, on_round)
+            run = run_rounds(config, out, on_trial, on_epoch, on_round, overwrite=overwrite)
         else:
-            run = run_study(config, out, on_trial=on_trial, on_epoch=on_epoch)
+            run = run_study(config, out, on_trial, on_epoch, overwrite=overwrite)
     planned = len(run.recipes) * (run.rounds[-1] if run.rounds else config.max_trial_seeds)
     if run.interrupted:  # the rerun writes the outputs; stop now, as asked
         console.print(

@@ -45,6 +45,7 @@ def run_rounds(
     on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
     on_epoch: Callable[[float, int], None] | None = None,
     on_round: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> StudyRun:
     """Run ``config`` (whose ``seeds`` is ``"auto"``) in rounds of seeds.
 
@@ -53,6 +54,7 @@ def run_rounds(
         out: the output folder (each round's trials are written to it as usual).
         on_trial, on_epoch: as for :func:`~reglab.lab.studies.study.run_study`.
         on_round: called with the seeds of each round as it starts and the study's maximum.
+        overwrite: as for :func:`~reglab.lab.studies.study.run_study` (the first round's).
 
     Returns:
         The last round's :class:`StudyRun` (every finished trial of every round), with
@@ -77,7 +79,9 @@ def run_rounds(
         if on_round is not None:
             on_round(seeds, config.max_seeds)
         begun = time.perf_counter()
-        run = run_study(dataclasses.replace(config, seeds=seeds), out, on_trial, on_epoch, needed)
+        run = run_study(
+            dataclasses.replace(config, seeds=seeds), out, on_trial, on_epoch, needed, overwrite
+        )
         rounds.append(seeds)
         per_seed = (time.perf_counter() - begun) / (seeds - (rounds[-2] if len(rounds) > 1 else 0))
         if run.interrupted:

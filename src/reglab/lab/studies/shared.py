@@ -119,12 +119,14 @@ def run_shared(
     storage: str,
     study_name: str,
     on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> StudyRun:
     """Run the trials of ``config`` from a shared storage with this machine's workers; return
     every result finished by any machine (the others are still running elsewhere).
 
     Trials run one by one with :func:`reglab.fit` (the sequential engine), so the numbers are
-    those of a local ``--engine sequential`` run.
+    those of a local ``--engine sequential`` run. ``overwrite`` moves a study of other
+    settings in ``out`` aside, as :func:`~reglab.lab.studies.study.run_study` does.
 
     Raises:
         ConfigError: for bad settings or an unreachable storage, before training.
@@ -135,7 +137,7 @@ def run_shared(
     config = dataclasses.replace(config, engine="sequential")
     task, settings, recipes, trials, n_train, _ = plan(config)
     out = Path(out)
-    trial_dir = check_folder(out, settings)
+    trial_dir = check_folder(out, settings, overwrite)
     opened = open_storage(storage, out, owner="compare")
     study = optuna.create_study(study_name=study_name, storage=opened, load_if_exists=True)
     requeued = requeue_dead(study)

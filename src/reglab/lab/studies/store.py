@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ...core import ConfigError
 
-__all__ = ["FORMAT", "MANIFEST", "check_folder", "load_finished", "safe_name", "write_atomic"]
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "NOT_IN_KEY",
+    "check_folder",
+    "load_finished",
+    "safe_name",
+    "write_atomic",
+]
 
 #: The file that says which study a results folder belongs to.
 MANIFEST = "reglab-study.json"
@@ -23,18 +32,40 @@ MANIFEST = "reglab-study.json"
 FORMAT = 1
 
 
+#: Settings a trial carries that do not change its numbers (a rerun with another value reuses
+#: the trial; :class:`~reglab.lab.studies.trial.Trial` leaves them out of its key too).
+NOT_IN_KEY = ("num_workers",)
+
+
 def _manifest(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two studies the same study: the format, the data and the model. Anything else
-    (epochs, recipes, strengths, seeds) only invalidates the trials it affects."""
+    """What the folder's study is: the format, and every setting that shapes its trials (data,
+    model, epochs, optimizer, ...). Seeds and recipes are not in it: a rerun may add them."""
+    from ... import __version__
+
     return {
         "format": FORMAT,
         "data": settings["data"],
         "target": settings["target"],
         "model": settings["model"],
+        "settings": {k: v for k, v in settings.items() if k not in NOT_IN_KEY},
+        "version": __version__,
     }
 
 
-def _check_manifest(out: Path, settings: Mapping[str, Any]) -> None:
+def _differences(found: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """``name old → new`` for each setting the folder's study ran with otherwise. A manifest
+    written before the settings were recorded compares on the format, data and model only."""
+    pairs = {k: (found.get(k), expected[k]) for k in ("format", "data", "target", "model")}
+    if "settings" in found:
+        old = found["settings"]
+        pairs |= {k: (old.get(k), v) for k, v in expected["settings"].items()}
+        pairs["reglab version"] = (found.get("version"), expected["version"])
+    return [f"{k} {a!r} → {b!r}" for k, (a, b) in pairs.items() if a != b]
+
+
+def _check_manifest(out: Path, settings: Mapping[str, Any], overwrite: bool) -> None:
+    """Refuse a folder whose study ran with other settings (a rerun would replace its trials),
+    or, with ``overwrite``, move that study aside to ``<out>.<time>``."""
     path = out / MANIFEST
     if not path.is_file():
         return
@@ -42,13 +73,20 @@ def _check_manifest(out: Path, settings: Mapping[str, Any]) -> None:
         found = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         found = {}
-    expected = _manifest(settings)
-    if found != expected:
-        described = ", ".join(f"{k}={found.get(k)!r}" for k in ("data", "model", "format"))
-        raise ConfigError(
-            f"The 'out' parameter of compare names a folder with the results of another study "
-            f"({described}); choose another --out or remove it. Got {str(out)!r}."
-        )
+    changed = _differences(found, _manifest(settings))
+    if not changed:
+        return
+    if overwrite:
+        aside = out.with_name(f"{out.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "-1")
+        out.rename(aside)
+        return
+    raise ConfigError(
+        f"The 'out' parameter of compare names a folder whose study ran with other settings "
+        f"({'; '.join(changed)}): its trials would be replaced. Choose another --out, or pass "
+        f"--overwrite to move the old study aside to {out.name}.<time>. Got {str(out)!r}."
+    )
 
 
 def safe_name(name: str) -> str:
@@ -62,17 +100,21 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def check_folder(out: Path, settings: Mapping[str, Any]) -> Path:
-    """Make ``out/trials`` and claim the folder for this study; return the trials folder.
+def check_folder(out: Path, settings: Mapping[str, Any], overwrite: bool = False) -> Path:
+    """Make ``out/trials`` and claim the folder for this study; return the trials folder. A
+    folder whose study ran with the same settings is extended (more seeds, more recipes); one
+    whose study ran with other settings is refused, or with ``overwrite`` moved aside to
+    ``<out>.<time>`` (never deleted) and started afresh.
 
     Raises:
-        ConfigError: ``out`` is a file, cannot be written, or holds another study's results.
+        ConfigError: ``out`` is a file, cannot be written, or holds a study run with other
+            settings (the message names each difference, old → new).
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(
             f"The 'out' parameter of compare must be a folder. Got {str(out)!r}, which is a file."
         )
-    _check_manifest(out, settings)
+    _check_manifest(out, settings, overwrite)
     trial_dir = out / "trials"
     try:
         trial_dir.mkdir(parents=True, exist_ok=True)

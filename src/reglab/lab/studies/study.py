@@ -336,6 +336,7 @@ def run_study(
     on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
     on_epoch: Callable[[float, int], None] | None = None,
     only: Collection[str] | None = None,
+    overwrite: bool = False,
 ) -> StudyRun:
     """Run (or resume) every trial of ``config``, writing each to ``<out>/trials/``.
 
@@ -352,6 +353,9 @@ def run_study(
             running ones' fraction of epochs, for a progress bar) and the total.
         only: train only these recipes' pending trials (a round of ``seeds = "auto"``); the
             finished trials of the others are still read and returned.
+        overwrite: when ``out`` holds a study run with other settings, move it aside to
+            ``<out>.<time>`` and start afresh (without it, a ConfigError names the
+            differences).
 
     Returns:
         A :class:`StudyRun` with every result (reused or new) in plan order. Running trials and
@@ -361,7 +365,7 @@ def run_study(
     """
     task, settings, recipes, trials, n_train, sequential = plan(config)
     out = Path(out)
-    trial_dir = check_folder(out, settings)
+    trial_dir = check_folder(out, settings, overwrite)
     done: dict[str, dict[str, Any]] = {}
     for trial in trials:
         saved = load_finished(trial_dir / trial.filename, trial.key)

@@ -24,13 +24,9 @@ from ..reports.calibration import raw_weight_metrics, uncertainty_figures
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .seams import dataset_for, fit_options, member_for, model_for, splits_for
-from .store import safe_name
+from .store import NOT_IN_KEY, safe_name
 
 __all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
-
-
-#: Settings a trial carries that do not change its numbers: a rerun with another value reuses it.
-NOT_IN_KEY = ("num_workers",)
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,9 @@ class _Clip(Regularizer):
 class ClipGradNorm(_Clip):
     """Rescale gradients so their global norm is at most ``max_norm``.
 
-    ``g <- g * min(1, max_norm / ||g||)`` with ``||g||`` the ``norm_type``-norm of all selected
-    gradients together, as ``torch.nn.utils.clip_grad_norm_`` (Pascanu et al. 2013,
+    ``g <- g * min(1, max_norm / (||g|| + 1e-6))`` with ``||g||`` the ``norm_type``-norm of all
+    selected gradients together: exactly ``torch.nn.utils.clip_grad_norm_``, which it calls
+    (the ``1e-6`` is PyTorch's; Pascanu et al. 2013,
     https://arxiv.org/abs/1211.5063). Put it after penalties in a chain so their gradients are
     clipped too. ``logs()`` reports ``clip_fraction``, the fraction of steps that were clipped.
 

@@ -115,7 +115,8 @@ def test_a_folder_of_another_study_is_refused(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and err.count("\n") == 1
-    assert "folder with the results of another study (data='digits', model='mlp'" in err
+    assert "whose study ran with other settings (data 'digits' → 'wine'" in err
+    assert "--overwrite" in err
 
 
 def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):

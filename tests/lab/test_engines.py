@@ -70,7 +70,11 @@ def test_compare_engine_is_part_of_a_trial_key(tmp_path, cli):
     folder = tmp_path / "o"
     small = [*STUDY, "--recipes", "baseline", "--seeds", "1", "--workers", "1", "--out"]
     assert cli([*small, str(folder)])[0] == 0
-    code, out, _ = cli([*small, str(folder), "--engine", "sequential"])
+    # the same folder with the other engine would replace its trials: refused, then moved aside
+    code, _, err = cli([*small, str(folder), "--engine", "sequential"])
+    assert code == 2 and "engine 'population' → 'sequential'" in err
+    assert [t["engine"] for t in trials(folder)] == ["population"]
+    code, out, _ = cli([*small, str(folder), "--engine", "sequential", "--overwrite"])
     assert code == 0 and "Reused" not in out
     assert [t["engine"] for t in trials(folder)] == ["sequential"]
 

@@ -227,6 +227,8 @@ def _shape(value: object) -> bool:
 
 _IMAGE_SHAPE = Predicate(_shape, "None or (channels, height, width)")
 _PROB = Interval(float, 0, 1)
+#: A flip: a probability in [0, 1], or a bool (True is 1.0, always; False is 0.0).
+_FLIP = Predicate(lambda v: isinstance(v, bool) or _PROB.check(v), "a float in [0, 1] or a bool")
 _NONNEG = Interval(float, 0, None)
 
 
@@ -274,7 +276,8 @@ class ImageAugment(_ImageTransform):
 
     Args:
         crop_padding: pixels of zero padding before the crop, ``>= 0``.
-        hflip, vflip: flip probabilities in ``[0, 1]``.
+        hflip, vflip: flip probabilities in ``[0, 1]``; ``True`` means 1.0 (always flip),
+            ``False`` 0.0.
         degrees, translate, scale: affine ranges, ``>= 0`` (``translate`` and ``scale`` < 1).
         brightness, contrast, saturation, hue: color jitter ranges, ``>= 0`` (hue <= 0.5).
         erase: random-erasing probability in ``[0, 1]``.
@@ -290,8 +293,8 @@ class ImageAugment(_ImageTransform):
 
     constraints = {
         "crop_padding": Interval(int, 0, None),
-        "hflip": _PROB,
-        "vflip": _PROB,
+        "hflip": _FLIP,
+        "vflip": _FLIP,
         "degrees": Interval(float, 0, 180),
         "translate": Interval(float, 0, 1, "left"),
         "scale": Interval(float, 0, 1, "left"),
@@ -326,10 +329,11 @@ class ImageAugment(_ImageTransform):
         ops: list = []
         if c["crop_padding"] > 0:
             ops.append(lambda x, g: random_crop(x, c["crop_padding"], g))
-        if c["hflip"] > 0:
-            ops.append(lambda x, g: random_flip(x, c["hflip"], -1, g))
-        if c["vflip"] > 0:
-            ops.append(lambda x, g: random_flip(x, c["vflip"], -2, g))
+        hflip, vflip = float(c["hflip"]), float(c["vflip"])  # True is 1.0
+        if hflip > 0:
+            ops.append(lambda x, g: random_flip(x, hflip, -1, g))
+        if vflip > 0:
+            ops.append(lambda x, g: random_flip(x, vflip, -2, g))
         if any(c[k] > 0 for k in ("degrees", "translate", "scale")):
             ops.append(lambda x, g: random_affine(x, c["degrees"], c["translate"], c["scale"], g))
         if any(c[k] > 0 for k in ("brightness", "contrast", "saturation", "hue")):

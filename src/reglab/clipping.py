@@ -113,7 +113,7 @@ class ClipGradNorm(_Clip):
 
     constraints = {
         "max_norm": Interval(float, 0, None, "neither"),
-        "norm_type": Interval(float, 0, None, "neither"),
+        "norm_type": Interval(float, 0, None, "neither", finite=False),
         "params": PARAMS_CONSTRAINT,
     }
 

@@ -39,6 +39,22 @@ BLOCK_CONSTRAINT = Interval(int, 1, None)
 _SELU_ALPHA_PRIME = -1.0507009873554805 * 1.6732632423543772  # -lambda * alpha of SELU
 
 
+def _check_p(owner: str, p: float | torch.Tensor, allow_one: bool) -> bool:
+    """Validate a float ``p`` of the functional family as the modules do (a tensor of
+    per-member values is checked where it is built: no host sync here); True when ``p`` is 1,
+    which drops everything, as PyTorch does where it allows it."""
+    if isinstance(p, torch.Tensor):
+        return False
+    ok = isinstance(p, (int, float)) and not isinstance(p, bool)
+    ok = ok and (0 <= p <= 1 if allow_one else 0 <= p < 1)
+    if not ok:
+        raise ConfigError(
+            f"The 'p' parameter of {owner} must be a float in [0, 1{']' if allow_one else ')'}. "
+            f"Got {p!r}."
+        )
+    return p == 1
+
+
 def _mask(
     x: torch.Tensor, shape: tuple[int, ...], keep: float | torch.Tensor, generator
 ) -> torch.Tensor:
@@ -59,7 +75,8 @@ def dropout(
 
     Args:
         x: input of any shape.
-        p: drop probability in ``[0, 1)``; a float or a tensor that broadcasts against ``x``.
+        p: drop probability in ``[0, 1]`` (1 drops everything, as PyTorch allows); a float
+            or a tensor that broadcasts against ``x``.
         training: apply dropout (True) or return ``x`` (False).
         generator: the source of randomness; global RNG state is never used when given.
 
@@ -70,6 +87,8 @@ def dropout(
         >>> g = torch.Generator().manual_seed(0)
         >>> y = dropout(torch.ones(1000), 0.5, generator=g)  # zeros and twos, mean ~1
     """
+    if _check_p("dropout", p, allow_one=True) and training:
+        return x * 0.0  # as torch.nn.functional.dropout(x, 1.0)
     if not training:
         return x
     keep = 1 - p
@@ -90,8 +109,8 @@ def channel_dropout(
 
     Args:
         x: ``(N, C, ...)``.
-        p: drop probability in ``[0, 1)``; a float or a tensor broadcasting against ``(N, C)``
-            followed by singleton dimensions.
+        p: drop probability in ``[0, 1]`` (1 drops everything, as PyTorch allows); a float
+            or a tensor broadcasting against ``(N, C)`` followed by singleton dimensions.
         training: apply (True) or return ``x``.
         generator: the source of randomness.
 
@@ -101,6 +120,8 @@ def channel_dropout(
     Example:
         >>> y = channel_dropout(torch.ones(8, 16, 4, 4), 0.25)
     """
+    if _check_p("channel_dropout", p, allow_one=True) and training:
+        return x * 0.0  # as torch.nn.functional.dropout2d(x, 1.0)
     if not training:
         return x
     keep = 1 - p
@@ -131,6 +152,7 @@ def gaussian_dropout(
     Example:
         >>> y = gaussian_dropout(torch.ones(1000), 0.5)  # mean ~1, std ~1
     """
+    _check_p("gaussian_dropout", p, allow_one=False)
     if not training:
         return x
     sigma = (p / (1 - p)) ** 0.5 if isinstance(p, (int, float)) else torch.sqrt(p / (1 - p))
@@ -153,7 +175,8 @@ def alpha_dropout(
 
     Args:
         x: input of any shape (usually SELU activations).
-        p: drop probability in ``[0, 1)``; float or broadcasting tensor.
+        p: drop probability in ``[0, 1]`` (1 drops everything, as PyTorch allows); float or
+            broadcasting tensor.
         training: apply (True) or return ``x``.
         generator: the source of randomness.
 
@@ -163,6 +186,8 @@ def alpha_dropout(
     Example:
         >>> y = alpha_dropout(torch.randn(1000), 0.1)  # mean ~0, std ~1
     """
+    if _check_p("alpha_dropout", p, allow_one=True) and training:
+        return x * 0.0  # as torch.nn.functional.alpha_dropout(x, 1.0)
     if not training:
         return x
     keep = 1 - p
@@ -195,6 +220,7 @@ def drop_connect(
     Example:
         >>> w = drop_connect(torch.ones(4, 3), 0.5)
     """
+    _check_p("drop_connect", p, allow_one=False)
     return dropout(weight, p, training, generator)
 
 
@@ -212,7 +238,8 @@ def drop_path(
 
     Args:
         x: ``(N, ...)`` branch output.
-        p: drop probability in ``[0, 1)``; float or tensor broadcasting against ``(N, 1, ...)``.
+        p: drop probability in ``[0, 1]`` (1 drops everything, as timm allows); float or
+            tensor broadcasting against ``(N, 1, ...)``.
         training: apply (True) or return ``x``.
         generator: the source of randomness.
 
@@ -222,6 +249,8 @@ def drop_path(
     Example:
         >>> y = drop_path(torch.ones(16, 8), 0.2)
     """
+    if _check_p("drop_path", p, allow_one=True) and training:
+        return x * 0.0  # every branch dropped, as timm does
     if not training:
         return x
     keep = 1 - p
@@ -276,6 +305,7 @@ def drop_block(
     Example:
         >>> y = drop_block(torch.ones(2, 4, 16, 16), 0.1, block_size=5)
     """
+    _check_p("drop_block", p, allow_one=False)
     if not training:
         return x
     if x.ndim != 4:

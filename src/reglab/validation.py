@@ -56,7 +56,8 @@ class Interval(Constraint):
     """A real (``float``) or integer (``int``) number within bounds.
 
     Floats may also be given as tensors (per-member hyperparameters); every element must lie in the
-    interval. Booleans and NaN are rejected.
+    interval. Booleans and NaN are rejected, and so are infinities unless ``finite=False`` (a
+    p-norm's order, where ``inf`` means the max-norm).
     """
 
     def __init__(
@@ -67,12 +68,13 @@ class Interval(Constraint):
         closed: str = "both",
         *,
         allow_none: bool = False,
+        finite: bool = True,
     ) -> None:
         self.kind, self.low, self.high, self.closed = kind, low, high, closed
-        self.allow_none = allow_none
+        self.allow_none, self.finite = allow_none, finite
 
     def _in_range(self, t: torch.Tensor) -> bool:
-        if torch.isnan(t).any():
+        if torch.isnan(t).any() or (self.finite and torch.isinf(t).any()):
             return False
         left_closed = self.closed in ("both", "left")
         right_closed = self.closed in ("both", "right")

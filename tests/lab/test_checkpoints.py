@@ -1,6 +1,8 @@
-"""Fault tests: studies killed (SIGKILL to the whole process group) or interrupted (Ctrl-C) at
-a fraction of their uninterrupted time, then rerun with the same command, end with the same
-numbers as an uninterrupted run, nothing duplicated, and resume instead of starting over.
+"""Fault tests: studies killed (SIGKILL to the whole process group) or interrupted (Ctrl-C) once
+the output folder shows the state a test needs (a checkpoint, both populations' checkpoints, a
+late epoch), then rerun with the same command, end with the same numbers as an uninterrupted
+run, nothing duplicated, and resume instead of starting over. No test waits for a fraction of
+a measured time: on a loaded machine that finds another state.
 
 How much time a rerun saves is measured by ``benchmarks/kill_resume.py``, not here: a timed
 assertion on a shared two-core machine would fail on its noise, not on the code."""
@@ -20,7 +22,7 @@ import torch
 pytestmark = pytest.mark.slow
 
 # the default study with 2 seeds: 20 trials in two populations of 10, 150 epochs; a checkpoint
-# every second (not part of a trial's key), so a kill at any fraction of its ~20 s finds some
+# every second (not part of a trial's key)
 DEFAULT = ["compare", "--seeds", "2", "--checkpoint-every", "1"]
 SEQUENTIAL = ["compare", "--recipes", "baseline,l2,dropout,mixup", "--seeds", "2"]
 SEQUENTIAL += ["--epochs", "150", "--engine", "sequential", "--checkpoint-every", "0"]
@@ -40,10 +42,10 @@ def _timed(args, out):
     return time.monotonic() - started, done.stdout
 
 
-def _interrupted(args, out, after=None, sig=signal.SIGKILL, pattern=None, extra=0.0):
-    """Start, send ``sig`` to the whole process group ``after`` seconds in (or ``extra``
-    seconds after a file matching ``pattern`` appears in ``out/checkpoints``); the exit code,
-    the seconds from the signal to the exit, and the output."""
+def _interrupted(args, out, until=None, sig=signal.SIGKILL, pattern=None, extra=0.0):
+    """Start, and send ``sig`` to the whole process group once ``until(out)`` is true (or
+    ``extra`` seconds after a file matching ``pattern`` appears in ``out/checkpoints``); the
+    exit code, the seconds from the signal to the exit, and the output."""
     proc = subprocess.Popen(
         _command(args, out),
         stdout=subprocess.PIPE,
@@ -51,19 +53,14 @@ def _interrupted(args, out, after=None, sig=signal.SIGKILL, pattern=None, extra=
         text=True,
         start_new_session=True,
     )
-    if after is not None:
-        time.sleep(after)
-    else:
-        deadline = time.monotonic() + 300
-        while not list((Path(out) / "checkpoints").glob(pattern)):
-            assert proc.poll() is None, f"ended first: {proc.communicate()[1][-2000:]}"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.05)
-        time.sleep(extra)
-    if after is not None and proc.poll() is not None:  # a faster run than the timed one
-        stdout, stderr = proc.communicate()
-        assert proc.returncode == 0, stderr[-2000:]
-        return 0, 0.0, stdout + stderr
+    if until is None:
+        until = lambda folder: bool(list((Path(folder) / "checkpoints").glob(pattern)))
+    deadline = time.monotonic() + 300
+    while not until(out):
+        assert proc.poll() is None, f"ended first: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "the state never appeared"
+        time.sleep(0.05)
+    time.sleep(extra)
     assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1][-2000:]}"
     sent = time.monotonic()
     os.killpg(proc.pid, sig)
@@ -94,28 +91,51 @@ def default_clean(tmp_path_factory):
     return out, seconds
 
 
-@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.8])
-def test_default_study_killed_at_a_fraction_resumes_to_the_same_results(
-    default_clean, tmp_path, fraction
+def _saved_epochs_now(out):
+    """:func:`_saved_epochs` while the study runs: a checkpoint removed between the listing
+    and the read counts as not saved yet."""
+    try:
+        return _saved_epochs(out)
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return [0]
+
+
+def _populations(out):
+    return list((Path(out) / "checkpoints").glob("population-*.pt"))
+
+
+#: The states a default study is killed at, each read from its output folder.
+STATES = {
+    # the first population checkpoint has been written
+    "first_checkpoint": lambda out: len(_populations(out)) >= 1,
+    # both populations are checkpointed mid-training
+    "both_checkpointed": lambda out: len(_populations(out)) >= 2,
+    # both populations are checkpointed past half of their 150 epochs, before either ends
+    "late": lambda out: len(_populations(out)) >= 2 and min(_saved_epochs_now(out)) >= 75,
+}
+
+
+@pytest.mark.parametrize("state", list(STATES))
+def test_default_study_killed_at_a_state_resumes_to_the_same_results(
+    default_clean, tmp_path, state
 ):
-    clean, seconds = default_clean
-    code, _, _ = _interrupted(DEFAULT, tmp_path, fraction * seconds)
-    assert code in (-signal.SIGKILL, 0)  # 0: this run was faster and ended first
+    clean, _ = default_clean
+    code, _, _ = _interrupted(DEFAULT, tmp_path, STATES[state])
+    assert code == -signal.SIGKILL
     saved = _saved_epochs(tmp_path)
-    if fraction == 0.5:  # mid-training: both populations have checkpoints, no trial is done
-        assert len(saved) == 2 and all(0 < e < 150 for e in saved), saved
-        assert not (tmp_path / "results.csv").exists()
+    written = list((tmp_path / "trials").glob("*.json"))
+    assert saved and all(0 < e < 150 for e in saved), saved
+    assert not written and not (tmp_path / "results.csv").exists()
     rerun, stdout = _timed(DEFAULT, tmp_path)
-    if saved:  # the rerun went on from each checkpoint, not from scratch
-        assert f"Resumed {10 * len(saved)} trials from their checkpoints" in stdout
-        trials = [json.loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
-        # trials written before the kill did not resume; the others resumed where saved
-        assert {t["resumed_from"] for t in trials} - {0} == set(saved)
+    # the rerun went on from each checkpoint, not from scratch
+    assert f"Resumed {10 * len(saved)} trials from their checkpoints" in stdout
+    trials = [json.loads(p.read_text()) for p in (tmp_path / "trials").glob("*.json")]
+    assert {t["resumed_from"] for t in trials} - {0} == set(saved)
     assert _trials(tmp_path) == _trials(clean)
     assert (tmp_path / "results.csv").read_text() == (clean / "results.csv").read_text()
-    assert len(list((tmp_path / "trials").glob("*.json"))) == 20
+    assert len(trials) == 20
     assert not (tmp_path / "checkpoints").exists()  # removed once every result is written
-    print(f"killed at {fraction:.0%} of {seconds:.1f} s; the rerun took {rerun:.1f} s")
+    print(f"killed at {state} (epochs {saved}); the rerun took {rerun:.1f} s")
 
 
 def test_workers_of_a_killed_study_checkpoint_and_exit(default_clean, tmp_path):
@@ -174,9 +194,10 @@ def test_single_long_trial_killed_midway_resumes_where_it_was(tmp_path):
 
 def test_ctrl_c_exits_130_within_seconds_and_the_rerun_resumes(tmp_path):
     args = ["compare", "--recipes", "baseline,l2,dropout", "--seeds", "2", "--epochs", "300"]
+    args += ["--checkpoint-every", "1"]
     clean, stopped = tmp_path / "clean", tmp_path / "stopped"
-    seconds, _ = _timed(args, clean)
-    code, took, output = _interrupted(args, stopped, 0.5 * seconds, signal.SIGINT)
+    _timed(args, clean)
+    code, took, output = _interrupted(args, stopped, sig=signal.SIGINT, pattern="population-*.pt")
     assert code == 130, output[-2000:]
     assert took < 10, f"exited {took:.1f} s after Ctrl-C"
     assert "interrupted: rerun the same command to resume" in output

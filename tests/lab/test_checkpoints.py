@@ -138,6 +138,24 @@ def test_default_study_killed_at_a_state_resumes_to_the_same_results(
     print(f"killed at {state} (epochs {saved}); the rerun took {rerun:.1f} s")
 
 
+def test_a_study_killed_after_its_final_checkpoint_resumes_to_the_same_results(tmp_path):
+    """The window between a population's last checkpoint (saved when every member has left)
+    and its trials' results: the rerun restored no row of stacked parameters with a float
+    index, failed, and trained again from scratch with the members' models cut loose, so every
+    L1/L2 member's per-epoch penalty read its final value (58 rows of results.csv differed)."""
+    args = ["compare", "--recipes", "baseline,l1,l2,dropout", "--seeds", "2", "--epochs", "30"]
+    args += ["--checkpoint-every", "1000"]  # the only population checkpoint is the final one
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    _timed(args, clean)
+    code, _, _ = _interrupted(args, killed, pattern="population-*.pt")
+    assert code == -signal.SIGKILL
+    written = len(list((killed / "trials").glob("*.json")))
+    _, stdout = _timed(args, killed)
+    if written < 8:  # the kill came before every result was written: some resumed
+        assert "Resumed" in stdout and "CheckpointWarning" not in stdout
+    assert (killed / "results.csv").read_text() == (clean / "results.csv").read_text()
+
+
 def test_workers_of_a_killed_study_checkpoint_and_exit(default_clean, tmp_path):
     """Only the study's own process is killed (as an out-of-memory kill does): its workers
     save at their next epoch end and exit instead of training on, or waiting, forever."""

@@ -346,7 +346,7 @@ class Population:
         keep = [self.rows.index(k) for k in members]
         if keep == list(range(len(self.rows))):
             return
-        index = torch.tensor(keep, device=self.device)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)  # may be empty
         old = self.opt.state_dict()
         params = {}
         for n in self.names:
@@ -675,6 +675,9 @@ class Population:
         self.opt.load_state_dict(saved["optimizer"])
         self.alive = alive
         self._compact()  # a checkpoint written before rows followed alive members
+        for k in self.rows:  # every member still in the rows trains through them again (a
+            for n in self.names:  # restore that failed half-way may have cut some loose)
+                self.members[k].model.get_parameter(n).data = self._row(n, k)
 
     def _resume(self, checkpoint: Checkpoint, on_done: Callable[[int, History], None]) -> int:
         """Restore ``checkpoint`` if it holds this population; the first epoch to run. Members

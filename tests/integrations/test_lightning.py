@@ -216,3 +216,63 @@ def test_the_library_and_the_lab_never_import_lightning():
     code = "import sys, reglab, reglab.lab, reglab.cli; print('lightning' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+class _LogsAtEpochEnd(Net):
+    """Logs ``sched`` in the module's own on_train_epoch_end: a scripted sequence by epoch."""
+
+    SCHED = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9]
+
+    def on_train_epoch_end(self):
+        self.log("sched", self.SCHED[self.current_epoch])
+
+
+def _stop_epoch(callbacks):
+    train, val = _data()
+    trainer = _trainer(callbacks, epochs=len(_LogsAtEpochEnd.SCHED))
+    trainer.fit(_LogsAtEpochEnd(network()), *_loaders(train, val))
+    return trainer.current_epoch
+
+
+@pytest.mark.parametrize("on_train_epoch_end", [True, None])
+def test_a_metric_the_module_logs_at_epoch_end_stops_on_lightnings_epoch(on_train_epoch_end):
+    """Lightning calls callbacks before the module's on_train_epoch_end and its monitoring ones
+    after it: Regularize raised 'Got sched' at epoch 1 and then saw every value one epoch late."""
+    from lightning.pytorch.callbacks import EarlyStopping as Lightning
+
+    theirs = _stop_epoch(
+        [Lightning("sched", patience=2, check_on_train_epoch_end=on_train_epoch_end)]
+    )
+    callback = Regularize(reglab.chain(reglab.EarlyStopping("sched", patience=2)))
+    ours = _stop_epoch([callback])
+    assert theirs == ours == 5  # epochs 4 and 5 do not beat 3.0: 5 epochs ran
+    stopper = callback.recipe.regularizers[0]
+    assert (stopper.best, stopper.best_epoch, callback.stopped_epoch) == (3.0, 3, 5)
+
+
+def test_several_stoppers_stop_where_lightnings_several_stop():
+    from lightning.pytorch.callbacks import EarlyStopping as Lightning
+
+    theirs = _stop_epoch(
+        [
+            Lightning("val_loss", patience=50, check_on_train_epoch_end=True),
+            Lightning("sched", patience=10, stopping_threshold=2.5),
+        ]
+    )
+    recipe = reglab.chain(
+        reglab.EarlyStopping("val_loss", patience=50),
+        reglab.EarlyStopping("sched", patience=10, stopping_threshold=2.5),
+    )
+    callback = Regularize(recipe)
+    ours = _stop_epoch([callback])
+    assert theirs == ours == 7  # sched 2.0 < 2.5 at epoch 7
+    assert recipe.regularizers[1].stop_reason is reglab.StopReason.STOPPING_THRESHOLD
+
+
+def test_the_epoch_end_helper_leaves_the_trainer_as_it_found_it():
+    callback = Regularize(reglab.chain(reglab.EarlyStopping("sched", patience=2)))
+    train, val = _data()
+    trainer = _trainer([callback], epochs=3)
+    before = list(trainer.callbacks)
+    trainer.fit(_LogsAtEpochEnd(network()), *_loaders(train, val))
+    assert trainer.callbacks == before

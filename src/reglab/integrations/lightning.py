@@ -18,8 +18,10 @@ reglab hook                       Lightning point
                                   penalty gradients, then clipping, as the recipe orders them
 ``on_after_step``                 ``on_train_batch_end`` of a batch whose optimizer step ran
 ``on_epoch_end``                  ``on_train_epoch_end`` (after that epoch's validation), with
-                                  ``trainer.callback_metrics``; a stop is reduced across ranks
-                                  (any rank stopping stops all, as Lightning's EarlyStopping)
+                                  ``trainer.callback_metrics``, after the module's own
+                                  ``on_train_epoch_end`` as Lightning's ``EarlyStopping`` runs,
+                                  so it sees what the module logs there; a stop is reduced
+                                  across ranks (any rank stopping stops all, as Lightning's)
 ``on_fit_end``                    ``on_fit_end``: restore the best weights, swap in averages
 ================================  ================================================================
 """
@@ -30,6 +32,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 
 from ..core import Chain, ConfigError, Interval, Predicate, Regularizer, chain, check_param
 
@@ -103,6 +106,8 @@ class Regularize(pl.Callback):
                 f"and the Trainer clips too (gradient_clip_val={trainer.gradient_clip_val}); "
                 "keep one of them. Got both."
             )
+        if not any(isinstance(c, _AfterTheModule) and c.owner is self for c in trainer.callbacks):
+            trainer.callbacks.append(_AfterTheModule(self))
         if id(pl_module) in self._transformed:
             return
         transformed = self.recipe.transform_model(pl_module)
@@ -168,8 +173,9 @@ class Regularize(pl.Callback):
             self._stepped = False
 
     # ----------------------------------------------------------------- epochs
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The recipe's epoch end with this epoch's logged metrics; stop every rank together."""
+    def _epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The recipe's epoch end with this epoch's logged metrics; stop every rank together.
+        Run by :class:`_AfterTheModule`, after the module's own ``on_train_epoch_end``."""
         if trainer.sanity_checking:
             return
         metrics: dict[str, float] = {"epoch": trainer.current_epoch + 1}
@@ -184,6 +190,12 @@ class Regularize(pl.Callback):
         if stop:
             trainer.should_stop = True
             self.stopped_epoch = trainer.current_epoch + 1
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Take the epoch-end helper added at ``setup`` out of the Trainer's callbacks."""
+        trainer.callbacks[:] = [
+            c for c in trainer.callbacks if not (isinstance(c, _AfterTheModule) and c.owner is self)
+        ]
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Restore the best weights, swap in averaged weights."""
@@ -204,6 +216,38 @@ class Regularize(pl.Callback):
         for i, r in enumerate(self.recipe.regularizers):
             if str(i) in state_dict and hasattr(r, "load_state_dict"):
                 r.load_state_dict(state_dict[str(i)])
+
+
+class _AfterTheModule(_LightningEarlyStopping):
+    """Runs :meth:`Regularize._epoch_end` where Lightning runs its monitoring callbacks.
+
+    Lightning calls every callback's ``on_train_epoch_end`` before the module's own, except the
+    callbacks it counts as monitoring ones, which run after it so that they see what the module
+    logs there. That list is hard-coded to subclasses of its ``EarlyStopping`` and
+    ``Checkpoint``; this helper is the former (a ``Checkpoint`` would be taken for the Trainer's
+    checkpoint callback), monitors nothing of its own and keeps no state. :class:`Regularize`
+    adds it at ``setup`` and takes it out at ``teardown``.
+    """
+
+    def __init__(self, owner: Regularize) -> None:
+        super().__init__(monitor="reglab", strict=False, check_finite=False, verbose=False)
+        self.owner = owner
+
+    @property
+    def state_key(self) -> str:
+        return f"reglab-epoch-end-{self.owner.state_key}"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.owner._epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        return None
 
 
 def _callback(trainer: Any) -> Regularize | None:

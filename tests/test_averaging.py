@@ -23,12 +23,12 @@ def test_ema_follows_the_warmup_formula_and_swaps_in_at_fit_end():
     _set(model, 0.0)
     ema = reglab.EMA(0.9)
     ema.attach(model)
-    expected = 0.0
+    expected = None
     for step, value in enumerate([1.0, 2.0, 3.0, 4.0, 5.0]):
         _set(model, value)
         ema.on_after_step()
         d = min(0.9, (1 + step) / (10 + step))
-        expected = d * expected + (1 - d) * value
+        expected = value if expected is None else d * expected + (1 - d) * value
     ema.on_fit_end()
     assert ema.averaged_in
     torch.testing.assert_close(model.weight, torch.full((2, 3), expected))
@@ -42,10 +42,40 @@ def test_ema_without_warmup_uses_the_decay_from_the_start():
     ema = reglab.EMA(0.5, warmup=False)
     ema.attach(model)
     _set(model, 4.0)
-    ema.on_after_step()
+    ema.on_after_step()  # the first update copies: 4, not 0.5 * 0 + 0.5 * 4
+    _set(model, 2.0)
     ema.on_after_step()
     ema.on_fit_end()
-    torch.testing.assert_close(model.bias, torch.full((2,), 3.0))  # 0 -> 2 -> 3
+    torch.testing.assert_close(model.bias, torch.full((2,), 3.0))  # 4 -> 3
+
+
+def test_ema_without_warmup_equals_averaged_model_buffers_included():
+    """docs/conventions.md: EMA(decay, warmup=False) is AveragedModel with the EMA multi_avg_fn
+    and use_buffers=True. PyTorch copies the weights at the first update; reglab averaged from
+    the weights at attach."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.8), use_buffers=True)
+    ema = reglab.EMA(0.8, warmup=False)
+    ema.attach(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(7):
+        x, y = torch.randn(32, 4, generator=g) * 2, torch.randint(0, 2, (32,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        ema.on_after_step()
+        theirs.update_parameters(model)
+    ema.on_fit_end()
+    ours = dict(model.named_parameters()) | dict(model.named_buffers())
+    reference = dict(theirs.module.named_parameters()) | dict(theirs.module.named_buffers())
+    floating = [k for k, v in ours.items() if v.is_floating_point()]
+    assert "1.running_mean" in floating and "1.running_var" in floating
+    for k in floating:
+        torch.testing.assert_close(ours[k], reference[k], rtol=1e-6, atol=1e-7)
 
 
 def test_swa_is_the_mean_of_epoch_end_weights_from_start_on():

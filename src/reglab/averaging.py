@@ -87,12 +87,18 @@ class _Averaging(Regularizer):
 
 
 class EMA(_Averaging):
-    """Exponential moving average of the weights, updated after every optimizer step:
-    ``avg <- d * avg + (1 - d) * w``, with ``d = min(decay, (1 + t) / (10 + t))`` after ``t``
-    updates when ``warmup`` is on (as TensorFlow's ``ExponentialMovingAverage``), so early
-    averages are not dominated by the initial weights. BatchNorm statistics are averaged the
-    same way. ``on_fit_end`` swaps the average into the model. Polyak and Juditsky 1992,
-    https://doi.org/10.1137/0330046.
+    """Exponential moving average of the weights, updated after every optimizer step.
+
+    The first update copies the weights; each later one does ``avg <- d * avg + (1 - d) * w``.
+    With ``warmup=False``, ``d = decay``: exactly
+    ``torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay),
+    use_buffers=True)`` on the parameters and floating-point buffers (tested against it).
+    With ``warmup`` (the default), ``d = min(decay, (1 + t) / (10 + t))`` after ``t`` updates,
+    TensorFlow's ``ExponentialMovingAverage(decay, num_updates)`` schedule, so a high decay does
+    not keep the first trained weights for thousands of steps. BatchNorm statistics (the
+    floating-point buffers) are averaged the same way; integer buffers such as
+    ``num_batches_tracked`` stay the model's own. ``on_fit_end`` swaps the average into the
+    model. Polyak and Juditsky 1992, https://doi.org/10.1137/0330046.
 
     Averaged weights are not exactly sparse: put EMA in a recipe with L1 only knowingly.
 
@@ -117,7 +123,9 @@ class EMA(_Averaging):
         self.decay, self.warmup = decay, warmup
 
     def current_decay(self) -> float:
-        """The decay the next update will use."""
+        """The decay the next update will use: 0 for the first, which copies the weights."""
+        if self.updates == 0:
+            return 0.0
         if not self.warmup:
             return self.decay
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -125,7 +133,10 @@ class EMA(_Averaging):
     @torch.no_grad()
     def on_after_step(self) -> None:
         tensors = self._check_attached("on_after_step")
-        torch._foreach_lerp_(self._avg, tensors, 1 - self.current_decay())
+        if self.updates == 0:
+            torch._foreach_copy_(self._avg, tensors)
+        else:
+            torch._foreach_lerp_(self._avg, tensors, 1 - self.current_decay())
         self.updates += 1
 
 

@@ -94,3 +94,38 @@ def test_label_smoothing_of_soft_targets_mixes_with_uniform():
     out = reglab.smooth_labels(soft, 0.3, 3)
     torch.testing.assert_close(out, soft * 0.7 + 0.1)
     torch.testing.assert_close(out.sum(1), torch.ones(2))
+
+
+@pytest.mark.parametrize("ignore_index", [None, -100, 2])
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_label_smoothing_on_dense_outputs_equals_cross_entropy_loss(eps, ignore_index):
+    """Segmentation-shaped logits (N, C, H, W) with targets (N, H, W), as CrossEntropyLoss
+    takes them, with ignore_index: refused or wrong before (one-hot on the last dim)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 5, 6, 7, generator=g)
+    y = torch.randint(0, 5, (4, 6, 7), generator=g)
+    if ignore_index is not None:
+        y[torch.rand(y.shape, generator=g) < 0.3] = ignore_index
+    reg = reglab.LabelSmoothing(eps, ignore_index=ignore_index)
+    reg.attach(None, num_classes=5)
+    _, soft = reg.on_batch(torch.zeros(4, 1), y)
+    assert soft.shape == logits.shape
+    theirs = torch.nn.CrossEntropyLoss(
+        label_smoothing=eps, ignore_index=-100 if ignore_index is None else ignore_index
+    )(logits, y)
+    assert F.cross_entropy(logits, soft).item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+def test_label_smoothing_ignore_index_on_flat_outputs_equals_cross_entropy_loss():
+    g = torch.Generator().manual_seed(1)
+    logits, y = torch.randn(32, 4, generator=g), torch.randint(0, 4, (32,), generator=g)
+    y[::3] = -1
+    soft = reglab.smooth_labels(y, 0.1, 4, ignore_index=-1)
+    assert torch.equal(soft[::3], torch.zeros(11, 4))
+    theirs = torch.nn.CrossEntropyLoss(label_smoothing=0.1, ignore_index=-1)(logits, y)
+    assert F.cross_entropy(logits, soft).item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+def test_label_smoothing_ignore_index_must_be_an_int():
+    with pytest.raises(reglab.ConfigError, match="'ignore_index' parameter of LabelSmoothing"):
+        reglab.LabelSmoothing(0.1, ignore_index=1.5)

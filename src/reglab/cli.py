@@ -71,6 +71,18 @@ _STUDY_OPTIONS = [
         "sample of your own data).",
     ),
     click.option(
+        "--val-fraction",
+        type=float,
+        help="Share of the data drawn per seed for validation (default 0.2; not for your own "
+        "{'train', 'val', 'test'} split).",
+    ),
+    click.option(
+        "--test-fraction",
+        type=float,
+        help="Share of the data drawn per seed for test (default 0.3); the rest is for "
+        "training (then --train-size of it).",
+    ),
+    click.option(
         "--label-noise",
         type=float,
         help="Fraction of training labels made wrong (default 0.3 for built-in classification "

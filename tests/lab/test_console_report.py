@@ -80,6 +80,43 @@ def test_compare_says_what_it_wrote_and_what_the_train_size_became(breast_cancer
     assert "30% label noise" in first and len(first) <= 100
     assert "Train accuracy and the gap use the labels trained on" in " ".join(text.split())
     assert "up to 6 trials at a time per worker" in text
+    # where the data went: seed 0's split of 569 samples (30% test, 20% validation)
+    assert "train 284, val 114, test 171" in first
+
+
+@pytest.mark.parametrize(
+    ("model", "recipes", "engine_says", "then"),
+    [
+        (
+            "mlp",
+            ["baseline", "l2", "batch_norm"],
+            "up to 4 trials at a time per worker (batch_norm: one at a time)",
+            "Not batched: batch_norm (the model has buffers",
+        ),
+        (
+            "user_inputs:batchnorm_mlp",
+            ["baseline", "l2"],
+            "one trial at a time per worker",
+            "Not batched: baseline, l2 (the model has buffers",
+        ),
+    ],
+)
+def test_the_console_says_one_engine_line_that_is_what_happens(
+    tmp_path, model, recipes, engine_says, then
+):
+    """It said "up to 6 trials at a time per worker" and then "trained one trial at a time"."""
+    from rich.console import Console
+
+    from reglab.lab.studies.compare import compare
+
+    console = Console(record=True, width=100)
+    compare(
+        data="wine", model=model, recipes=recipes, seeds=2, epochs=2, workers=1,
+        out=tmp_path, console=console,
+    )  # fmt: skip
+    text = " ".join(console.export_text().split())
+    assert engine_says in text and then in text
+    assert ("up to" in text) == engine_says.startswith("up to")
 
 
 def test_population_trials_report_their_own_seconds(breast_cancer_run):

@@ -139,8 +139,50 @@ def test_npz_is_loaded_and_checked(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(DataError, match="names .*nope.csv, which is not a file"):
+    with pytest.raises(DataError, match="names .*nope.csv, which does not exist"):
         load_dataset(str(tmp_path / "nope.csv"))
+
+
+@pytest.mark.parametrize("name", ["shapez/", "images/cats", "nope.npz"])
+def test_a_data_path_that_does_not_exist_says_so(tmp_path, monkeypatch, name):
+    """A missing folder got the generic "must be one of ... '<image folder>' ... Got 'shapez/'"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=f"names {name}, which does not exist"):
+        load_dataset(name)
+
+
+def test_a_csv_without_a_target_names_the_flag_and_the_columns(tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"'target' parameter of compare must name the column of .*\.csv to predict "
+        r"\(--target, or target in a study file\): one of 'a', 'b', 'label'. Got none.",
+    ):
+        load_dataset(_csv(tmp_path, _table()))
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.2, 0.3), (0.1, 0.1), (0.25, 0.5)])
+def test_split_fractions_set_the_validation_and_test_sizes(val, test):
+    data = load_dataset("wine", seed=3, val_fraction=val, test_fraction=test)
+    n = 178
+    assert (data.size("val"), data.size("test")) == (round(n * val), round(n * test))
+    assert data.size("train") == n - round(n * val) - round(n * test)
+    # stratified: every class is in the validation and test sets
+    assert set(data.y_val.tolist()) == set(data.y_test.tolist()) == {0, 1, 2}
+
+
+def test_split_fractions_are_checked_one_by_one_and_together():
+    from reglab.lab.studies.config import StudyConfig
+
+    with pytest.raises(ConfigError, match="'val_fraction' parameter of compare must be"):
+        load_dataset("wine", val_fraction=0.0)
+    with pytest.raises(ConfigError, match="'test_fraction' parameter of compare must be"):
+        StudyConfig(test_fraction=1.5)
+    with pytest.raises(
+        ConfigError,
+        match=r"'test_fraction' parameter of compare must leave data to train on: "
+        r"val_fraction \+ test_fraction < 1. Got 0.5 \+ 0.5.",
+    ):
+        StudyConfig(val_fraction=0.5, test_fraction=0.5)
 
 
 def test_default_panel_gains_augment_for_image_data_only():

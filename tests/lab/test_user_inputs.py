@@ -105,6 +105,39 @@ def test_data_function_arrays_are_split_like_a_file(tmp_path):
     assert torch.equal(mine.x_test, file.x_test)
 
 
+@pytest.mark.parametrize("engine", ["sequential", "population"])
+@pytest.mark.parametrize("source", ["npz", "function"])
+def test_image_arrays_reach_a_user_factory_with_their_image_shape(tmp_path, source, engine):
+    """4-D images from an .npz file or a data function reached a user's factory flattened
+    (input_shape=(192,)); only the built-in cnn got (C, H, W)."""
+    x, y = user_inputs.image_arrays()
+    np.savez(tmp_path / "images.npz", X=x, y=y)
+    data = str(tmp_path / "images.npz") if source == "npz" else "user_inputs:image_arrays"
+    user_inputs.SHAPES.clear()
+    config = _config(
+        data=data,
+        model="user_inputs:shape_checking_cnn",
+        recipes=["baseline", "l2"],
+        epochs=3,
+        engine=engine,
+    )
+    run = run_study(config, tmp_path / "out")
+    assert [r["status"] for r in run.results] == ["completed", "completed"]
+    assert set(user_inputs.SHAPES) == {(3, 8, 8)}
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "linear"])
+def test_image_arrays_still_train_the_built_in_models(tmp_path, model):
+    x, y = user_inputs.image_arrays()
+    np.savez(tmp_path / "images.npz", X=x, y=y)
+    data = load_dataset(str(tmp_path / "images.npz"), seed=0)
+    assert data.input_shape == data.image_shape == (3, 8, 8)
+    assert data.x_train.shape[1:] == (3, 8, 8) and data.n_features == 192
+    config = _config(data=str(tmp_path / "images.npz"), model=model, epochs=8, lr=0.01)
+    run = run_study(config, tmp_path / "out")
+    assert run.results[0]["final"]["test"]["accuracy"] > 0.9  # two well-separated classes
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

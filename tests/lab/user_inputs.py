@@ -96,3 +96,36 @@ def mismatched():
 
 def wrong_type():
     return 42
+
+
+def image_arrays():
+    """Two classes of 3x8x8 images (bright top half or bright bottom half), as a user's data
+    function returns them: a 4-D array."""
+    g = np.random.default_rng(0)
+    x = g.normal(0, 0.3, (120, 3, 8, 8)).astype(np.float32)
+    y = np.arange(120) % 2
+    x[y == 0, :, :4] += 1.0
+    x[y == 1, :, 4:] += 1.0
+    return x, y
+
+
+SHAPES: list[tuple] = []
+
+
+def shape_checking_cnn(input_shape, num_outputs):
+    """A user's CNN that needs (C, H, W) and records the batch shapes it is fed."""
+    SHAPES.append(tuple(input_shape))
+    c, h, w = input_shape
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(c, 4, 3, padding=1)
+            self.head = nn.Linear(4 * h * w, num_outputs)
+
+        def forward(self, x):
+            if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+                raise ValueError(f"expected (B, {c}, {h}, {w}) batches, got {tuple(x.shape)}")
+            return self.head(torch.relu(self.conv(x)).flatten(1))
+
+    return Net()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ...core import ConfigError, Interval, check_param, unknown_name
-from .dataset import Dataset, _noise, _split
+from .dataset import TEST_FRACTION, VAL_FRACTION, Dataset, _noise, _split
 from .errors import DataError
 from .images import ImageFolder
 from .user import is_reference
@@ -130,6 +130,12 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
     if len(rows) < 2:
         raise DataError(f"{path} has no data rows below its header.")
     header, body = [h.strip() for h in rows[0]], rows[1:]
+    if target is None:
+        columns = ", ".join(repr(h) for h in header)
+        raise ConfigError(
+            f"The 'target' parameter of compare must name the column of {path} to predict "
+            f"(--target, or target in a study file): one of {columns}. Got none."
+        )
     if target not in header:
         raise unknown_name("compare", "target", target, header)
     t = header.index(target)
@@ -198,6 +204,12 @@ def _source(name: str, target: str | None, image_size: tuple[int, ...] | None = 
     if name.startswith("python:") or is_reference(name) or Path(name).is_dir():
         return _user_source(name, image_size)
     path = Path(name)
+    looks_like_a_path = path.suffix.lower() in (".csv", ".npz") or "/" in name or "\\" in name
+    if looks_like_a_path and not path.exists():
+        raise DataError(
+            f"The 'data' parameter of compare names {name}, which does not exist (a .csv or "
+            ".npz file, or a folder of images with one sub-folder per class)."
+        )
     if path.suffix.lower() not in (".csv", ".npz"):
         raise unknown_name(
             "compare",
@@ -248,6 +260,8 @@ def load_dataset(
     label_noise: float = 0.0,
     target: str | None = None,
     image_size: tuple[int, int] | None = None,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> Dataset:
     """Load a data set and draw seed ``seed``'s split.
 
@@ -259,11 +273,14 @@ def load_dataset(
             ``torch.utils.data.Dataset`` objects (the user's split, streamed).
         seed: selects the split and the noisy labels; the same seed gives the same data.
         train_size: keep only this many training samples (stratified); None keeps all that
-            remain after the test (30% of the data) and validation (20%) splits.
+            remain after the test and validation splits.
         label_noise: fraction of training labels replaced by a different, random class
             (classification only); validation and test labels are never changed.
         target: the target column of a CSV file.
         image_size: ``(H, W)`` images of a folder are resized to (default: the first image's).
+        val_fraction: the share of the data drawn (stratified) for validation, in ``(0, 1)``.
+        test_fraction: the share drawn for test; ``val_fraction + test_fraction < 1``. A
+            user's own ``{'train', 'val', 'test'}`` split is used as given.
 
     Returns:
         A :class:`Dataset`.
@@ -276,6 +293,8 @@ def load_dataset(
         >>> data = load_dataset("digits", seed=0, train_size=300, label_noise=0.3)
     """
     check_param("compare", "label_noise", label_noise, Interval(float, 0, 1, "left"))
+    check_param("compare", "val_fraction", val_fraction, Interval(float, 0, 1, "neither"))
+    check_param("compare", "test_fraction", test_fraction, Interval(float, 0, 1, "neither"))
     raw = _source(name, target, _size(image_size))
     if raw.task == "regression" and label_noise > 0:
         raise ConfigError(
@@ -283,8 +302,8 @@ def load_dataset(
             f"data set such as {name!r}. Got {label_noise}."
         )
     if isinstance(raw, _Streams):
-        return streamed(name, raw, seed, train_size, label_noise)
-    tr, va, te = _split(raw.y, raw.task, seed, train_size)
+        return streamed(name, raw, seed, train_size, label_noise, (val_fraction, test_fraction))
+    tr, va, te = _split(raw.y, raw.task, seed, train_size, val_fraction, test_fraction)
     x_mean, x_std = raw.x[tr].mean(0), raw.x[tr].std(0)
     x_std[x_std == 0] = 1.0
     xs = [(raw.x[i] - x_mean) / x_std for i in (tr, va, te)]
@@ -304,7 +323,11 @@ def load_dataset(
     else:
         y_mean, y_std = ys[0].mean(), ys[0].std() or 1.0
         ys = [torch.as_tensor((y - y_mean) / y_std, dtype=torch.float32) for y in ys]
-    xt = [torch.as_tensor(x, dtype=torch.float32) for x in xs]
+    # a user's images keep their shape: the model receives (B, C, H, W) batches, as from an
+    # image folder; the built-in data sets are tables (digits: 64 features; 'cnn' unflattens)
+    user_images = raw.image_shape is not None and name not in BUILTIN_DATASETS
+    shape = raw.image_shape if user_images else (raw.x.shape[1],)
+    xt = [torch.as_tensor(x, dtype=torch.float32).reshape(len(x), *shape) for x in xs]
     return Dataset(
         name,
         raw.task,
@@ -319,6 +342,6 @@ def load_dataset(
         raw.image_shape,
         list(raw.informative) if raw.informative else None,
         notes,
-        input_shape=(xt[0].shape[1],),
+        input_shape=tuple(shape),
         y_train_clean=clean if raw.task == "classification" and label_noise > 0 else None,
     )

@@ -142,13 +142,21 @@ class Dataset:
         return next(iter(loader(Subset(train, range(n)), n)))
 
 
-def _split(y: np.ndarray, task: str, seed: int, train_size: int | None) -> tuple[np.ndarray, ...]:
+def _split(
+    y: np.ndarray,
+    task: str,
+    seed: int,
+    train_size: int | None,
+    val_fraction: float = VAL_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+) -> tuple[np.ndarray, ...]:
     n = len(y)
     idx = np.arange(n)
-    n_test, n_val = round(n * TEST_FRACTION), round(n * VAL_FRACTION)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     if n - n_test - n_val < 2 or n_test < 1 or n_val < 1:
         raise DataError(
-            f"The data has {n} rows: too few to split into train, validation and test sets."
+            f"The data has {n} rows: too few to split into train, validation and test sets "
+            f"({val_fraction:g} for validation, {test_fraction:g} for test)."
         )
 
     rest, test = _cut(idx, n_test, y, task, seed)

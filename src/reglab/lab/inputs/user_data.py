@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from ...core import ConfigError
-from .dataset import Dataset, _noise, _split, _subset
+from .dataset import TEST_FRACTION, VAL_FRACTION, Dataset, _noise, _split, _subset
 from .errors import DataError
 from .images import ImageFolder
 from .streams import NoisyLabels, labels_of, sample_target
@@ -90,11 +90,16 @@ def _mapping(value: Mapping[str, Any], name: str) -> _Streams:
 
 
 def streamed(
-    name: str, src: _Streams, seed: int, train_size: int | None, label_noise: float
+    name: str,
+    src: _Streams,
+    seed: int,
+    train_size: int | None,
+    label_noise: float,
+    fractions: tuple[float, float] = (VAL_FRACTION, TEST_FRACTION),
 ) -> Dataset:
     notes: dict[str, Any] = {}
     if src.whole is not None:  # an image folder: this seed's stratified split
-        tr, va, te = _split(src.whole.targets, src.task, seed, train_size)
+        tr, va, te = _split(src.whole.targets, src.task, seed, train_size, *fractions)
         train, val, test = (Subset(src.whole, i.tolist()) for i in (tr, va, te))
     else:
         splits = dict(src.splits)

@@ -122,16 +122,19 @@ def _describe(run: StudyRun, width: int = 100) -> str:
     to fit ``width`` columns; the engine in words a user knows."""
     s, seeds, workers = run.settings, run.config.max_trial_seeds, run.config.workers
     noise = f", {s['label_noise']:.0%} label noise" if s["label_noise"] else ""
-    if s["engine"] == "population":
-        at_once = min(CPU_POPULATION, math.ceil(len(run.recipes) * seeds / max(workers, 1)))
+    batched = [r for r in run.recipes if r not in run.sequential]
+    at_once = min(CPU_POPULATION, math.ceil(len(batched) * seeds / max(workers, 1)))
+    if s["engine"] == "population" and at_once > 1:
         engine = f"up to {at_once} trials at a time per worker"
+        if run.sequential:
+            engine += f" ({', '.join(run.sequential)}: one at a time)"
     else:
         engine = "one trial at a time per worker"
     engine = f"{workers} worker{'s' if workers != 1 else ''}, {engine}"
     widths = f" {s['widths']}" if s["model"] == "mlp" else ""
     phrases = [
         f"[bold]{s['data']}[/] with {s['model']}{widths}",
-        f"train size {run.n_train}{noise}",
+        f"{_sizes(run)}{noise}",
         f"{len(run.recipes)} recipes x {_seeds_text(run)}",
         f"{s['epochs']} epochs",
         f"{s['optimizer']} {s['lr']}",
@@ -317,7 +320,7 @@ def compare(
     for recipe, reason in run.sequential.items():
         by_reason.setdefault(reason, []).append(recipe)
     for reason, names in by_reason.items():
-        console.print(f"{', '.join(names)} trained one trial at a time (not batched): {reason}.")
+        console.print(f"Not batched: {', '.join(names)} ({reason}).")
     paths = write_outputs(run, summary, found)
     for table in rich_tables(summary, run.task, console.width):
         console.print(table)
@@ -337,6 +340,18 @@ def compare(
         console.print(line, style="bold", highlight=False)
     console.print(f"Details: {paths['report.html']}", highlight=False)
     return run
+
+
+def _sizes(run: StudyRun) -> str:
+    """``train 300, val 359, test 539`` (seed 0's split), so that a user sees where the data
+    went (``--val-fraction``, ``--test-fraction``, ``--train-size`` change it)."""
+    from .seams import dataset_for
+
+    try:
+        data = dataset_for(run.settings, 0)
+    except ConfigError:  # the data moved since the trials ran: the count the study kept
+        return f"train size {run.n_train}"
+    return f"train {run.n_train}, val {data.size('val')}, test {data.size('test')}"
 
 
 def _data_notes(run: StudyRun) -> list[str]:

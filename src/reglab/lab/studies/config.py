@@ -12,6 +12,7 @@ from typing import Any
 
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ..inputs.data import BUILTIN_DATASETS
+from ..inputs.dataset import TEST_FRACTION, VAL_FRACTION
 from ..reports.decisions import CORRECTIONS, Design
 from .checkpoints import DEFAULT_EVERY
 
@@ -35,7 +36,10 @@ class StudyConfig:
     options of ``reglab compare``. ``None`` means "the default for this data": for the built-in
     data sets ``train_size`` 300 (or all, if fewer) and ``label_noise`` 0.3 for classification
     (0 for regression); for a user's data (a file, a folder, a data function) every training
-    sample and no label noise; ``recipes`` the default panel.
+    sample and no label noise; ``recipes`` the default panel. ``val_fraction`` (0.2) and
+    ``test_fraction`` (0.3) of the data are drawn, stratified, per seed for validation and test;
+    ``train_size`` then keeps that many of the rest (a user's own ``{'train', 'val', 'test'}``
+    split is used as given).
 
     ``data`` is a built-in name, a ``.csv``/``.npz`` file, a folder of images with one
     sub-folder per class, or a data function ``'package.module:function'`` /
@@ -72,6 +76,8 @@ class StudyConfig:
     correction: str = "bh"
     epochs: int = 150
     train_size: int | None = None
+    val_fraction: float = VAL_FRACTION
+    test_fraction: float = TEST_FRACTION
     label_noise: float | None = None
     lr: float = 1e-3
     batch_size: int = 32
@@ -110,6 +116,8 @@ class StudyConfig:
         "correction": Choice(*CORRECTIONS),
         "epochs": Interval(int, 1, 100_000),
         "train_size": Interval(int, 2, None, allow_none=True),
+        "val_fraction": Interval(float, 0, 1, "neither"),
+        "test_fraction": Interval(float, 0, 1, "neither"),
         "label_noise": Interval(float, 0, 1, "left", allow_none=True),
         "lr": Interval(float, 0, None, "neither"),
         "batch_size": Interval(int, 1, None),
@@ -164,6 +172,12 @@ class StudyConfig:
             self.precision = "32"
         for name, constraint in self.CONSTRAINTS.items():
             check_param("compare", name, getattr(self, name), constraint)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(
+                "The 'test_fraction' parameter of compare must leave data to train on: "
+                "val_fraction + test_fraction < 1. Got "
+                f"{self.val_fraction} + {self.test_fraction}."
+            )
 
     @classmethod
     def from_toml(cls, path: str | Path, owner: str = "compare", **overrides: Any) -> StudyConfig:

@@ -19,6 +19,7 @@ from ...train import _prepare_targets
 from ..engine.device import device_for, stored_device
 from ..engine.population import Member
 from ..inputs.data import BUILTIN_DATASETS, Dataset, load_dataset
+from ..inputs.dataset import TEST_FRACTION, VAL_FRACTION
 from ..inputs.models import build_model, model_from_factory
 from ..inputs.user import in_process, is_reference
 from .config import DEFAULT_LABEL_NOISE, DEFAULT_TRAIN_SIZE, StudyConfig
@@ -53,6 +54,8 @@ def trial_settings(config: StudyConfig, task: str) -> dict[str, Any]:
         "init": config.init,
         "epochs": config.epochs,
         "train_size": config.train_size,
+        "val_fraction": config.val_fraction,
+        "test_fraction": config.test_fraction,
         "label_noise": noise,
         "lr": config.lr,
         "batch_size": config.batch_size,
@@ -76,9 +79,11 @@ def _dataset(
     train_size: int | None,
     label_noise: float,
     image_size: tuple[int, ...] | None,
+    fractions: tuple[float, float],
 ) -> Dataset:
     options = {"seed": seed, "target": target, "label_noise": label_noise}
     options["image_size"] = image_size
+    options["val_fraction"], options["test_fraction"] = fractions
     if train_size is None and data in BUILTIN_DATASETS:  # at most 300, fewer when fewer
         probe = load_dataset(data, **options)
         if probe.size("train") <= DEFAULT_TRAIN_SIZE:
@@ -107,6 +112,10 @@ def _key(settings: Mapping[str, Any], seed: int) -> tuple:
         settings["train_size"],
         settings["label_noise"],
         None if size is None else tuple(size),
+        (
+            settings.get("val_fraction", VAL_FRACTION),
+            settings.get("test_fraction", TEST_FRACTION),
+        ),
     )
 
 

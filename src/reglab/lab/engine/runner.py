@@ -36,7 +36,7 @@ from ...checkpoint import (
     watch_process,
 )
 from .device import assign
-from .workers import context, start_server, tune_allocator
+from .workers import context, start_server, tune_allocator, unguarded_main
 
 __all__ = ["Job", "run_jobs"]
 
@@ -121,6 +121,8 @@ def run_jobs(
     running trials checkpoint and stop, the jobs not started are cancelled, and
     KeyboardInterrupt propagates; finished results have been handed over."""
     report = on_epoch or (lambda number, epoch: None)
+    if unguarded_main() is not None:  # workers would run the script's study again
+        workers = 1
     if workers <= 1:
         if devices:
             assign(devices[0])

@@ -18,13 +18,24 @@ library user's process is left as it is.
 
 from __future__ import annotations
 
+import ast
 import ctypes
 import ctypes.util
+import functools
 import multiprocessing
 import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["PRELOAD", "context", "ready", "start_server", "tune_allocator", "warm_up"]
+__all__ = [
+    "PRELOAD",
+    "context",
+    "ready",
+    "start_server",
+    "tune_allocator",
+    "unguarded_main",
+    "warm_up",
+]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
 
@@ -45,6 +56,54 @@ def context() -> Any:
 
 
 _started = False  # this process started the forkserver (start_server)
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":`` (either way round)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    test = node.test
+    if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    texts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and texts == ["__main__"]
+
+
+@functools.lru_cache(maxsize=8)
+def _top_level(path: str) -> tuple[tuple[int, int, bool], ...]:
+    """The top-level statements of a script: (first line, last line, is a main guard)."""
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    return tuple((n.lineno, n.end_lineno or n.lineno, _is_main_guard(n)) for n in tree.body)
+
+
+def unguarded_main() -> str | None:
+    """``'script.py, line 3'`` when this call comes from the top-level code of the
+    ``__main__`` script outside an ``if __name__ == "__main__":`` block, else None.
+
+    Worker processes import the main script again (spawn does; so does the forkserver, which
+    loads it at its start): such a call would run the study again inside every worker, which
+    then dies (``BrokenProcessPool``). The lab runs those trials in this process instead.
+    Notebooks, ``python -c`` and guarded scripts return None.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not path:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>":
+            line = frame.f_lineno
+            for first, last, guard in _top_level(str(path)):
+                if first <= line <= last:
+                    return None if guard else f"{Path(path).name}, line {line}"
+            return None
+        frame = frame.f_back
+    return None
 
 
 def warm_up() -> None:

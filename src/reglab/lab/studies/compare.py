@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ...core import ConfigError, Regularizer
 from ...serialize import _specs as recipe_specs
 from ..engine.device import CPU_POPULATION
-from ..engine.workers import ready
+from ..engine.workers import ready, unguarded_main
 from ..inputs.user import in_process, reference
 from ..reports.plots import write_plots
 from ..reports.report import features_summary, write_report
@@ -121,6 +121,8 @@ def _describe(run: StudyRun, width: int = 100) -> str:
     """The study in a few phrases joined by " · ", broken between phrases (never inside one)
     to fit ``width`` columns; the engine in words a user knows."""
     s, seeds, workers = run.settings, run.config.max_trial_seeds, run.config.workers
+    if in_process(s["data"], s["model"]) or unguarded_main() is not None:
+        workers = 1
     noise = f", {s['label_noise']:.0%} label noise" if s["label_noise"] else ""
     batched = [r for r in run.recipes if r not in run.sequential]
     at_once = min(CPU_POPULATION, math.ceil(len(batched) * seeds / max(workers, 1)))
@@ -313,6 +315,12 @@ def compare(
         console.print(
             "The model or data is a Python object other processes cannot import: the trials "
             "ran in this process (pass an importable 'module:function' to use every core)."
+        )
+    elif unguarded_main() is not None and config.workers > 1:
+        console.print(
+            f'compare was called outside `if __name__ == "__main__":` ({unguarded_main()}): '
+            "worker processes would run the script again, so the trials ran in this process. "
+            "Put the call under that guard to use every core."
         )
     for note in _data_notes(run):
         console.print(note)

@@ -138,6 +138,52 @@ def test_default_study_killed_at_a_state_resumes_to_the_same_results(
     print(f"killed at {state} (epochs {saved}); the rerun took {rerun:.1f} s")
 
 
+def _held_at(point, out):
+    """The study waits at hold point ``point`` (see reglab.lab.studies.holds)."""
+    return (Path(out) / f".held-{point}").exists()
+
+
+@pytest.mark.parametrize("point", ["before_announce", "after_announce", "trial_written", "report"])
+def test_default_study_killed_at_a_hold_point_resumes_to_the_same_results(
+    default_clean, tmp_path, monkeypatch, point
+):
+    """The windows between two files that no watcher can hit by polling: the study holds at
+    the named point (REGLAB_HOLD_AT), the test sees the marker file and kills the group."""
+    clean, _ = default_clean
+    monkeypatch.setenv("REGLAB_HOLD_AT", point)
+    code, _, _ = _interrupted(DEFAULT, tmp_path, lambda out: _held_at(point, out))
+    assert code == -signal.SIGKILL
+    written = list((tmp_path / "trials").glob("*.json"))
+    announced = list((tmp_path / "checkpoints").glob("population-*.json"))
+    assert len(announced) == {"before_announce": 0, "report": 0}.get(point, 2)
+    assert len(written) == {"trial_written": 1, "report": 20}.get(point, 0)
+    assert (tmp_path / "results.csv").exists() == (point == "report")
+    assert not (tmp_path / "report.html").exists()
+    monkeypatch.delenv("REGLAB_HOLD_AT")
+    (tmp_path / f".held-{point}").unlink()
+    _, stdout = _timed(DEFAULT, tmp_path)
+    assert (tmp_path / "results.csv").read_text() == (clean / "results.csv").read_text()
+    assert _trials(tmp_path) == _trials(clean)
+    assert (tmp_path / "report.html").exists() and not (tmp_path / "checkpoints").exists()
+    if point in ("trial_written", "report"):
+        assert f"Reused {len(written)} finished trials" in stdout
+
+
+def test_a_hold_point_that_does_not_exist_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGLAB_HOLD_AT", "middle")
+    done = subprocess.run(
+        _command(["compare", "--recipes", "baseline", "--seeds", "1", "--epochs", "1"], tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "reglab: error: The 'REGLAB_HOLD_AT' environment variable must be one of "
+        "'before_announce', 'after_announce', 'trial_written', 'report'. Got 'middle'."
+    )
+
+
 def test_a_study_killed_after_its_final_checkpoint_resumes_to_the_same_results(tmp_path):
     """The window between a population's last checkpoint (saved when every member has left)
     and its trials' results: the rerun restored no row of stacked parameters with a float

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import html
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -338,4 +339,6 @@ trained in, and its evaluation).</p><table><tr><th>recipe</th><th>seed</th><th>s
 <p>Files: <code>results.csv</code> (columns {", ".join(RESULT_COLUMNS)}),
 <code>summary.csv</code>, <code>trials.csv</code>, <code>plots/</code>.</p>
 </body></html>"""
-    path.write_text(doc)
+    held = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a kill never leaves half a page
+    held.write_text(doc)
+    os.replace(held, path)

@@ -31,7 +31,9 @@ from ..reports.results import (
     to_csv,
 )
 from ..reports.verdict import Verdict, verdict
+from .holds import hold
 from .rounds import run_rounds
+from .store import write_atomic
 from .study import StudyConfig, StudyRun, run_study
 
 __all__ = ["compare", "study_verdict", "write_outputs"]
@@ -53,12 +55,13 @@ def write_outputs(
         name: out / name
         for name in ("results.csv", "summary.csv", "trials.csv", "study.toml", "report.html")
     }
-    paths["results.csv"].write_text(to_csv(RESULT_COLUMNS, result_rows(run.results)))
+    write_atomic(paths["results.csv"], to_csv(RESULT_COLUMNS, result_rows(run.results)))
     header, rows = summary_rows(summary, run.task, detail=True)
-    paths["summary.csv"].write_text(to_csv(header, rows))
+    write_atomic(paths["summary.csv"], to_csv(header, rows))
     run.table = numeric_rows(summary, run.task)
     run.answer = list(found.answer)
-    paths["trials.csv"].write_text(
+    write_atomic(
+        paths["trials.csv"],
         to_csv(
             ("recipe", "seed", "status", "epochs_run", "seconds", "message"),
             (
@@ -72,11 +75,12 @@ def write_outputs(
                 )
                 for r in run.results
             ),
-        )
+        ),
     )
     study = {k: v for k, v in asdict(run.config).items() if v is not None and k != "recipes"}
     study["recipes"] = run.recipes
-    paths["study.toml"].write_text(tomli_w.dumps(study))
+    write_atomic(paths["study.toml"], tomli_w.dumps(study))
+    hold("report", out)
     parallel = ready() and (os.cpu_count() or 1) > 1  # a second process starts at once
     plots = write_plots(run.results, summary, run.task, out, run.config.baseline, parallel)
     title = f"reglab compare: {Path(run.config.data).name}, {run.config.model}"

@@ -29,6 +29,7 @@ from ..inputs.recipes import build_recipe, resolve_recipes
 from ..inputs.user import in_process
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .holds import hold
 from .seams import (
     adopt_datasets,
     dataset_for,
@@ -284,10 +285,13 @@ def _jobs(
     workers: int,
     size: int,
     checkpoints: Checkpoints,
+    finished: Mapping[str, Trial] | None = None,
 ) -> list:
     """The jobs of the pending trials. Populations an earlier run announced in ``checkpoints``
-    are formed again with the same members (so they resume from their checkpoints); the other
-    trials are grouped as usual. Announcements that no longer fit are removed."""
+    are formed again with the same members, ``finished`` ones included (so they resume from
+    their checkpoints, and a member computes in the same company as before: a population of
+    other members rounds otherwise); the other trials are grouped as usual. Announcements that
+    no longer fit are removed."""
     one = functools.partial(run_trial, checkpoints=checkpoints)
     if config.engine == "sequential":
         return [(one, t) for t in pending]
@@ -295,12 +299,14 @@ def _jobs(
     batch = [t for t in pending if t.recipe not in sequential]
     by_key = {t.key: t for t in batch}
     chunks: list[list[Trial]] = []
+    known = {**(finished or {}), **by_key}
     for keys in checkpoints.populations():
-        chunk = [by_key[k] for k in keys if k in by_key]
-        if len(chunk) == len(keys) and len(set(keys)) == len(keys):
+        chunk = [known[k] for k in keys if k in known]
+        fits = len(chunk) == len(keys) and len(set(keys)) == len(keys)
+        if fits and any(k in by_key for k in keys):
             chunks.append(chunk)
             for k in keys:
-                del by_key[k]
+                by_key.pop(k, None)
         else:
             checkpoints.forget_population(keys)
     rest = [t for t in batch if t.key in by_key]
@@ -381,7 +387,10 @@ def run_study(
         data = dataset_for(settings, 0)
         size = population_size(settings, model_for(settings, data, 0), data.sample(1)[0], total)
     checkpoints = Checkpoints(str(out / "checkpoints"), config.checkpoint_every)
-    jobs = _jobs(config, pending, sequential, workers, size, checkpoints)
+    hold("before_announce", out)
+    finished = {t.key: t for t in trials if t.key in done}
+    jobs = _jobs(config, pending, sequential, workers, size, checkpoints, finished)
+    hold("after_announce", out)
     populations = {
         t.key: payload for _, payload in jobs if isinstance(payload, list) for t in payload
     }
@@ -389,9 +398,13 @@ def run_study(
     resumed: list[int] = []
 
     def finish(result: dict[str, Any]) -> None:
+        if result["key"] not in by_key or result["key"] in done:
+            return  # a finished member of a population formed again: its file is kept
         trial = by_key[result["key"]]
         write_atomic(trial_dir / trial.filename, json.dumps(result))
         done[result["key"]] = result
+        if len(done) == reused + 1:
+            hold("trial_written", out)
         if result.get("resumed_from"):
             resumed.append(result["resumed_from"])
         checkpoints.forget_trial(trial)  # its result is written: no longer needed
@@ -405,7 +418,7 @@ def run_study(
         epochs_of[number] = epoch
         if on_epoch is not None:
             running = sum(
-                len(jobs[n][1]) * e / config.epochs
+                sum(t.key not in done for t in jobs[n][1]) * e / config.epochs
                 for n, e in epochs_of.items()
                 if not all(t.key in done for t in jobs[n][1])
             )

@@ -54,3 +54,18 @@ def test_unguarded_main_tells_a_guarded_call_from_an_unguarded_one(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["top study.py, line 7", "guarded None"]
+
+
+def test_python_dash_m_reglab_keeps_its_workers(tmp_path):
+    """``python -m reglab`` runs reglab/__main__.py, whose call has no guard; multiprocessing
+    never runs a package's __main__ again, so the study keeps every worker (it fell back to
+    one, and the fault tests that need two populations at once never saw them)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "reglab", "compare", "--data", "wine", "--recipes",
+         "baseline,l2", "--seeds", "2", "--epochs", "2", "--workers", "2",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = " ".join(done.stdout.split())
+    assert "2 workers," in text and "outside `if __name__" not in text

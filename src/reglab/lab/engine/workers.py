@@ -88,12 +88,16 @@ def unguarded_main() -> str | None:
     Worker processes import the main script again (spawn does; so does the forkserver, which
     loads it at its start): such a call would run the study again inside every worker, which
     then dies (``BrokenProcessPool``). The lab runs those trials in this process instead.
-    Notebooks, ``python -c`` and guarded scripts return None.
+    Notebooks, ``python -c``, a package's ``__main__`` (``python -m package``, which
+    multiprocessing does not run again) and guarded scripts return None.
     """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if main is None or not path:
         return None
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if name == "__main__" or name.endswith(".__main__"):
+        return None  # a package's __main__ (python -m reglab): multiprocessing never reruns it
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>":

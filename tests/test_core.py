@@ -354,10 +354,10 @@ def test_reglab_loads_its_names_on_first_use_and_keeps_them_whole():
 import sys
 import reglab, reglab.cli
 print("torch" in sys.modules)  # nothing heavy yet: the command starts its workers first
-import reglab.dropout  # the submodule, imported before any name: it hides nothing
+import reglab.drop  # the dropout family's module (timm's name): it shares no public name
 from reglab.core import Regularizer, from_config
 print("L2" in Regularizer.registry, type(from_config({"type": "L1", "strength": 0.1})).__name__)
-print(reglab.dropout is sys.modules["reglab.dropout"].dropout, callable(reglab.dropout))
+print(reglab.dropout is sys.modules["reglab.drop"].dropout, callable(reglab.dropout))
 print("torch" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

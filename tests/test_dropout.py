@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import reglab
-from reglab.dropout import DropoutLayer
+from reglab.drop import DropoutLayer
 
 
 def _gen(seed=0):
@@ -210,7 +210,7 @@ def test_mc_predict_without_dropout_or_with_one_sample_is_a_config_error():
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_dilate_equals_max_pooling(k):
-    from reglab.dropout import _dilate
+    from reglab.drop import _dilate
 
     m = (torch.rand(3, 2, 9, 7, generator=_gen()) < 0.1).float()
     assert torch.equal(_dilate(m, k), nn.functional.max_pool2d(m, k, stride=1))

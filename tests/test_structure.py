@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import reglab
-from reglab.dropout import DropoutLayer
+from reglab.drop import DropoutLayer
 
 
 def _gen(seed=0):

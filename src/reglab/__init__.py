@@ -8,8 +8,6 @@ PyTorch is loaded, and ``reglab --help`` answers at once.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.5.0"
@@ -22,7 +20,7 @@ _MODULES = (
     "checkpoint",
     "clipping",
     "core",
-    "dropout",
+    "drop",
     "mc_dropout",
     "mixing",
     "normalization",
@@ -68,18 +66,6 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-class _Package(types.ModuleType):
-    """This package's type: importing a submodule never hides the public name it shares
-    (``reglab.dropout`` stays the function, not the module ``reglab/dropout.py``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in __all__ and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
 __all__ = [
     "EMA",
     "L1",
@@ -109,6 +95,7 @@ __all__ = [
     "DropoutLayer",
     "EarlyStopping",
     "ElasticNet",
+    "ElementwiseTerms",
     "FeatureDropout",
     "GaussianDropout",
     "GaussianDropoutLayer",
@@ -143,6 +130,7 @@ __all__ = [
     "drop_connect",
     "drop_path",
     "dropout",
+    "dropout_factors_",
     "evaluate",
     "fit",
     "from_config",

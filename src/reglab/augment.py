@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import ConfigError, Interval, Predicate, Regularizer, draw_device
-from .dropout import dropout
+from .drop import dropout
 
 __all__ = [
     "Cutout",

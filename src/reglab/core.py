@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -46,6 +47,7 @@ __all__ = [
     "Choice",
     "ConfigError",
     "Constraint",
+    "ElementwiseTerms",
     "Interval",
     "ParamSpec",
     "Predicate",
@@ -62,6 +64,31 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- the protocol
+
+
+@dataclass(frozen=True)
+class ElementwiseTerms:
+    """What a penalty does to each parameter it selects, as plain numbers, for an engine that
+    batches many models (the lab's population engine folds them into per-member tensors and
+    runs one operation per parameter name instead of one call per member).
+
+    In the hooks' order: ``on_after_backward`` multiplies ``w`` by ``1 - lr * decay`` (decoupled
+    weight decay), then adds ``l2 * w`` and, unless ``proximal``, ``l1 * sign(w)`` to the
+    gradient; with ``proximal``, ``on_after_step`` soft-thresholds ``w`` by ``lr * l1``. A term
+    that is None is absent; ``names`` are the selected parameters (known after ``attach``).
+
+    Example:
+        >>> reg = reglab.L1(1e-3); reg.attach(model, optimizer)
+        >>> reg.elementwise_terms()
+        ElementwiseTerms(names=('0.weight', ...), decay=None, l2=None, l1=0.001, proximal=True)
+    """
+
+    names: tuple[str, ...]
+    decay: float | None = None
+    l2: float | None = None
+    l1: float | None = None
+    proximal: bool = False
+
 
 HOOKS = (
     "transform_model",
@@ -184,6 +211,23 @@ class Regularizer:
         args = ", ".join(f"{k}={short_repr(v)}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
+    def elementwise_terms(self) -> ElementwiseTerms | None:
+        """This regularizer's effect as :class:`ElementwiseTerms` when it is a penalty of
+        plain-number strengths acting element by element (L1, L2, ElasticNet, WeightDecay,
+        after ``attach``); None otherwise (tensor strengths, other kinds)."""
+        return None
+
+    def implements(self, hook: str) -> bool:
+        """Whether this regularizer does something at ``hook`` (one of :data:`HOOKS`): its class
+        overrides it; a chain asks its members.
+
+        Example:
+            >>> l2 = reglab.L2(1e-4)
+            >>> l2.implements("on_after_backward"), l2.implements("on_batch")
+            (True, False)
+        """
+        return getattr(type(self), hook) is not getattr(Regularizer, hook)
+
     # -- hooks (all optional)
     def transform_model(self, model: nn.Module) -> nn.Module:
         """Once, before training: change the model's structure; return the model."""
@@ -255,10 +299,6 @@ def _marking_attached(attach: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _overrides(reg: Regularizer, hook: str) -> bool:
-    return getattr(type(reg), hook) is not getattr(Regularizer, hook)
-
-
 class Chain(Regularizer):
     """Regularizers applied in order at every hook: a whole recipe as one regularizer.
 
@@ -285,7 +325,19 @@ class Chain(Regularizer):
             )
         self.regularizers = tuple(regularizers)
         # Hot-path hooks only visit the members that implement them.
-        self._active = {h: [r for r in regularizers if _overrides(r, h)] for h in HOOKS}
+        self._active = {h: [r for r in regularizers if r.implements(h)] for h in HOOKS}
+
+    def members_with(self, hook: str) -> list[Regularizer]:
+        """The members that implement ``hook`` (one of :data:`HOOKS`), in chain order.
+
+        Example:
+            >>> reglab.chain(reglab.L2(1e-4), reglab.Mixup(0.2)).members_with("on_batch")
+            [Mixup(alpha=0.2)]
+        """
+        return list(self._active[hook])
+
+    def implements(self, hook: str) -> bool:
+        return bool(self._active[hook])
 
     def get_config(self) -> dict[str, Any]:
         return {"regularizers": [to_config(r) for r in self.regularizers]}

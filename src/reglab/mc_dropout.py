@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from .core import ConfigError, Interval, check_param
-from .dropout import DropConnectLinear, _DropLayer
+from .drop import DropConnectLinear, DropLayer
 
 __all__ = ["STOCHASTIC", "MCPrediction", "mc_predict"]
 
 
 #: Modules that :func:`mc_predict` keeps stochastic at inference.
-STOCHASTIC = (_DropLayer, DropConnectLinear, nn.modules.dropout._DropoutNd)
+STOCHASTIC = (DropLayer, DropConnectLinear, nn.modules.dropout._DropoutNd)
 
 
 class MCPrediction(NamedTuple):

@@ -32,6 +32,7 @@ from .core import (
     PARAMS_CONSTRAINT,
     Choice,
     ConfigError,
+    ElementwiseTerms,
     Interval,
     ParamSpec,
     Regularizer,
@@ -137,6 +138,11 @@ def _tensor(value: Any) -> torch.Tensor:
     return torch.as_tensor(value, dtype=torch.float64)
 
 
+def _one(value: torch.Tensor | None) -> bool:
+    """No strength, or one number (not per-member values)."""
+    return value is None or value.numel() == 1
+
+
 def _number(value: Any) -> float | None:
     """The value as a Python float when it is one number (hot paths then take scalar kernels);
     None for a tensor of several per-member values. Decided by type and shape, not by value."""
@@ -161,6 +167,16 @@ class _ElementwisePenalty(_ParamRegularizer):
 
     def _needs_lr(self) -> bool:
         return self._prox_l1
+
+    def elementwise_terms(self) -> ElementwiseTerms | None:
+        if not (_one(self._l1) and _one(self._l2)):
+            return None
+        return ElementwiseTerms(
+            tuple(self.selection.names),
+            l2=None if self._l2 is None else float(self._l2),
+            l1=None if self._l1 is None else float(self._l1),
+            proximal=self._prox_l1,
+        )
 
     def on_after_backward(self) -> None:
         if self._l2 is None and not self._grad_l1:
@@ -420,6 +436,11 @@ class WeightDecay(_ParamRegularizer):
 
     def _needs_lr(self) -> bool:
         return True
+
+    def elementwise_terms(self) -> ElementwiseTerms | None:
+        if not _one(self._rate):
+            return None
+        return ElementwiseTerms(tuple(self.selection.names), decay=float(self._rate))
 
     def on_after_backward(self) -> None:
         with torch.no_grad():

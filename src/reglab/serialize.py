@@ -23,7 +23,14 @@ import torch
 
 from .core import Chain, ConfigError, Regularizer, from_config, to_config
 
-__all__ = ["load_recipe", "recipe_from_specs", "recipe_from_toml", "recipe_to_toml", "save_recipe"]
+__all__ = [
+    "load_recipe",
+    "recipe_from_specs",
+    "recipe_from_toml",
+    "recipe_specs",
+    "recipe_to_toml",
+    "save_recipe",
+]
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -49,7 +56,15 @@ def _plain(value: Any, where: str) -> Any:
     return value
 
 
-def _specs(recipe: Regularizer) -> list[dict[str, Any]]:
+def recipe_specs(recipe: Regularizer) -> list[dict[str, Any]]:
+    """The recipe as a list of ``{"type": ..., **arguments}`` tables with plain values (what a
+    study file's ``[recipes]`` holds; :func:`recipe_from_specs` reads it back); arguments left
+    at None are omitted.
+
+    Example:
+        >>> recipe_specs(reglab.chain(reglab.L2(1e-4)))
+        [{'type': 'L2', 'strength': 0.0001, 'convention': 'reglab'}]
+    """
     members = recipe.regularizers if isinstance(recipe, Chain) else (recipe,)
     out = []
     for reg in members:
@@ -60,7 +75,7 @@ def _specs(recipe: Regularizer) -> list[dict[str, Any]]:
 
 def recipe_to_toml(recipe: Regularizer) -> str:
     """The recipe as TOML text (arguments left at None are omitted: they are the defaults)."""
-    return tomli_w.dumps({"regularizers": _specs(recipe)})
+    return tomli_w.dumps({"regularizers": recipe_specs(recipe)})
 
 
 def recipe_from_specs(specs: Sequence[Mapping[str, Any]]) -> Chain:

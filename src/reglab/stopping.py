@@ -12,7 +12,7 @@ from torch import nn
 
 from .core import Choice, ConfigError, Interval, Predicate, Regularizer
 
-__all__ = ["EarlyStopping", "StopReason", "infer_mode"]
+__all__ = ["EarlyStopping", "StopReason", "infer_mode", "stop_message"]
 
 _MAX_HINTS = ("acc", "r2", "auc", "f1", "precision", "recall", "score")
 
@@ -290,3 +290,16 @@ class EarlyStopping(Regularizer):
         self._best_state = (
             None if best is None else {k: v.to(device).clone() for k, v in best.items()}
         )
+
+
+def stop_message(recipe: Regularizer) -> str:
+    """The ``message`` of the first member of ``recipe`` (a chain or one regularizer) that
+    stopped training (its ``stop_reason`` is not ``NOT_STOPPED``), or ``""``.
+
+    Example:
+        >>> stop_message(recipe)  # after fit: "val_loss did not improve ... for 5 epochs; ..."
+    """
+    for reg in getattr(recipe, "regularizers", (recipe,)):
+        if getattr(reg, "stop_reason", None) not in (None, StopReason.NOT_STOPPED):
+            return reg.message
+    return ""

@@ -18,17 +18,17 @@ import torch
 from torch import nn
 
 from .core import ConfigError, Predicate, Regularizer
-from .dropout import (
+from .drop import (
     BLOCK_CONSTRAINT,
     P_CONSTRAINT,
     AlphaDropoutLayer,
     ChannelDropoutLayer,
     DropBlockLayer,
     DropConnectLinear,
+    DropLayer,
     DropoutLayer,
     DropPathLayer,
     GaussianDropoutLayer,
-    _DropLayer,
 )
 
 __all__ = [
@@ -190,7 +190,7 @@ class _Inserting(Regularizer):
 class _AfterActivation(_Inserting):
     """Insert ``layer_type(p)`` after chosen activation modules."""
 
-    layer_type: ClassVar[type[_DropLayer]]
+    layer_type: ClassVar[type[DropLayer]]
     #: Default targets: 'hidden' = every activation but an output one; 'conv' = activations
     #: right after a convolution in an ``nn.Sequential``.
     default: ClassVar[str] = "hidden"

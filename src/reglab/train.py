@@ -23,16 +23,19 @@ from .checkpoint import (
 from .core import Chain, Choice, ConfigError, Interval, Predicate, Regularizer, chain, check_param
 from .devices import autocast, check_precision, model_device, resolve_device
 from .distributed import agree_to_stop, mean_across_ranks, rank_and_world, wrap
-from .stopping import StopReason
+from .stopping import stop_message
 
-__all__ = ["History", "evaluate", "fit", "infer_task"]
+__all__ = ["OPTIMIZERS", "History", "evaluate", "fit", "infer_task", "prepare_targets"]
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 OptimizerSpec = (
     str | torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None
 )
 
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+#: The optimizers ``fit`` (and the lab's population engine) builds by name, each with
+#: ``fused=True``: element-wise, so one optimizer over stacked parameters steps every member
+#: as its own would.
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 _CONSTRAINTS = {
     "epochs": Interval(int, 1, None),
@@ -138,7 +141,14 @@ def _as_pair(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
     return x, y
 
 
-def _prepare_targets(y: torch.Tensor, task: str) -> torch.Tensor:
+def prepare_targets(y: torch.Tensor, task: str) -> torch.Tensor:
+    """Targets as ``fit``'s loss takes them: class indices as ``long`` for classification;
+    floats ``(N, 1)`` (a column when ``y`` is 1-D) in the default dtype for regression.
+
+    Example:
+        >>> prepare_targets(torch.tensor([1.0, 2.0]), "regression").shape
+        torch.Size([2, 1])
+    """
     if task == "regression":
         y = y.to(torch.get_default_dtype())
         return y.unsqueeze(1) if y.ndim == 1 else y
@@ -181,7 +191,7 @@ def evaluate(
         for x, y in batches:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             task = task or infer_task(y)
-            y = _prepare_targets(y, task)
+            y = prepare_targets(y, task)
             out = model(x)
             if task == "classification":
                 sums[0] += F.cross_entropy(out, y, reduction="sum").double()
@@ -211,9 +221,9 @@ def _make_optimizer(spec: OptimizerSpec, model: nn.Module, lr: float) -> torch.o
     params = [p for p in model.parameters() if p.requires_grad]
     if spec is None or isinstance(spec, str):
         name = spec or "adam"
-        check_param("fit", "optimizer", name, Choice(*_OPTIMIZERS))
+        check_param("fit", "optimizer", name, Choice(*OPTIMIZERS))
         # Every built-in optimizer has a fused kernel on CPU: one pass over the parameters.
-        return _OPTIMIZERS[name](params, lr=lr, fused=True)
+        return OPTIMIZERS[name](params, lr=lr, fused=True)
     if callable(spec):
         return spec(params)
     raise ConfigError(
@@ -325,14 +335,14 @@ def fit(
         val_pair = (val_pair[0].to(device), val_pair[1].to(device))
     if train_pair is not None:
         task = task or infer_task(train_pair[1])
-        train_pair = (train_pair[0], _prepare_targets(train_pair[1], task))
+        train_pair = (train_pair[0], prepare_targets(train_pair[1], task))
         if task == "classification" and num_classes is None:
             num_classes = int(max(int(t[1].max()) for t in (train_pair, val_pair) if t)) + 1
         train_batches: Iterable = _TensorBatches(*train_pair, batch_size, generator)
     else:
         train_batches = train
     if val_pair is not None:
-        val_pair = (val_pair[0], _prepare_targets(val_pair[1], task or infer_task(val_pair[1])))
+        val_pair = (val_pair[0], prepare_targets(val_pair[1], task or infer_task(val_pair[1])))
 
     recipe = recipe if recipe is not None else chain()
     model = recipe.transform_model(model).to(device)
@@ -379,7 +389,7 @@ def fit(
             if train_pair is None:  # batches from an iterable: move and prepare each
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 task = task or infer_task(y)
-                y = _prepare_targets(y, task)
+                y = prepare_targets(y, task)
             if loss_fn is None:
                 loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
             x, y = recipe.on_batch(x, y)
@@ -424,7 +434,7 @@ def fit(
             on_epoch(record)
         if agree_to_stop(recipe.on_epoch_end(record)):
             history.status = "stopped_early"
-            history.message = _stop_message(recipe) or f"a regularizer stopped at epoch {epoch}"
+            history.message = stop_message(recipe) or f"a regularizer stopped at epoch {epoch}"
             break
         if checkpoint is not None and epoch < epochs:
             checkpoint.update("fit", lambda epoch=epoch: state(epoch))
@@ -478,11 +488,3 @@ def _resume(
         checkpoint.discard(f"it does not fit this run ({type(exc).__name__}: {exc})"[:300])
         return 1, task
     return int(saved["epoch"]) + 1, saved_task
-
-
-def _stop_message(recipe: Regularizer) -> str:
-    members = getattr(recipe, "regularizers", (recipe,))
-    for reg in members:
-        if getattr(reg, "stop_reason", None) not in (None, StopReason.NOT_STOPPED):
-            return reg.message
-    return ""

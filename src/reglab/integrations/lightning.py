@@ -121,9 +121,9 @@ class Regularize(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """``attach`` with the configured optimizer and a seeded generator on the device."""
-        changes_batches = bool(self.recipe._active["on_batch"])
+        changes_batches = self.recipe.implements("on_batch")
         if changes_batches and not isinstance(pl_module, RegularizedModule):
-            names = ", ".join(type(r).__name__ for r in self.recipe._active["on_batch"])
+            names = ", ".join(type(r).__name__ for r in self.recipe.members_with("on_batch"))
             raise ConfigError(
                 f"The 'recipe' parameter of Regularize changes training batches ({names}), "
                 "which a Lightning callback cannot do: add "
@@ -148,8 +148,8 @@ class Regularize(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
     ) -> None:
         """Penalty gradients, then clipping: once per optimizer step, on unscaled gradients."""
-        if self._steps == 0 and self.recipe._active["on_loss"] and self._loss_calls == 0:
-            names = ", ".join(type(r).__name__ for r in self.recipe._active["on_loss"])
+        if self._steps == 0 and self.recipe.implements("on_loss") and self._loss_calls == 0:
+            names = ", ".join(type(r).__name__ for r in self.recipe.members_with("on_loss"))
             raise ConfigError(
                 f"The 'recipe' parameter of Regularize has output penalties ({names}): return "
                 "self.regularized_loss(loss, output) from training_step. Got a step without "

@@ -17,7 +17,6 @@ Both give each member its own model's arithmetic (a batched matmul of its rows).
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -37,170 +36,17 @@ from ...checkpoint import (
 )
 from ...core import ConfigError
 from ...devices import autocast
-from ...dropout import DropoutLayer, _DropLayer
-from ...structure import Inserted, Residual
-from ...train import _OPTIMIZERS, History, _stop_message
+from ...drop import dropout_factors_
+from ...stopping import stop_message
+from ...train import OPTIMIZERS, History
 from .kernels import Kernels, _runs, split_kernels
+from .member import noise_layers
+from .stacked import MaskSlot, plain_dropout, stacked_model, store_transposed
 
 if TYPE_CHECKING:
-    from .population import Member
+    from .member import Member
 
-__all__ = ["Population", "noise_layers"]
-
-
-def noise_layers(model: nn.Module) -> dict[str, _DropLayer]:
-    """The dropout-family layers of ``model`` whose output is ``x`` times a random factor."""
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, _DropLayer) and m.multiplicative
-    }
-
-
-class _MaskSlot(nn.Module):
-    """Stands for a dropout-family layer in the batched model: multiplies by the factor passed
-    in as the ``factor`` buffer in training, the identity in eval."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("factor", torch.ones(()), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor if self.training else x
-
-
-#: Modules whose forward works unchanged on stacked ``(K, B, ...)`` inputs: parameter-free and
-#: elementwise. Checked by exact type (a subclass may override ``forward``).
-_ELEMENTWISE = (
-    nn.Identity,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.GELU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.SiLU,
-    nn.ELU,
-    nn.CELU,
-    nn.SELU,
-    nn.LeakyReLU,
-    nn.Softplus,
-    nn.Mish,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-)
-#: Containers whose forward only composes their children in a way a leading K dimension
-#: passes through (a sequence, and a residual sum).
-_CONTAINERS = (nn.Sequential, Inserted, Residual)
-
-
-class _StackedLinear(nn.Module):
-    """A ``Linear`` layer of the stacked model: every member's ``x @ W.T + b`` as one ``bmm``
-    over ``(K, B, in)`` inputs and the stacked weight read from ``params`` (the population's
-    stacked parameters, by name), stored ``(K, in, out)`` when ``transposed`` and else
-    ``(K, out, in)`` (see :func:`_store_transposed`), and an in-place bias add (``bmm`` does
-    not keep its output for the backward pass, so autograd allows it; at the evaluation's batch
-    sizes this measured 25% faster than ``baddbmm``)."""
-
-    def __init__(
-        self, params: dict[str, torch.Tensor], weight: str, bias: str | None, transposed: bool
-    ) -> None:
-        super().__init__()
-        self.params, self.weight, self.bias = params, weight, bias
-        self.transposed = transposed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.params[self.weight]
-        out = torch.bmm(x, w if self.transposed else w.transpose(1, 2))
-        return out if self.bias is None else out.add_(self.params[self.bias].unsqueeze(1))
-
-    def extra_repr(self) -> str:
-        return f"weight={self.weight!r}, bias={self.bias!r}, transposed={self.transposed}"
-
-
-def _store_transposed(rows: torch.Tensor) -> bool:
-    """Whether a stacked parameter (``rows``, each member's as the model holds it) is kept
-    transposed: a ``Linear`` weight ``(K, out, in)`` that does not narrow (``out >= in``) is
-    stored ``(K, in, out)``. On the default MLP's step (64-256-256-10, K=15, batch 32, one
-    core) this layout of the wide layers with the narrow 256-to-10 layer left as it is measured
-    5.4 ms forward and backward, against 5.8 ms all transposed and 7.1 ms none (its weight
-    gradient ``g.T @ x`` runs at 55 GFLOP/s, ``x.T @ g`` at 11), and the evaluation 24.9 ms
-    against 27.4 and 25.6."""
-    return rows.ndim == 3 and rows.shape[1] >= rows.shape[2]
-
-
-class _StackedSlot(nn.Module):
-    """A dropout slot of the stacked model: multiplies by the ``(K, B, ...)`` factors in
-    ``masks[key]`` in training (the population sets them each step), the identity in eval."""
-
-    def __init__(self, masks: dict[str, torch.Tensor], key: str) -> None:
-        super().__init__()
-        self.masks, self.key = masks, key
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.masks[self.key] if self.training else x
-
-
-def _plain_dropout(layer: Any, device: torch.device) -> bool:
-    """Whether a member's dropout slot ``layer`` is plain inverted dropout in training with a
-    number ``p`` drawing on ``device`` (see :meth:`Population._mask_plans`)."""
-    return (
-        type(layer) is DropoutLayer
-        and layer.training
-        and isinstance(layer.p, (int, float))
-        and (layer.generator is None or layer.generator.device == device)
-    )
-
-
-def _stacked_model(
-    base: nn.Module,
-    params: dict[str, torch.Tensor],
-    transposed: dict[str, bool],
-    masks: dict[str, torch.Tensor],
-) -> nn.Module | None:
-    """A copy of ``base`` that runs on stacked inputs (``Linear`` layers read ``params``, laid
-    out as ``transposed`` says, dropout slots read ``masks``), or None when one of its modules
-    cannot (see :data:`_ELEMENTWISE`, :data:`_CONTAINERS`)."""
-    every = list(base.named_modules(remove_duplicate=False))
-    if len(every) != len(list(base.named_modules())):  # a module used twice: vmap
-        return None
-    for _name, module in every:
-        kind = type(module)
-        if kind not in (*_ELEMENTWISE, *_CONTAINERS, nn.Linear, _MaskSlot):
-            return None
-        if module._forward_hooks or module._forward_pre_hooks:
-            return None
-    stacked = copy.deepcopy(base)
-    for name, module in list(stacked.named_modules()):
-        if isinstance(module, nn.Linear):
-            bias = None if module.bias is None else f"{name}.bias"
-            weight = f"{name}.weight"
-            new: nn.Module = _StackedLinear(params, weight, bias, transposed[weight])
-        elif isinstance(module, _MaskSlot):
-            new = _StackedSlot(masks, f"{name}.factor")
-        else:
-            continue
-        parent, _, leaf = name.rpartition(".")
-        setattr(stacked.get_submodule(parent) if parent else stacked, leaf, new)
-    # a ReLU that takes a stacked Linear's output, which nothing else reads, rectifies it in
-    # place (ReLU's backward needs only its result): one tensor and one pass over memory less
-    # per layer, the same numbers (the copy's modules change, not the member's)
-    leaves = _chain(stacked)
-    for before, layer in itertools.pairwise(leaves):
-        if type(before) is _StackedLinear and type(layer) is nn.ReLU:
-            layer.inplace = True
-    return stacked
-
-
-def _chain(module: nn.Module) -> list[nn.Module | None]:
-    """The leaf modules of ``module`` in the order data flows through them, where each one's
-    output is only the next one's input; None marks a break (a residual branch's input is also
-    added to its output)."""
-    if type(module) in (nn.Sequential, Inserted):
-        return [leaf for child in module for leaf in _chain(child)]
-    if type(module) is Residual:
-        return [None, *_chain(module.branch), None]
-    return [module]
+__all__ = ["Population"]
 
 
 class Population:
@@ -236,13 +82,13 @@ class Population:
         # a sample that is not a vector (or a module outside the known ones): vmap
         stacked = self.X.ndim == 3
         self.stacked = (
-            _stacked_model(self.base, self.P, self.transposed, self.masks) if stacked else None
+            stacked_model(self.base, self.P, self.transposed, self.masks) if stacked else None
         )
 
     # ----------------------------------------------------------------- setup
     def _build_base(self) -> None:
         """The batched model's structure: the member with the most dropout slots, its slots
-        replaced by :class:`_MaskSlot`; every member's slots must be among them."""
+        replaced by :class:`MaskSlot`; every member's slots must be among them."""
         slots = [noise_layers(m.model) for m in self.members]
         widest = max(range(len(slots)), key=lambda k: len(slots[k]))
         self.slot_names = list(slots[widest])
@@ -257,7 +103,7 @@ class Population:
         base = copy.deepcopy(self.members[widest].model)
         for name in self.slot_names:
             parent, _, leaf = name.rpartition(".")
-            setattr(base.get_submodule(parent) if parent else base, leaf, _MaskSlot())
+            setattr(base.get_submodule(parent) if parent else base, leaf, MaskSlot())
         self.base = base.to(self.device)
 
     @property
@@ -278,14 +124,14 @@ class Population:
             rows = torch.stack([m.model.get_parameter(n).detach() for m in self.members])
             # a layout change always changes the shape (out != in), so an older checkpoint's
             # parameters cannot be read in the other layout: its shape check rejects them
-            self.transposed[n] = _store_transposed(rows)
+            self.transposed[n] = store_transposed(rows)
             if self.transposed[n]:
                 rows = rows.transpose(1, 2).contiguous()
             self.P[n] = nn.Parameter(rows.to(self.device))
         for k, m in enumerate(self.members):
             for n in self.names:
                 m.model.get_parameter(n).data = self._row(n, k)
-        self.opt = _OPTIMIZERS[self.optimizer_name](self.P.values(), lr=self.lr, fused=True)
+        self.opt = OPTIMIZERS[self.optimizer_name](self.P.values(), lr=self.lr, fused=True)
 
     def _data(self) -> None:
         """Unique data sets (the same tensor objects) and seeds; each member points at one."""
@@ -365,7 +211,7 @@ class Population:
         for k in self.rows:
             for n in self.names:
                 self.members[k].model.get_parameter(n).data = self._row(n, k)
-        self.opt = _OPTIMIZERS[self.optimizer_name](self.P.values(), lr=self.lr, fused=True)
+        self.opt = OPTIMIZERS[self.optimizer_name](self.P.values(), lr=self.lr, fused=True)
         self.opt.load_state_dict(old)
         self.kernels.finish(self.rows)
 
@@ -375,10 +221,10 @@ class Population:
         dev = self.device
         self.data_rows = torch.tensor([self.data_pos[k] for k in self.rows], device=dev)
         self.batch_rows = [
-            (i, k) for i, k in enumerate(self.rows) if self.members[k].recipe._active["on_batch"]
+            (i, k) for i, k in enumerate(self.rows) if self.members[k].recipe.implements("on_batch")
         ]
         self.batch_hooks = bool(self.batch_rows)
-        self.loss_hooks = any(self.members[k].recipe._active["on_loss"] for k in self.rows)
+        self.loss_hooks = any(self.members[k].recipe.implements("on_loss") for k in self.rows)
         self._mask_plans()
 
     def _forward(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -395,17 +241,17 @@ class Population:
 
     def _mask_plans(self) -> None:
         """How each dropout slot's factors are drawn for the rows of the coming epoch: rows
-        whose layer is a plain :class:`~reglab.dropout.DropoutLayer` (training, a float ``p``,
+        whose layer is a plain :class:`~reglab.drop.DropoutLayer` (training, a float ``p``,
         its generator on the training device) draw their uniforms each from its own generator
         straight into their rows of the factors, which then become factors in place, one
         comparison and one division per run of consecutive such rows (the same numbers as the
-        layer's own :func:`~reglab.dropout.dropout`, which a test checks bit for bit); any other
+        layer's own :func:`~reglab.drop.dropout`, which a test checks bit for bit); any other
         layer is called on ones; rows without a layer keep factors of one."""
         self.mask_plans = []
         here = torch.empty(0, device=self.device).device  # with its index: "cuda" -> "cuda:0"
         for j in range(len(self.slot_names)):
             layers = [(i, self.slot_layers[k][j]) for i, k in enumerate(self.rows)]
-            plain = [(i, layer) for i, layer in layers if _plain_dropout(layer, here)]
+            plain = [(i, layer) for i, layer in layers if plain_dropout(layer, here)]
             drawn = {i: layer for i, layer in plain}
             other = [(i, layer) for i, layer in layers if layer is not None and i not in drawn]
             runs = []  # (rows, keep probabilities) per run of consecutive plain rows
@@ -437,7 +283,7 @@ class Population:
             for i, layer in plain:
                 torch.rand(shape, generator=layer.generator, out=factors[i])
             for rows, keep in runs:
-                factors[rows].lt_(keep).div_(keep)
+                dropout_factors_(factors[rows], keep)
             if other:
                 if shape not in self.ones:
                     self.ones[shape] = torch.ones(shape, dtype=self.X.dtype, device=self.device)
@@ -724,7 +570,7 @@ class Population:
         if member.recipe.on_epoch_end(record):
             history.status = "stopped_early"
             history.message = (
-                _stop_message(member.recipe) or f"a regularizer stopped at epoch {record['epoch']}"
+                stop_message(member.recipe) or f"a regularizer stopped at epoch {record['epoch']}"
             )
             return True
         if self.should_stop is not None and self.should_stop(k, record):

@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...core import Regularizer, _overrides
-from ...penalties import WeightDecay, _ElementwisePenalty
+from ...core import Regularizer
 from ...proximal import soft_threshold_
 
 __all__ = ["Kernels", "split_kernels"]
@@ -31,18 +30,14 @@ __all__ = ["Kernels", "split_kernels"]
 _PARAM_HOOKS = ("on_after_backward", "on_after_step")
 
 
-def _scalar(value: Any) -> bool:
-    return value is None or (isinstance(value, torch.Tensor) and value.numel() == 1)
-
-
 def kernel_rank(reg: Regularizer) -> int | None:
     """Where a regularizer runs among the kernels (0: weight decay, 1: elementwise penalties),
-    or None when it must run as its own hooks (tensor strengths, other types)."""
-    if isinstance(reg, WeightDecay) and _scalar(reg._rate):
-        return 0
-    if isinstance(reg, _ElementwisePenalty) and _scalar(reg._l1) and _scalar(reg._l2):
-        return 1
-    return None
+    or None when it must run as its own hooks (no :class:`~reglab.core.ElementwiseTerms`:
+    tensor strengths, other kinds)."""
+    terms = reg.elementwise_terms()
+    if terms is None:
+        return None
+    return 0 if terms.decay is not None else 1
 
 
 class Kernels:
@@ -71,16 +66,17 @@ class Kernels:
 
     def add(self, k: int, reg: Regularizer) -> None:
         """Fold member ``k``'s regularizer (attached to its shadow model) into the tables."""
-        names = list(reg.selection.names)
-        if isinstance(reg, WeightDecay):
-            self._add("decay", names, k, 1 - self.lr * float(reg._rate), multiply=True)
+        terms = reg.elementwise_terms()
+        names = list(terms.names)
+        if terms.decay is not None:
+            self._add("decay", names, k, 1 - self.lr * terms.decay, multiply=True)
             return
-        if reg._l2 is not None:
-            self._add("l2", names, k, float(reg._l2))
-        if reg._l1 is not None:
-            table = "threshold" if reg._prox_l1 else "l1_grad"
-            scale = self.lr if reg._prox_l1 else 1.0
-            self._add(table, names, k, float(reg._l1) * scale)
+        if terms.l2 is not None:
+            self._add("l2", names, k, terms.l2)
+        if terms.l1 is not None:
+            table = "threshold" if terms.proximal else "l1_grad"
+            scale = self.lr if terms.proximal else 1.0
+            self._add(table, names, k, terms.l1 * scale)
 
     def finish(self, rows: list[int] | None = None) -> None:
         """Turn the tables into broadcasting tensors over runs of consecutive rows that use
@@ -147,7 +143,7 @@ def split_kernels(recipe: Any, kernels: Kernels, k: int) -> dict[str, list[Regul
             kernels.add(k, reg)
             last = rank
             continue
-        touches = [h for h in _PARAM_HOOKS if _overrides(reg, h)]
+        touches = [h for h in _PARAM_HOOKS if reg.implements(h)]
         for h in touches:
             hooks[h].append(reg)
         if touches:

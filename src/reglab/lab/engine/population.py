@@ -32,74 +32,19 @@ computation as its own ``fit``; only the arithmetic is batched:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from ...checkpoint import Checkpoint
-from ...core import Chain, ConfigError, Regularizer, chain
+from ...core import Chain, ConfigError, chain
 from ...devices import check_precision, resolve_device
-from ...structure import Inserted
-from ...train import _OPTIMIZERS, History, fit
-from .batched import Population, noise_layers
+from ...train import OPTIMIZERS, History, fit
+from .batched import Population
+from .member import Member, population_reason
 
 __all__ = ["Member", "fit_population", "population_reason"]
-
-#: Regularizers that cannot run inside a population, and why.
-UNBATCHABLE = {
-    "SWA": "it changes the optimizer's learning rate and recomputes BatchNorm statistics",
-}
-
-
-@dataclass
-class Member:
-    """One member of a population: what ``fit(model, train, val, recipe=recipe, seed=seed)``
-    would take. ``train`` and ``val`` are ``(X, y)`` tensors with targets already prepared
-    (class indices, or ``(N, 1)`` floats for regression); members may share them."""
-
-    model: nn.Module
-    recipe: Regularizer | None
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor] | None
-    seed: int
-
-
-def population_reason(model: nn.Module, recipe: Regularizer | None) -> str | None:
-    """Why ``model`` under ``recipe`` cannot train in a population, or None when it can.
-
-    A member can be batched when its model, once transformed by the recipe, has no buffers (no
-    BatchNorm statistics), no weight parametrization, and draws randomness only in
-    multiplicative dropout-family layers inserted by reglab; and when no member of its recipe is
-    in :data:`UNBATCHABLE`. Neither argument is changed (the check transforms copies).
-
-    Example:
-        >>> population_reason(model, reglab.chain(reglab.SWA(start=10)))
-        "SWA: it changes the optimizer's learning rate and recomputes BatchNorm statistics"
-    """
-    for reg in getattr(recipe, "regularizers", (recipe,) if recipe is not None else ()):
-        if type(reg).__name__ in UNBATCHABLE:
-            return f"{type(reg).__name__}: {UNBATCHABLE[type(reg).__name__]}"
-    if recipe is not None:
-        model = copy.deepcopy(recipe).transform_model(copy.deepcopy(model))
-    for name, module in model.named_modules():
-        if torch.nn.utils.parametrize.is_parametrized(module):
-            return f"layer {name!r} has a weight parametrization (weight or spectral norm)"
-    if any(True for _ in model.buffers()):
-        return "the model has buffers (e.g. BatchNorm statistics), which vmap cannot update"
-    noise = noise_layers(model)
-    for name, module in model.named_modules():
-        if hasattr(module, "generator") and name not in noise:
-            kind = type(module).__name__
-            return f"layer {name!r} ({kind}) draws randomness the engine cannot batch"
-    for name in noise:
-        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-        if not isinstance(parent, Inserted):
-            return f"dropout layer {name!r} was not inserted by a reglab transform"
-    return None
 
 
 def _signature(member: Member) -> tuple:
@@ -168,7 +113,7 @@ def fit_population(
         >>> histories = fit_population([Member(m, chain(L2(s)), (X, y), (Xv, yv), seed=0)
         ...                             for m, s in zip(models, (0.0, 1e-3, 1e-2))], epochs=20)
     """
-    _check("optimizer", optimizer, optimizer in _OPTIMIZERS, "one of 'adam', 'adamw', 'sgd'")
+    _check("optimizer", optimizer, optimizer in OPTIMIZERS, "one of 'adam', 'adamw', 'sgd'")
     _check("epochs", epochs, isinstance(epochs, int) and epochs >= 1, "an int >= 1")
     _check("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1, "an int >= 1")
     _check("task", task, task in ("classification", "regression"), "classification or regression")

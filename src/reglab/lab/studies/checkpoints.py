@@ -16,19 +16,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ... import __version__
 from ...checkpoint import Checkpoint
-from .store import safe_name, write_atomic
-
-if TYPE_CHECKING:
-    from .trial import Trial
+from .config import DEFAULT_EVERY
+from .keys import Trial
+from .store import NOT_IN_KEY, safe_name, write_atomic
 
 __all__ = ["DEFAULT_EVERY", "Checkpoints"]
-
-#: Seconds between two checkpoints of a running trial, unless ``checkpoint_every`` says otherwise.
-DEFAULT_EVERY = 5.0
 
 
 def _population_tag(keys: Sequence[str]) -> str:
@@ -53,8 +49,6 @@ class Checkpoints:
         """The checkpoint ``<name>.pt`` of a run of ``tune`` or ``path``, tagged with a hash of
         everything that shapes its numbers: the study settings (but those that cannot change a
         number), ``shaping`` and reglab's version."""
-        from .trial import NOT_IN_KEY
-
         kept = {k: v for k, v in settings.items() if k not in NOT_IN_KEY}
         described = json.dumps([kept, *shaping, __version__], default=repr)
         tag = hashlib.sha256(described.encode()).hexdigest()[:16]

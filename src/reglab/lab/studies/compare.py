@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ...core import ConfigError, Regularizer
-from ...serialize import _specs as recipe_specs
+from ...serialize import recipe_specs
 from ..engine.device import CPU_POPULATION
 from ..engine.workers import ready, unguarded_main
 from ..inputs.user import in_process, reference

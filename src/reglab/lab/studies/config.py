@@ -14,9 +14,14 @@ from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ..inputs.data import BUILTIN_DATASETS
 from ..inputs.dataset import TEST_FRACTION, VAL_FRACTION
 from ..reports.decisions import CORRECTIONS, Design
-from .checkpoints import DEFAULT_EVERY
 
-__all__ = ["DEFAULT_LABEL_NOISE", "DEFAULT_SEEDS", "DEFAULT_TRAIN_SIZE", "StudyConfig"]
+__all__ = [
+    "DEFAULT_EVERY",
+    "DEFAULT_LABEL_NOISE",
+    "DEFAULT_SEEDS",
+    "DEFAULT_TRAIN_SIZE",
+    "StudyConfig",
+]
 
 DEFAULT_TRAIN_SIZE = 300
 #: Seeds of the default study: enough for its large effects to be decided after correction
@@ -24,6 +29,8 @@ DEFAULT_TRAIN_SIZE = 300
 #: nothing.
 DEFAULT_SEEDS = 6
 DEFAULT_LABEL_NOISE = 0.3
+#: Seconds between two checkpoints of a running trial, unless ``checkpoint_every`` says otherwise.
+DEFAULT_EVERY = 5.0
 
 
 def _default_workers() -> int:

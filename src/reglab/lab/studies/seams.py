@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ...devices import check_precision, resolve_device
-from ...train import _prepare_targets
+from ...train import prepare_targets
 from ..engine.device import device_for, stored_device
 from ..engine.population import Member
 from ..inputs.data import BUILTIN_DATASETS, Dataset, load_dataset
@@ -215,5 +215,5 @@ def splits_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> tuple[A
 
 def member_for(data: Dataset, model: torch.nn.Module, recipe: Any, seed: int) -> Member:
     """A population member on ``data``'s training and validation splits."""
-    train = (data.x_train, _prepare_targets(data.y_train, data.task))
-    return Member(model, recipe, train, (data.x_val, _prepare_targets(data.y_val, data.task)), seed)
+    train = (data.x_train, prepare_targets(data.y_train, data.task))
+    return Member(model, recipe, train, (data.x_val, prepare_targets(data.y_val, data.task)), seed)

@@ -4,15 +4,12 @@ result with status ``failed`` and its error's first line."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ... import __version__
 from ...core import ConfigError
 from ...devices import deterministic
 from ...train import History, evaluate, fit
@@ -23,32 +20,10 @@ from ..inputs.user import first_line
 from ..reports.calibration import raw_weight_metrics, uncertainty_figures
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
+from .keys import Trial
 from .seams import dataset_for, fit_options, member_for, model_for, splits_for
-from .store import NOT_IN_KEY, safe_name
 
 __all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One recipe at one seed, with everything a worker process needs."""
-
-    recipe: str
-    spec: tuple  # JSON text of the regularizer specs, to keep the dataclass hashable
-    seed: int
-    settings: tuple  # sorted (key, value) pairs of the study settings that shape a trial
-
-    @property
-    def key(self) -> str:
-        """A hash of the configuration of this trial (and reglab's version): every setting but
-        those that cannot change its numbers (:data:`NOT_IN_KEY`)."""
-        shaping = [kv for kv in self.settings if kv[0] not in NOT_IN_KEY]
-        payload = json.dumps([self.recipe, self.spec, self.seed, shaping, __version__])
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-    @property
-    def filename(self) -> str:
-        return f"{safe_name(self.recipe)}__seed{self.seed}.json"
 
 
 def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ __all__ = [
     "ChannelDropoutLayer",
     "DropBlockLayer",
     "DropConnectLinear",
+    "DropLayer",
     "DropPathLayer",
     "DropoutLayer",
     "GaussianDropoutLayer",
@@ -31,6 +32,7 @@ __all__ = [
     "drop_connect",
     "drop_path",
     "dropout",
+    "dropout_factors_",
     "gaussian_dropout",
 ]
 
@@ -55,11 +57,39 @@ def _check_p(owner: str, p: float | torch.Tensor, allow_one: bool) -> bool:
     return p == 1
 
 
+def _uniform(x: torch.Tensor, shape: tuple[int, ...], generator) -> torch.Tensor:
+    """Uniform draws in ``[0, 1)`` of ``shape``, in ``x``'s dtype, on ``x``'s device (drawn on
+    the generator's device)."""
+    u = torch.rand(shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x))
+    return u.to(x.device, non_blocking=True)
+
+
 def _mask(
     x: torch.Tensor, shape: tuple[int, ...], keep: float | torch.Tensor, generator
 ) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, dtype=x.dtype, device=draw_device(generator, x))
-    return (u.to(x.device, non_blocking=True) < keep).to(x.dtype)
+    return (_uniform(x, shape, generator) < keep).to(x.dtype)
+
+
+def dropout_factors_(u: torch.Tensor, keep: float | torch.Tensor) -> torch.Tensor:
+    """Inverted-dropout factors from uniform draws, in place: each ``u`` in ``[0, 1)`` becomes
+    ``(u < keep) / keep``, so 0 with probability ``1 - keep`` and ``1 / keep`` otherwise.
+
+    :func:`dropout`, :func:`channel_dropout` and :func:`drop_path` multiply their input by
+    these factors; the lab's population engine calls it on the rows of many members at once
+    (one ``keep`` per row), so the formula is written once.
+
+    Args:
+        u: uniform draws, overwritten.
+        keep: the keep probability ``1 - p``, a float or a tensor that broadcasts against ``u``.
+
+    Returns:
+        ``u``, now the factors.
+
+    Example:
+        >>> dropout_factors_(torch.tensor([0.1, 0.7]), 0.5)
+        tensor([2., 0.])
+    """
+    return u.lt_(keep).div_(keep)
 
 
 def dropout(
@@ -92,7 +122,7 @@ def dropout(
     if not training:
         return x
     keep = 1 - p
-    return x * _mask(x, x.shape, keep, generator).div_(keep)
+    return x * dropout_factors_(_uniform(x, x.shape, generator), keep)
 
 
 def channel_dropout(
@@ -126,7 +156,7 @@ def channel_dropout(
         return x
     keep = 1 - p
     shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
-    return x * _mask(x, shape, keep, generator).div_(keep)
+    return x * dropout_factors_(_uniform(x, shape, generator), keep)
 
 
 def gaussian_dropout(
@@ -255,7 +285,7 @@ def drop_path(
         return x
     keep = 1 - p
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    return x * _mask(x, shape, keep, generator).div_(keep)
+    return x * dropout_factors_(_uniform(x, shape, generator), keep)
 
 
 def _dilate(m: torch.Tensor, k: int) -> torch.Tensor:
@@ -325,8 +355,8 @@ def drop_block(
 # --------------------------------------------------------------------------- modules
 
 
-class _DropLayer(nn.Module):
-    """A module around one of the functions above: ``p`` and an optional generator.
+class DropLayer(nn.Module):
+    """The base of the modules around the functions above: ``p`` and an optional generator.
 
     ``multiplicative`` says that the output is ``x`` times a random factor that depends on
     ``x``'s shape but not on its values, so ``layer(torch.ones(shape))`` is that factor (the
@@ -344,7 +374,7 @@ class _DropLayer(nn.Module):
         return f"p={self.p}"
 
 
-class DropoutLayer(_DropLayer):
+class DropoutLayer(DropLayer):
     """A module around :func:`dropout`: inverted dropout with probability ``p`` in training,
     the identity in eval mode. ``generator`` may be set after construction (the inserting
     regularizer's ``attach`` does); when None, draws come from the global RNG like
@@ -358,7 +388,7 @@ class DropoutLayer(_DropLayer):
         return dropout(x, self.p, self.training, self.generator)
 
 
-class ChannelDropoutLayer(_DropLayer):
+class ChannelDropoutLayer(DropLayer):
     """A module around :func:`channel_dropout` (whole channels of each sample).
 
     Example:
@@ -369,7 +399,7 @@ class ChannelDropoutLayer(_DropLayer):
         return channel_dropout(x, self.p, self.training, self.generator)
 
 
-class GaussianDropoutLayer(_DropLayer):
+class GaussianDropoutLayer(DropLayer):
     """A module around :func:`gaussian_dropout` (multiplicative ``N(1, p/(1-p))`` noise).
 
     Example:
@@ -380,7 +410,7 @@ class GaussianDropoutLayer(_DropLayer):
         return gaussian_dropout(x, self.p, self.training, self.generator)
 
 
-class AlphaDropoutLayer(_DropLayer):
+class AlphaDropoutLayer(DropLayer):
     """A module around :func:`alpha_dropout`, for SELU networks.
 
     Example:
@@ -393,7 +423,7 @@ class AlphaDropoutLayer(_DropLayer):
         return alpha_dropout(x, self.p, self.training, self.generator)
 
 
-class DropPathLayer(_DropLayer):
+class DropPathLayer(DropLayer):
     """A module around :func:`drop_path`; put it at the end of a residual branch.
 
     Example:
@@ -404,7 +434,7 @@ class DropPathLayer(_DropLayer):
         return drop_path(x, self.p, self.training, self.generator)
 
 
-class DropBlockLayer(_DropLayer):
+class DropBlockLayer(DropLayer):
     """A module around :func:`drop_block`, for ``(N, C, H, W)`` feature maps.
 
     Example:

@@ -20,7 +20,7 @@ from reglab.lab.studies.config import StudyConfig
 from reglab.lab.studies.study import plan, run_study
 from reglab.lab.studies.trial import run_trial
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/lab, beside user_inputs.py
 
 
 def _config(**kw):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,19 +14,17 @@ from torch import nn
 
 from .checkpoint import (
     Checkpoint,
-    Interrupted,
     generator_states,
     set_generator_states,
-    stop_requested,
 )
 from .core import Chain, Choice, ConfigError, Interval, Predicate, Regularizer, chain, check_param
+from .data import Data, Inputs, _as_pair, _loader_generators, infer_task, prepare_targets
 from .devices import autocast, check_precision, model_device, resolve_device
 from .distributed import agree_to_stop, mean_across_ranks, rank_and_world, wrap
-from .stopping import stop_message
+from .loop import close_epoch, resume
 
 __all__ = ["OPTIMIZERS", "History", "evaluate", "fit", "infer_task", "prepare_targets"]
 
-Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 OptimizerSpec = (
     str | torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None
 )
@@ -94,65 +91,6 @@ class History:
             keys = ", ".join(repr(k) for k in (self.epochs[0] if self.epochs else {}))
             raise KeyError(f"No metric {key!r} in this history; it has: {keys or 'no epochs'}.")
         return [e[key] for e in self.epochs]
-
-
-def infer_task(y: torch.Tensor) -> str:
-    """``'regression'`` for floating-point targets, ``'classification'`` for integers."""
-    return "regression" if y.is_floating_point() else "classification"
-
-
-class _TensorBatches:
-    """Shuffled mini-batches of in-memory tensors; the order comes from ``generator``. Under DDP
-    every rank draws the same permutation and takes every ``world``-th sample from ``rank`` on,
-    cut to an equal length so that every rank runs the same number of steps."""
-
-    def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
-    ) -> None:
-        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
-        self.rank, self.world = rank_and_world()
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # drawn on the CPU (the same order on every device), moved once per epoch
-        order = torch.randperm(len(self.x), generator=self.generator)
-        order = order.to(self.x.device, non_blocking=True)
-        if self.world > 1:
-            order = order[: len(order) // self.world * self.world][self.rank :: self.world]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-
-def _as_pair(data: Any, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if not isinstance(data, (tuple, list)):
-        return None
-    if len(data) != 2 or not all(isinstance(t, torch.Tensor) for t in data):
-        raise ConfigError(
-            f"The {name!r} parameter of fit must be a pair (X, y) of tensors or an "
-            f"iterable of (x, y) batches. Got a {type(data).__name__} of "
-            f"{len(data)} items."
-        )
-    x, y = data
-    if len(x) != len(y) or len(x) == 0:
-        raise ConfigError(
-            f"The {name!r} parameter of fit must hold as many targets as inputs, "
-            f"and at least one. Got {len(x)} inputs and {len(y)} targets."
-        )
-    return x, y
-
-
-def prepare_targets(y: torch.Tensor, task: str) -> torch.Tensor:
-    """Targets as ``fit``'s loss takes them: class indices as ``long`` for classification;
-    floats ``(N, 1)`` (a column when ``y`` is 1-D) in the default dtype for regression.
-
-    Example:
-        >>> prepare_targets(torch.tensor([1.0, 2.0]), "regression").shape
-        torch.Size([2, 1])
-    """
-    if task == "regression":
-        y = y.to(torch.get_default_dtype())
-        return y.unsqueeze(1) if y.ndim == 1 else y
-    return y.long()
 
 
 @torch.no_grad()
@@ -325,77 +263,70 @@ def fit(
     device = model_device(model) if device is None else resolve_device(device, "fit")
     check_precision(precision, device, "fit")
     generator = torch.Generator().manual_seed(seed)  # data order: the same on every rank
-    rank, _ = rank_and_world()
     # dropout masks and noise: independent of the data order, and different on every rank
-    reg_generator = torch.Generator(device).manual_seed(seed * 1_000_003 + 1 + rank)
-    train_pair, val_pair = _as_pair(train, "train"), _as_pair(val, "val")
-    if train_pair is not None:
-        train_pair = (train_pair[0].to(device), train_pair[1].to(device))
-    if val_pair is not None:
-        val_pair = (val_pair[0].to(device), val_pair[1].to(device))
-    if train_pair is not None:
-        task = task or infer_task(train_pair[1])
-        train_pair = (train_pair[0], prepare_targets(train_pair[1], task))
-        if task == "classification" and num_classes is None:
-            num_classes = int(max(int(t[1].max()) for t in (train_pair, val_pair) if t)) + 1
-        train_batches: Iterable = _TensorBatches(*train_pair, batch_size, generator)
-    else:
-        train_batches = train
-    if val_pair is not None:
-        val_pair = (val_pair[0], prepare_targets(val_pair[1], task or infer_task(val_pair[1])))
+    reg_generator = torch.Generator(device).manual_seed(seed * 1_000_003 + 1 + rank_and_world()[0])
+    data = Inputs.prepare(train, val, device, task, num_classes, batch_size, generator, criterion)
 
     recipe = recipe if recipe is not None else chain()
     model = recipe.transform_model(model).to(device)
     opt = _make_optimizer(optimizer, model, lr)
-    recipe.attach(model, opt, num_classes=num_classes, generator=reg_generator)
-    forward = wrap(model)
+    recipe.attach(model, opt, num_classes=data.num_classes, generator=reg_generator)
     members = recipe.regularizers if isinstance(recipe, Chain) else (recipe,)
     history = History(model=model, acts_on=[m.acts_on() for m in members if hasattr(m, "acts_on")])
-    loss_fn = criterion
-    amp = autocast(device, precision)  # one context, entered every step
-    first = 1
-    if checkpoint is not None:
-        generators = [generator, reg_generator, *_loader_generators(train, val)]
-
-        def state(epoch: int) -> dict[str, Any]:
-            return {
-                "epoch": epoch,
-                "task": task,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "recipe": recipe.state_dict(),
-                "generators": generator_states(generators),
-                "history": history.epochs,
-                "seconds": history.seconds,
-            }
-
-        def restore(saved: Mapping[str, Any]) -> str | None:
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            recipe.load_state_dict(saved["recipe"])
-            set_generator_states(generators, saved["generators"])
-            history.epochs[:] = [dict(r) for r in saved["history"]]
-            history.seconds = float(saved.get("seconds", 0.0))
-            return saved["task"]
-
-        first, task = _resume(checkpoint, state, restore, task)
-        history.resumed_from = first - 1
+    saving = _Saving(model, opt, recipe, history, data, [generator, reg_generator])
+    first = 1 if checkpoint is None else saving.resume(checkpoint)
+    step = _Step(wrap(model), opt, recipe, autocast(device, precision))  # one autocast context
 
     for epoch in range(first, epochs + 1):
         started = time.perf_counter()
+        objective = step.epoch(model, data, device)
+        record = _measure(model, data, epoch, objective)
+        seconds = time.perf_counter() - started
+        lr_now = float(opt.param_groups[0]["lr"])
+        ended = close_epoch(
+            history, record, recipe, lr=lr_now, seconds=seconds,
+            divergence_threshold=divergence_threshold, on_record=on_epoch, agree=agree_to_stop,
+        )  # fmt: skip
+        if history.status != "diverged":
+            history.seconds += seconds
+        if ended:
+            break
+        if checkpoint is not None and epoch < epochs:
+            checkpoint.update("fit", lambda epoch=epoch: saving.state(epoch))
+    if history.status == "completed":
+        history.message = f"ran all {epochs} epochs"
+    recipe.on_fit_end()
+    history.task = data.task or "classification"
+    if checkpoint is not None:
+        checkpoint.finished()
+    return history
+
+
+@dataclass
+class _Step:
+    """One training step in DESIGN.md's hook order, and an epoch of them."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    opt: torch.optim.Optimizer
+    recipe: Regularizer
+    amp: Any
+
+    def epoch(self, model: nn.Module, data: Inputs, device: torch.device) -> float:
+        """Train one epoch; the mean training-batch loss (the ``objective``)."""
+        recipe, opt = self.recipe, self.opt
         model.train()
         running, steps = torch.zeros((), device=device), 0
-        for x, y in train_batches:
-            if train_pair is None:  # batches from an iterable: move and prepare each
+        for x, y in data:
+            if data.train_pair is None:  # batches from an iterable: move and prepare each
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                task = task or infer_task(y)
-                y = prepare_targets(y, task)
-            if loss_fn is None:
-                loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
+                data.task = data.task or infer_task(y)
+                y = prepare_targets(y, data.task)
+            if data.loss_fn is None:
+                data.loss_fn = F.cross_entropy if data.task == "classification" else F.mse_loss
             x, y = recipe.on_batch(x, y)
-            with amp:
-                out = forward(x)
-                loss = recipe.on_loss(loss_fn(out, y), out)
+            with self.amp:
+                out = self.forward(x)
+                loss = recipe.on_loss(data.loss_fn(out, y), out)
             loss = loss.float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -404,87 +335,65 @@ def fit(
             recipe.on_after_step()
             running += loss.detach()
             steps += 1
-        objective = float(mean_across_ranks(running / max(steps, 1)))
-        record: dict[str, float] = {"epoch": epoch, "objective": objective}
-        if math.isfinite(objective):
-            tr = evaluate(model, train_pair or train, task)
-            record.update({f"train_{k}": v for k, v in tr.items()})
-            if val is not None:
-                va = evaluate(model, val_pair or val, task)
-                record.update({f"val_{k}": v for k, v in va.items()})
-        bad = [k for k, v in record.items() if not math.isfinite(v) and not k.endswith("r2")]
-        if bad:
-            history.status = "diverged"
-            history.message = f"{bad[0]} became {record[bad[0]]} at epoch {epoch}"
-            break
-        if divergence_threshold is not None and objective > divergence_threshold:
-            history.status = "diverged"
-            history.message = (
-                f"objective {objective:.6g} exceeded divergence_threshold="
-                f"{divergence_threshold} at epoch {epoch}"
+        return float(mean_across_ranks(running / max(steps, 1)))
+
+
+def _measure(model: nn.Module, data: Inputs, epoch: int, objective: float) -> dict[str, float]:
+    """The epoch's record: the objective and, unless it is not finite, clean metrics on the
+    training and validation data in eval mode."""
+    record: dict[str, float] = {"epoch": epoch, "objective": objective}
+    if math.isfinite(objective):
+        tr = evaluate(model, data.train_pair or data.train, data.task)
+        record.update({f"train_{k}": v for k, v in tr.items()})
+        if data.val is not None:
+            va = evaluate(model, data.val_pair or data.val, data.task)
+            record.update({f"val_{k}": v for k, v in va.items()})
+    return record
+
+
+@dataclass
+class _Saving:
+    """What a checkpoint of ``fit`` holds (:meth:`state`) and how it is put back."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    recipe: Regularizer
+    history: History
+    data: Inputs
+    generators: list[torch.Generator]
+
+    def __post_init__(self) -> None:
+        self.generators = [*self.generators, *_loader_generators(self.data.train, self.data.val)]
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "task": self.data.task,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "recipe": self.recipe.state_dict(),
+            "generators": generator_states(self.generators),
+            "history": self.history.epochs,
+            "seconds": self.history.seconds,
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.recipe.load_state_dict(saved["recipe"])
+        set_generator_states(self.generators, saved["generators"])
+        self.history.epochs[:] = [dict(r) for r in saved["history"]]
+        self.history.seconds = float(saved.get("seconds", 0.0))
+        self.data.task = saved["task"]
+
+    def resume(self, checkpoint: Checkpoint) -> int:
+        """The first epoch to run, after restoring ``checkpoint`` if it holds this run."""
+        if rank_and_world()[1] > 1:
+            raise ConfigError(
+                "The 'checkpoint' parameter of fit is for single-process training. Got one "
+                f"under torch.distributed with {rank_and_world()[1]} processes."
             )
-            break
-        record["penalty"] = recipe.penalty()
-        record["lr"] = float(opt.param_groups[0]["lr"])
-        record.update(recipe.logs())
-        record["seconds"] = time.perf_counter() - started
-        history.seconds += record["seconds"]
-        history.epochs.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        if agree_to_stop(recipe.on_epoch_end(record)):
-            history.status = "stopped_early"
-            history.message = stop_message(recipe) or f"a regularizer stopped at epoch {epoch}"
-            break
-        if checkpoint is not None and epoch < epochs:
-            checkpoint.update("fit", lambda epoch=epoch: state(epoch))
-    if history.status == "completed":
-        history.message = f"ran all {epochs} epochs"
-    recipe.on_fit_end()
-    history.task = task or "classification"
-    if checkpoint is not None:
-        checkpoint.finished()
-    return history
-
-
-def _loader_generators(*data: Any) -> list[torch.Generator]:
-    """The generators of ``DataLoader``-like data (its sampler's, which shuffles, and its own,
-    which seeds the loader's workers), each once."""
-    found: list[torch.Generator] = []
-    for d in data:
-        batch_sampler = getattr(d, "batch_sampler", None)
-        owners = (getattr(d, "sampler", None), getattr(batch_sampler, "sampler", None), d)
-        for owner in owners:
-            g = getattr(owner, "generator", None)
-            if isinstance(g, torch.Generator) and all(g is not f for f in found):
-                found.append(g)
-    return found
-
-
-def _resume(
-    checkpoint: Checkpoint,
-    state: Callable[[int], dict[str, Any]],
-    restore: Callable[[Mapping[str, Any]], str | None],
-    task: str | None,
-) -> tuple[int, str | None]:
-    """The first epoch to run and the task, after restoring ``checkpoint`` if it holds this run.
-    A checkpoint that does not fit (another model, a changed recipe) is named in a warning and
-    removed, and the run starts from its initial state: never from a half-restored one."""
-    if rank_and_world()[1] > 1:
-        raise ConfigError(
-            "The 'checkpoint' parameter of fit is for single-process training. Got one under "
-            f"torch.distributed with {rank_and_world()[1]} processes."
-        )
-    if stop_requested():
-        raise Interrupted("a stop was requested before training started")
-    saved = checkpoint.load("fit")
-    if saved is None:
-        return 1, task
-    initial = copy.deepcopy(state(0))
-    try:
-        saved_task = restore(saved)
-    except Exception as exc:
-        restore(initial)
-        checkpoint.discard(f"it does not fit this run ({type(exc).__name__}: {exc})"[:300])
-        return 1, task
-    return int(saved["epoch"]) + 1, saved_task
+        saved = resume(checkpoint, "fit", self.state, self.restore)
+        first = 1 if saved is None else int(saved["epoch"]) + 1
+        self.history.resumed_from = first - 1
+        return first

@@ -29,15 +29,13 @@ from torch.func import functional_call, vmap
 
 from ...checkpoint import (
     Checkpoint,
-    Interrupted,
     generator_states,
     set_generator_states,
-    stop_requested,
 )
 from ...core import ConfigError
 from ...devices import autocast
 from ...drop import dropout_factors_
-from ...stopping import stop_message
+from ...loop import close_epoch, resume
 from ...train import OPTIMIZERS, History
 from .kernels import Kernels, _runs, split_kernels
 from .member import noise_layers
@@ -528,17 +526,8 @@ class Population:
     def _resume(self, checkpoint: Checkpoint, on_done: Callable[[int, History], None]) -> int:
         """Restore ``checkpoint`` if it holds this population; the first epoch to run. Members
         that had left are handed to ``on_done`` at once."""
-        if stop_requested():
-            raise Interrupted("a stop was requested before training started")
-        saved = checkpoint.load("population")
+        saved = resume(checkpoint, "population", self.state, self._restore)
         if saved is None:
-            return 1
-        initial = copy.deepcopy(self.state(0))
-        try:
-            self._restore(saved)
-        except Exception as exc:
-            self._restore(initial)
-            checkpoint.discard(f"it does not fit this run ({type(exc).__name__}: {exc})"[:300])
             return 1
         resumed = int(saved["epoch"])
         for k in range(len(self.members)):
@@ -548,30 +537,11 @@ class Population:
         return resumed + 1
 
     def _end_epoch(self, k: int, record: dict[str, float], seconds: float) -> bool:
-        """Record one member's epoch as fit does; True when the member has finished."""
+        """Close one member's epoch as fit does; True when the member has finished."""
         member, history = self.members[k], self._history(k)
-        bad = [a for a, v in record.items() if not math.isfinite(v) and not a.endswith("r2")]
-        if bad:
-            history.status = "diverged"
-            history.message = f"{bad[0]} became {record[bad[0]]} at epoch {record['epoch']}"
-            return True
-        if self.threshold is not None and record["objective"] > self.threshold:
-            history.status = "diverged"
-            history.message = (
-                f"objective {record['objective']:.6g} exceeded divergence_threshold="
-                f"{self.threshold} at epoch {record['epoch']}"
-            )
-            return True
-        record["penalty"] = member.recipe.penalty()
-        record["lr"] = self.lr
-        record.update(member.recipe.logs())
-        record["seconds"] = seconds
-        history.epochs.append(record)
-        if member.recipe.on_epoch_end(record):
-            history.status = "stopped_early"
-            history.message = (
-                stop_message(member.recipe) or f"a regularizer stopped at epoch {record['epoch']}"
-            )
+        lr, threshold = self.lr, self.threshold
+        if close_epoch(history, record, member.recipe, lr=lr, seconds=seconds,
+                       divergence_threshold=threshold):  # fmt: skip
             return True
         if self.should_stop is not None and self.should_stop(k, record):
             history.status = "stopped_early"

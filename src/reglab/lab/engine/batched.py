@@ -29,8 +29,6 @@ from torch.func import functional_call, vmap
 
 from ...checkpoint import (
     Checkpoint,
-    generator_states,
-    set_generator_states,
 )
 from ...core import ConfigError
 from ...devices import autocast
@@ -39,7 +37,8 @@ from ...loop import close_epoch, resume
 from ...train import OPTIMIZERS, History
 from .kernels import Kernels, _runs, split_kernels
 from .member import noise_layers
-from .stacked import MaskSlot, plain_dropout, stacked_model, store_transposed
+from .saved import population_state, restore_population
+from .stacked import MaskSlot, plain_dropout, slot_shapes, stacked_model, store_transposed
 
 if TYPE_CHECKING:
     from .member import Member
@@ -159,24 +158,8 @@ class Population:
         self.VX = self.EX[:, self.n :] if vxs else None
         self.Y = torch.stack(ys).to(dev)
         self.VY = torch.stack(vys).to(dev) if vys else None
-        self.slot_shapes = self._probe_slot_shapes()
+        self.slot_shapes = slot_shapes(self.base, self.slot_names, self.X[0, :1])
         self.ones: dict[tuple, torch.Tensor] = {}
-
-    def _probe_slot_shapes(self) -> list[tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {}
-        hooks = [
-            self.base.get_submodule(n).register_forward_pre_hook(
-                lambda mod, args, n=n: shapes.__setitem__(n, tuple(args[0].shape[1:]))
-            )
-            for n in self.slot_names
-        ]
-        try:
-            with torch.no_grad():
-                self.base.eval()(self.X[0, :1])
-        finally:
-            for h in hooks:
-                h.remove()
-        return [shapes[n] for n in self.slot_names]
 
     # ----------------------------------------------------------------- one step
     def _compact(self, members: list[int] | None = None) -> None:
@@ -457,71 +440,11 @@ class Population:
 
     # ----------------------------------------------------------------- checkpoints
     def state(self, epoch: int) -> dict[str, Any]:
-        """Everything the coming epochs depend on, after ``epoch``: the stacked parameters, the
-        optimizer, which members are alive and computed, the data-order generators, and per
-        member its recipe's state, its generator, its history and (once it has left) its own
-        final parameters."""
-        histories = getattr(self, "histories", {})
-        members = []
-        for k, m in enumerate(self.members):
-            h = histories.get(k)
-            entry = {
-                "recipe": m.recipe.state_dict(),
-                "generator": self.generators[k].get_state(),
-                "history": [] if h is None else h.epochs,
-                "status": "completed" if h is None else h.status,
-                "message": "" if h is None else h.message,
-                "seconds": 0.0 if h is None else h.seconds,
-            }
-            if k not in self.alive:
-                entry["params"] = m.model.state_dict()
-            members.append(entry)
-        return {
-            "epoch": epoch,
-            "names": list(self.names),
-            "P": {n: p.detach() for n, p in self.P.items()},
-            "optimizer": self.opt.state_dict(),
-            "alive": list(self.alive),
-            "rows": list(self.rows),
-            "order": generator_states(list(self.order_gens.values())),
-            "members": members,
-        }
+        """What a checkpoint after ``epoch`` holds (see :func:`.saved.population_state`)."""
+        return population_state(self, epoch)
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        """Load a :meth:`state`. Everything is checked, and each member's own state loaded,
-        before the stacked parameters are cut down to the saved rows and filled."""
-        if saved["names"] != self.names or len(saved["members"]) != len(self.members):
-            raise ValueError("another population (members or parameter names differ)")
-        rows, alive = [int(k) for k in saved["rows"]], [int(k) for k in saved["alive"]]
-        if not set(alive) <= set(rows) <= set(self.rows):
-            raise ValueError(f"its rows {rows} are not among this population's {self.rows}")
-        for n in self.names:
-            want = (len(rows), *self.P[n].shape[1:])
-            if tuple(saved["P"][n].shape) != want:
-                raise ValueError(f"{n} has shape {tuple(saved['P'][n].shape)}, not {want}")
-        for k, entry in enumerate(saved["members"]):
-            m, history = self.members[k], self._history(k)
-            self.generators[k].set_state(entry["generator"])
-            history.epochs[:] = [dict(r) for r in entry["history"]]
-            history.status, history.message = entry["status"], entry["message"]
-            history.seconds = float(entry.get("seconds", 0.0))
-            if k not in alive:  # it had left: its own memory, its final parameters
-                for p in m.model.parameters():
-                    p.data = p.data.clone(memory_format=torch.contiguous_format)
-                    p.grad = None
-                m.model.load_state_dict(entry["params"])
-            m.recipe.load_state_dict(entry["recipe"])
-        set_generator_states(list(self.order_gens.values()), saved["order"])
-        self._compact(rows)
-        with torch.no_grad():
-            for n in self.names:
-                self.P[n].copy_(saved["P"][n])
-        self.opt.load_state_dict(saved["optimizer"])
-        self.alive = alive
-        self._compact()  # a checkpoint written before rows followed alive members
-        for k in self.rows:  # every member still in the rows trains through them again (a
-            for n in self.names:  # restore that failed half-way may have cut some loose)
-                self.members[k].model.get_parameter(n).data = self._row(n, k)
+        restore_population(self, saved)
 
     def _resume(self, checkpoint: Checkpoint, on_done: Callable[[int, History], None]) -> int:
         """Restore ``checkpoint`` if it holds this population; the first epoch to run. Members

@@ -20,7 +20,7 @@ from torch import nn
 from ...drop import DropoutLayer
 from ...structure import Inserted, Residual
 
-__all__ = ["MaskSlot", "plain_dropout", "stacked_model", "store_transposed"]
+__all__ = ["MaskSlot", "plain_dropout", "slot_shapes", "stacked_model", "store_transposed"]
 
 
 class MaskSlot(nn.Module):
@@ -167,3 +167,23 @@ def _chain(module: nn.Module) -> list[nn.Module | None]:
     if type(module) is Residual:
         return [None, *_chain(module.branch), None]
     return [module]
+
+
+def slot_shapes(base: nn.Module, names: list[str], sample: torch.Tensor) -> list[tuple[int, ...]]:
+    """The shape of one sample's input to each dropout slot ``names`` of ``base`` (the shape
+    of the factors it multiplies by), found by running ``sample`` (a batch of one) through
+    ``base`` in eval mode."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        base.get_submodule(n).register_forward_pre_hook(
+            lambda mod, args, n=n: shapes.__setitem__(n, tuple(args[0].shape[1:]))
+        )
+        for n in names
+    ]
+    try:
+        with torch.no_grad():
+            base.eval()(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [shapes[n] for n in names]

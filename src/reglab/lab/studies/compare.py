@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping
@@ -12,25 +11,23 @@ from typing import Any
 
 import tomli_w
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ...core import ConfigError, Regularizer
 from ...serialize import recipe_specs
-from ..engine.device import CPU_POPULATION
-from ..engine.workers import ready, unguarded_main
-from ..inputs.user import in_process, reference
+from ..engine.workers import ready
+from ..inputs.user import reference
 from ..reports.plots import write_plots
-from ..reports.report import features_summary, write_report
+from ..reports.report import write_report
 from ..reports.results import (
     RESULT_COLUMNS,
     comparison,
     numeric_rows,
     result_rows,
-    rich_tables,
     summary_rows,
     to_csv,
 )
 from ..reports.verdict import Verdict, verdict
+from .compare_report import StudyProgress, print_interrupted, print_notes, print_results
 from .holds import hold
 from .rounds import run_rounds
 from .store import write_atomic
@@ -121,50 +118,6 @@ def _rounds_text(run: StudyRun) -> str:
     return f"; this study ran rounds of {', '.join(map(str, run.rounds))} seeds"
 
 
-def _describe(run: StudyRun, width: int = 100) -> str:
-    """The study in a few phrases joined by " · ", broken between phrases (never inside one)
-    to fit ``width`` columns; the engine in words a user knows."""
-    s, seeds, workers = run.settings, run.config.max_trial_seeds, run.config.workers
-    if in_process(s["data"], s["model"]) or unguarded_main() is not None:
-        workers = 1
-    noise = f", {s['label_noise']:.0%} label noise" if s["label_noise"] else ""
-    batched = [r for r in run.recipes if r not in run.sequential]
-    at_once = min(CPU_POPULATION, math.ceil(len(batched) * seeds / max(workers, 1)))
-    if s["engine"] == "population" and at_once > 1:
-        engine = f"up to {at_once} trials at a time per worker"
-        if run.sequential:
-            engine += f" ({', '.join(run.sequential)}: one at a time)"
-    else:
-        engine = "one trial at a time per worker"
-    engine = f"{workers} worker{'s' if workers != 1 else ''}, {engine}"
-    widths = f" {s['widths']}" if s["model"] == "mlp" else ""
-    phrases = [
-        f"[bold]{s['data']}[/] with {s['model']}{widths}",
-        f"{_sizes(run)}{noise}",
-        f"{len(run.recipes)} recipes x {_seeds_text(run)}",
-        f"{s['epochs']} epochs",
-        f"{s['optimizer']} {s['lr']}",
-        engine,
-    ]
-    lines, line = [], ""
-    for phrase in phrases:
-        visible = len(phrase.replace("[bold]", "").replace("[/]", ""))
-        shown = len(line.replace("[bold]", "").replace("[/]", ""))
-        if line and shown + 3 + visible > width:
-            lines.append(line)
-            line = phrase
-        else:
-            line = f"{line} · {phrase}" if line else phrase
-    return "\n".join([*lines, line])
-
-
-def _seeds_text(run: StudyRun) -> str:
-    """``6 seeds``, or ``seeds in rounds 4, 6 (up to 10)``."""
-    if run.config.seeds != "auto":
-        return f"{run.config.seeds} seeds"
-    return f"seeds in rounds {', '.join(map(str, run.rounds))} (up to {run.config.max_seeds})"
-
-
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Python objects among ``compare``'s keyword arguments as the plain values a study stores:
     a model factory or data function by reference, a ``Dataset`` mapping as a token held in
@@ -236,141 +189,30 @@ def compare(
         config = StudyConfig(**given)
     elif given:
         config = StudyConfig(**{**asdict(config), **given})
-    console = console or Console(stderr=False, quiet=quiet)
-    started = time.perf_counter()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,  # no stale line of the last trial above the tables
-    )
-    # the bar's clock starts with the study, not with its first finished trial
-    state: dict[str, Any] = {"task": progress.add_task("preparing the study", total=None)}
-
-    def on_trial(result: dict[str, Any], done: int, total: int) -> None:
-        test = result.get("final", {}).get("test", {})
-        figure = next((f"test {k} {v:.3f}" for k, v in test.items() if k != "loss"), "")
-        progress.update(
-            state["task"],
-            total=total,
-            completed=done,
-            description=f"{result['recipe']} seed {result['seed']}: {result['status']} {figure}",
-        )
-
-    def on_epoch(completed: float, total: int) -> None:
-        progress.update(
-            state["task"], total=total, completed=completed, description="training populations"
-        )
-
     if storage is not None and config.seeds == "auto":
         raise ConfigError(
             "The 'seeds' parameter of compare must be a number of seeds with --storage (a "
             "shared study runs its seeds at once). Got 'auto'."
         )
-
-    def on_round(seeds: int, most: int) -> None:
-        progress.update(state["task"], description=f"round of {seeds} seeds (up to {most})")
-
-    with progress:
+    console = console or Console(stderr=False, quiet=quiet)
+    started = time.perf_counter()
+    bar = StudyProgress(console)
+    with bar:
         if storage is not None:
             from .shared import run_shared
 
             name = study_name or f"compare-{Path(config.data).stem}-{config.model}"
-            run = run_shared(config, out, storage, name, on_trial=on_trial, overwrite=overwrite)
+            run = run_shared(config, out, storage, name, on_trial=bar.trial, overwrite=overwrite)
         elif config.seeds == "auto":
-            run = run_rounds(config, out, on_trial, on_epoch, on_round, overwrite=overwrite)
+            run = run_rounds(config, out, bar.trial, bar.epoch, bar.round, overwrite=overwrite)
         else:
-            run = run_study(config, out, on_trial, on_epoch, overwrite=overwrite)
-    planned = len(run.recipes) * (run.rounds[-1] if run.rounds else config.max_trial_seeds)
+            run = run_study(config, out, bar.trial, bar.epoch, overwrite=overwrite)
     if run.interrupted:  # the rerun writes the outputs; stop now, as asked
-        console.print(
-            f"[yellow]interrupted: rerun the same command to resume ({len(run.results)} of "
-            f"{planned} trials finished in {out}/trials; the running "
-            f"ones saved checkpoints in {out}/checkpoints).[/]"
-        )
+        print_interrupted(console, run, out)
         return run
-    console.print(_describe(run, min(console.width, 100)))
-    if run.task == "classification" and run.settings["label_noise"]:
-        console.print(
-            f"Label noise: {run.settings['label_noise']:.0%} of the training labels are wrong "
-            "on purpose; validation and test labels are clean. Train accuracy and the gap use "
-            "the labels trained on; memorized is the share of the wrong ones the model predicts."
-        )
     summary = comparison(run.results, run.task, config.baseline, config.design)
     found = study_verdict(run, summary)
-    if run.reused:
-        console.print(f"Reused {run.reused} finished trials from {out}.")
-    resumed = run.resumed
-    if resumed:
-        console.print(
-            f"Resumed {len(resumed)} trials from their checkpoints (at epochs "
-            f"{min(resumed)} to {max(resumed)} of {config.epochs})."
-        )
-    if run.requeued:
-        console.print(f"Re-queued {run.requeued} trials of workers that died.")
-    if storage is not None and len(run.results) < planned:
-        console.print(
-            f"{len(run.results)} of {planned} trials are finished; "
-            "the others are still running on other machines: run the command again later."
-        )
-    if in_process(config.data, config.model):
-        console.print(
-            "The model or data is a Python object other processes cannot import: the trials "
-            "ran in this process (pass an importable 'module:function' to use every core)."
-        )
-    elif unguarded_main() is not None and config.workers > 1:
-        console.print(
-            f'compare was called outside `if __name__ == "__main__":` ({unguarded_main()}): '
-            "worker processes would run the script again, so the trials ran in this process. "
-            "Put the call under that guard to use every core."
-        )
-    for note in _data_notes(run):
-        console.print(note)
-    by_reason: dict[str, list[str]] = {}
-    for recipe, reason in run.sequential.items():
-        by_reason.setdefault(reason, []).append(recipe)
-    for reason, names in by_reason.items():
-        console.print(f"Not batched: {', '.join(names)} ({reason}).")
+    print_notes(console, run, out, shared=storage is not None)
     paths = write_outputs(run, summary, found)
-    for table in rich_tables(summary, run.task, console.width):
-        console.print(table)
-    for recipe, means, _ in features_summary(run.results):
-        if "informative_kept" in means:
-            console.print(
-                f"{recipe}: keeps {means['informative_kept']:.1f} informative and "
-                f"{means['noise_kept']:.1f} noise inputs (mean over seeds)"
-            )
-    failed = [r for r in run.results if r["status"] in ("failed", "diverged")]
-    for r in failed:
-        console.print(f"[red]{r['recipe']} seed {r['seed']} {r['status']}[/]: {r['message']}")
-    written = [*(p.name for p in paths.values()), "plots/", "trials/", "reglab-study.json"]
-    console.print(f"Wrote {', '.join(written)} to {out} in {time.perf_counter() - started:.1f} s.")
-    console.print()
-    for line in found.answer:
-        console.print(line, style="bold", highlight=False)
-    console.print(f"Details: {paths['report.html']}", highlight=False)
+    print_results(console, run, summary, found, paths, time.perf_counter() - started)
     return run
-
-
-def _sizes(run: StudyRun) -> str:
-    """``train 300, val 359, test 539`` (seed 0's split), so that a user sees where the data
-    went (``--val-fraction``, ``--test-fraction``, ``--train-size`` change it)."""
-    from .seams import dataset_for
-
-    try:
-        data = dataset_for(run.settings, 0)
-    except ConfigError:  # the data moved since the trials ran: the count the study kept
-        return f"train size {run.n_train}"
-    return f"train {run.n_train}, val {data.size('val')}, test {data.size('test')}"
-
-
-def _data_notes(run: StudyRun) -> list[str]:
-    """What the user should know about the data of seed 0 (e.g. no test split was given)."""
-    if not run.results:
-        return []
-    from .seams import dataset_for
-
-    notes = dataset_for(run.settings, 0).notes
-    return [f"Note: {text}." for text in notes.values() if isinstance(text, str)]

@@ -120,6 +120,11 @@ def fit_population(
     _check("members", len(members), len(members) >= 1, "at least one Member")
     device = resolve_device("cpu" if device is None else device, "fit_population")
     check_precision(precision, device, "fit_population")
+    common = {
+        "optimizer": optimizer, "lr": lr, "batch_size": batch_size, "task": task,
+        "num_classes": num_classes, "divergence_threshold": divergence_threshold,
+        "device": device, "precision": precision,
+    }  # fmt: skip
     histories: list[History | None] = [None] * len(members)
     batched = []
     for i, member in enumerate(members):
@@ -129,45 +134,16 @@ def fit_population(
             member.model = member.recipe.transform_model(member.model)
             batched.append(i)
             continue
-        histories[i] = fit(
-            member.model,
-            member.train,
-            member.val,
-            recipe=member.recipe,
-            epochs=epochs,
-            optimizer=optimizer,
-            lr=lr,
-            batch_size=batch_size,
-            seed=member.seed,
-            task=task,
-            num_classes=num_classes,
-            divergence_threshold=divergence_threshold,
-            device=device,
-            precision=precision,
-            checkpoint=None if checkpoint is None else checkpoint.part(f"m{i}"),
-        )
+        part = None if checkpoint is None else checkpoint.part(f"m{i}")
+        histories[i] = _alone(member, epochs, common, part)
         if on_done is not None:
             on_done(i, histories[i])
-    groups: dict[tuple, list[int]] = {}
-    for i in batched:
-        groups.setdefault(_signature(members[i]), []).append(i)
-    for number, indices in enumerate(groups.values()):
-        # members of one recipe side by side: each penalty kernel then touches one run of rows
-        indices.sort(key=lambda i: repr(members[i].recipe))
-        population = Population(
-            [members[i] for i in indices],
-            optimizer=optimizer,
-            lr=lr,
-            batch_size=batch_size,
-            task=task,
-            num_classes=num_classes,
-            divergence_threshold=divergence_threshold,
-            device=device,
-            precision=precision,
-            should_stop=None
-            if should_stop is None
-            else (lambda k, record, indices=indices: should_stop(indices[k], record)),
-        )
+    groups = _groups(members, batched)
+    for number, indices in enumerate(groups):
+        stop = None
+        if should_stop is not None:
+            stop = lambda k, record, indices=indices: should_stop(indices[k], record)  # noqa: E731
+        population = Population([members[i] for i in indices], **common, should_stop=stop)
 
         def done(k: int, history: History, indices: list[int] = indices) -> None:
             histories[indices[k]] = history
@@ -181,3 +157,30 @@ def fit_population(
     if checkpoint is not None:
         checkpoint.finished()
     return histories  # type: ignore[return-value]
+
+
+def _alone(
+    member: Member, epochs: int, common: dict[str, Any], checkpoint: Checkpoint | None
+) -> History:
+    """A member the population cannot batch, trained by :func:`reglab.fit` on its own."""
+    return fit(
+        member.model,
+        member.train,
+        member.val,
+        recipe=member.recipe,
+        epochs=epochs,
+        seed=member.seed,
+        checkpoint=checkpoint,
+        **common,
+    )
+
+
+def _groups(members: Sequence[Member], batched: list[int]) -> list[list[int]]:
+    """The batched members in populations: one per architecture and data size, with the
+    members of one recipe side by side (each penalty kernel then touches one run of rows)."""
+    groups: dict[tuple, list[int]] = {}
+    for i in batched:
+        groups.setdefault(_signature(members[i]), []).append(i)
+    for indices in groups.values():
+        indices.sort(key=lambda i: repr(members[i].recipe))
+    return list(groups.values())

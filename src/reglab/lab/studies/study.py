@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -372,58 +372,23 @@ def run_study(
     task, settings, recipes, trials, n_train, sequential = plan(config)
     out = Path(out)
     trial_dir = check_folder(out, settings, overwrite)
-    done: dict[str, dict[str, Any]] = {}
-    for trial in trials:
-        saved = load_finished(trial_dir / trial.filename, trial.key)
-        if saved is not None:
-            done[trial.key] = saved
+    done = _finished(trials, trial_dir)
     reused = len(done)
     pending = [t for t in trials if t.key not in done and (only is None or t.recipe in only)]
-    total = len(done) + len(pending)
-    by_key = {t.key: t for t in pending}
     workers, devices = workers_for(config, settings)
     size = CPU_POPULATION
     if devices is not None and pending:
         data = dataset_for(settings, 0)
+        total = len(done) + len(pending)
         size = population_size(settings, model_for(settings, data, 0), data.sample(1)[0], total)
     checkpoints = Checkpoints(str(out / "checkpoints"), config.checkpoint_every)
     hold("before_announce", out)
     finished = {t.key: t for t in trials if t.key in done}
     jobs = _jobs(config, pending, sequential, workers, size, checkpoints, finished)
     hold("after_announce", out)
-    populations = {
-        t.key: payload for _, payload in jobs if isinstance(payload, list) for t in payload
-    }
-    epochs_of: dict[int, int] = {}
-    resumed: list[int] = []
-
-    def finish(result: dict[str, Any]) -> None:
-        if result["key"] not in by_key or result["key"] in done:
-            return  # a finished member of a population formed again: its file is kept
-        trial = by_key[result["key"]]
-        write_atomic(trial_dir / trial.filename, json.dumps(result))
-        done[result["key"]] = result
-        if len(done) == reused + 1:
-            hold("trial_written", out)
-        if result.get("resumed_from"):
-            resumed.append(result["resumed_from"])
-        checkpoints.forget_trial(trial)  # its result is written: no longer needed
-        members = populations.get(trial.key)
-        if members is not None and all(t.key in done for t in members):
-            checkpoints.forget_population([t.key for t in members])
-        if on_trial is not None:
-            on_trial(result, len(done), total)
-
-    def progress(number: int, epoch: int) -> None:
-        epochs_of[number] = epoch
-        if on_epoch is not None:
-            running = sum(
-                sum(t.key not in done for t in jobs[n][1]) * e / config.epochs
-                for n, e in epochs_of.items()
-                if not all(t.key in done for t in jobs[n][1])
-            )
-            on_epoch(len(done) + running, total)
-
+    ledger = _Ledger(out, trial_dir, checkpoints, jobs, pending, done, config.epochs)
+    ledger.on_trial, ledger.on_epoch = on_trial, on_epoch
+    finish, progress, resumed = ledger.finish, ledger.progress, ledger.resumed
     interrupted = False
     try:
         handed = datasets_to_hand(settings, sorted({t.seed for t in pending}))
@@ -448,3 +413,73 @@ def run_study(
         used,
         resumed=resumed,
     )
+
+
+def _finished(trials: Sequence[Trial], trial_dir: Path) -> dict[str, dict[str, Any]]:
+    """The results already in ``trial_dir`` of ``trials`` (by key): a rerun reuses them."""
+    done: dict[str, dict[str, Any]] = {}
+    for trial in trials:
+        saved = load_finished(trial_dir / trial.filename, trial.key)
+        if saved is not None:
+            done[trial.key] = saved
+    return done
+
+
+class _Ledger:
+    """A running study's bookkeeping: each finished trial written to ``trials/`` (once), its
+    checkpoints forgotten, the progress counted (the running populations' fraction of epochs
+    included)."""
+
+    def __init__(
+        self,
+        out: Path,
+        trial_dir: Path,
+        checkpoints: Checkpoints,
+        jobs: list,
+        pending: list[Trial],
+        done: dict[str, dict[str, Any]],
+        epochs: int,
+    ) -> None:
+        self.out, self.trial_dir, self.checkpoints, self.jobs = out, trial_dir, checkpoints, jobs
+        self.done, self.reused, self.epochs = done, len(done), epochs
+        self.by_key = {t.key: t for t in pending}
+        self.total = len(done) + len(pending)
+        self.populations = {
+            t.key: payload for _, payload in jobs if isinstance(payload, list) for t in payload
+        }
+        self.epochs_of: dict[int, int] = {}
+        self.resumed: list[int] = []
+        self.on_trial: Callable[[dict[str, Any], int, int], None] | None = None
+        self.on_epoch: Callable[[float, int], None] | None = None
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """A trial's result: written atomically, then its checkpoints are no longer needed."""
+        done = self.done
+        if result["key"] not in self.by_key or result["key"] in done:
+            return  # a finished member of a population formed again: its file is kept
+        trial = self.by_key[result["key"]]
+        write_atomic(self.trial_dir / trial.filename, json.dumps(result))
+        done[result["key"]] = result
+        if len(done) == self.reused + 1:
+            hold("trial_written", self.out)
+        if result.get("resumed_from"):
+            self.resumed.append(result["resumed_from"])
+        self.checkpoints.forget_trial(trial)
+        members = self.populations.get(trial.key)
+        if members is not None and all(t.key in done for t in members):
+            self.checkpoints.forget_population([t.key for t in members])
+        if self.on_trial is not None:
+            self.on_trial(result, len(done), self.total)
+
+    def progress(self, number: int, epoch: int) -> None:
+        """Population ``number`` finished ``epoch``."""
+        self.epochs_of[number] = epoch
+        if self.on_epoch is None:
+            return
+        done, jobs = self.done, self.jobs
+        running = sum(
+            sum(t.key not in done for t in jobs[n][1]) * e / self.epochs
+            for n, e in self.epochs_of.items()
+            if not all(t.key in done for t in jobs[n][1])
+        )
+        self.on_epoch(len(done) + running, self.total)

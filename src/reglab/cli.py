@@ -6,7 +6,7 @@ import atexit
 import gc
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import ConfigError, one_line_warnings
+from .lab.studies.fields import COMPARE_ONLY, PATH_SETTINGS, SETTINGS, TUNE_SETTINGS, Setting
 
 EXIT_USAGE = 2
 INTERRUPTED = "interrupted: rerun the same command to resume"
@@ -26,86 +27,25 @@ def cli() -> None:
     """reglab: regularization for PyTorch that you can see working."""
 
 
+def _option(
+    name: str, table: Mapping[str, Setting] = SETTINGS
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The command-line option of setting ``name``, from its one definition in ``table``
+    (:mod:`reglab.lab.studies.fields`): ``--name-with-dashes``, its type and help. An option
+    left out is None: the setting then has its default (or a ``--config`` file's value)."""
+    setting = table[name]
+    flag = f"--{name.replace('_', '-')}"
+    if setting.kind is bool:
+        return click.option(flag, is_flag=True, default=None, help=setting.help_text())
+    kind = setting.kind if setting.kind in (int, float) else None
+    return click.option(flag, type=kind, help=setting.help_text())
+
+
+#: The options that define a study's data, model and training, shared by the commands.
 _STUDY_OPTIONS = [
-    click.option(
-        "--data",
-        help="digits (default), breast_cancer, wine, diabetes, sparse_regression, polynomial, a "
-        ".csv/.npz file, a folder of images (one sub-folder per class), or a data function "
-        "package.module:function / file.py:function returning (X, y) or "
-        "{'train', 'val'[, 'test']} Datasets.",
-    ),
-    click.option("--target", help="Target column of a CSV file."),
-    click.option(
-        "--model",
-        help="mlp (default), resmlp (residual blocks), cnn (image data), linear, or your "
-        "factory package.module:function / file.py:function, called as "
-        "function(input_shape, num_outputs, **model_args).",
-    ),
-    click.option(
-        "--model-args",
-        help="Keyword arguments of a model factory: key=value,key=value or a JSON object "
-        "(e.g. '{\"width\": 32}').",
-    ),
-    click.option("--image-size", help="H,W that the images of a folder are resized to."),
-    click.option(
-        "--num-workers", type=int, help="DataLoader workers for streaming data (default 0)."
-    ),
-    click.option(
-        "--device",
-        help="auto (default: CUDA when available), cpu, cuda (one worker per GPU), cuda:N or mps.",
-    ),
-    click.option("--precision", help="32 (default) or bf16 (autocast; parameters stay float32)."),
-    click.option(
-        "--deterministic",
-        is_flag=True,
-        default=None,
-        help="torch.use_deterministic_algorithms(True) (see the README on what is bitwise).",
-    ),
-    click.option("--widths", help="Hidden widths of the MLP, e.g. 256,256."),
-    click.option("--activation", help="relu (default), gelu, tanh, silu, elu, leaky_relu or selu."),
-    click.option("--epochs", type=int, help="Epochs per trial (default 150)."),
-    click.option(
-        "--train-size",
-        type=int,
-        help="Training samples (default: 300 of a built-in data set, or all if fewer; every "
-        "sample of your own data).",
-    ),
-    click.option(
-        "--val-fraction",
-        type=float,
-        help="Share of the data drawn per seed for validation (default 0.2; not for your own "
-        "{'train', 'val', 'test'} split).",
-    ),
-    click.option(
-        "--test-fraction",
-        type=float,
-        help="Share of the data drawn per seed for test (default 0.3); the rest is for "
-        "training (then --train-size of it).",
-    ),
-    click.option(
-        "--label-noise",
-        type=float,
-        help="Fraction of training labels made wrong (default 0.3 for built-in classification "
-        "data, 0 for your own).",
-    ),
-    click.option("--lr", type=float, help="Learning rate (default 1e-3)."),
-    click.option("--batch-size", type=int, help="Batch size (default 32)."),
-    click.option(
-        "--optimizer",
-        help="adam (default), adamw or sgd; never with weight decay of its own: that is a recipe.",
-    ),
-    click.option(
-        "--divergence-threshold",
-        type=float,
-        help="Stop a trial as diverged when its mean training loss exceeds this.",
-    ),
-    click.option("--workers", type=int, help="Parallel worker processes (default: one per core)."),
-    click.option(
-        "--checkpoint-every",
-        type=float,
-        help="Seconds between two checkpoints of a running trial (default 5; 0: every epoch); "
-        "a rerun resumes from them.",
-    ),
+    _option(name)
+    for name, setting in SETTINGS.items()
+    if setting.option and name not in COMPARE_ONLY
 ]
 
 
@@ -196,25 +136,12 @@ def _keywords(text: str) -> dict[str, Any]:
 
 @cli.command(short_help="Train a model under recipes and seeds; report what each one does.")
 @_study_options
-@click.option("--recipes", help="Comma-separated recipe names (see `reglab recipes`).")
-@click.option(
-    "--seeds",
-    help="Number of seeds (default 6), or auto: seeds in rounds until every comparison is "
-    "decided (see --max-seeds, --budget).",
-)
-@click.option("--max-seeds", type=int, help="The most seeds --seeds auto runs (default 10).")
-@click.option(
-    "--budget", type=float, help="With --seeds auto: start no round past this many seconds."
-)
-@click.option(
-    "--correction",
-    help="bh (default: Benjamini-Hochberg, false discovery rate) or holm (family-wise error).",
-)
-@click.option(
-    "--engine",
-    help="population (default: trials trained together as one batched model) or sequential "
-    "(one reglab.fit per trial).",
-)
+@_option("recipes")
+@_option("seeds")
+@_option("max_seeds")
+@_option("budget")
+@_option("correction")
+@_option("engine")
 @click.option(
     "--storage",
     help="An Optuna storage URL (e.g. postgresql://user:pass@host/db) shared by machines: each "
@@ -272,17 +199,12 @@ def compare(
     help="An argument and its range, e.g. strength=1e-5:1e-1:log (log is the default for "
     "floats); repeat for several.",
 )
-@click.option("--trials", type=int, default=20, show_default=True, help="Trials this run adds.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every trial.")
+@_option("trials", TUNE_SETTINGS)
+@_option("seed", TUNE_SETTINGS)
 @click.option("--storage", help="An RDB URL shared by machines (default: a journal file in --out).")
 @click.option("--study-name", help="The Optuna study's name (default: RECIPE-DATA).")
 @click.option("--no-pruning", is_flag=True, help="Never stop a trial early.")
-@click.option(
-    "--engine",
-    default="population",
-    show_default=True,
-    help="population (each worker trains 4 trials at once) or sequential.",
-)
+@_option("engine", TUNE_SETTINGS)
 @_study_options
 @_CONFIG_OPTION
 @click.option(
@@ -294,12 +216,12 @@ def compare(
 def tune(
     recipe: str,
     params: tuple[str, ...],
-    trials: int,
-    seed: int,
+    trials: int | None,
+    seed: int | None,
     storage: str | None,
     study_name: str | None,
     no_pruning: bool,
-    engine: str,
+    engine: str | None,
     config_path: str | None,
     out: str,
     **options: Any,
@@ -325,12 +247,10 @@ def tune(
         recipe=recipe,
         params=list(params),
         study=_study(config_path, {**given, "engine": "sequential"}, "tune"),
-        trials=trials,
-        seed=seed,
         storage=storage,
         study_name=study_name,
         pruning=not no_pruning,
-        engine=engine,
+        **_given(trials=trials, seed=seed, engine=engine),
     )
     if run(config, out, workers or config.study.workers, _console()).failed:
         sys.exit(1)  # every output is written; the errors are printed and in tune_trials.csv
@@ -341,8 +261,8 @@ def tune(
 @click.option(
     "--param", required=True, help="The argument and its range, e.g. strength=1e-4:1 (log scale)."
 )
-@click.option("--points", type=int, default=8, show_default=True, help="Strengths on the grid.")
-@click.option("--seeds", type=int, default=3, show_default=True, help="Chains, one per seed.")
+@_option("points", PATH_SETTINGS)
+@_option("seeds", PATH_SETTINGS)
 @click.option("--cold", is_flag=True, help="Start every fit from the initial weights.")
 @click.option(
     "--warm-epochs", type=int, help="Epochs of each warm-started point (default: epochs/3)."
@@ -353,8 +273,8 @@ def tune(
 def path(
     recipe: str,
     param: str,
-    points: int,
-    seeds: int,
+    points: int | None,
+    seeds: int | None,
     cold: bool,
     warm_epochs: int | None,
     config_path: str | None,
@@ -376,12 +296,16 @@ def path(
         recipe=recipe,
         param=param,
         study=_study(config_path, given, "path"),
-        points=points,
-        seeds=seeds,
         warm=not cold,
+        **_given(points=points, seeds=seeds),
         warm_epochs=warm_epochs,
     )
     run(config, out, workers or config.study.workers, _console())
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given (not None): the others keep their settings' defaults."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _console() -> Console:

@@ -12,12 +12,14 @@ import torch
 from torch.utils.data import Subset
 
 from ...core import Interval, check_param
+from ..studies.fields import SETTINGS
 from .errors import DataError
 from .streams import NoisyLabels, loader
 
 __all__ = ["TEST_FRACTION", "VAL_FRACTION", "Dataset"]
 
-TEST_FRACTION, VAL_FRACTION = 0.3, 0.2
+TEST_FRACTION = SETTINGS["test_fraction"].default
+VAL_FRACTION = SETTINGS["val_fraction"].default
 
 #: Evaluation batch size of streaming data.
 STREAM_EVAL_BATCH = 256

@@ -4,7 +4,6 @@ of ``reglab compare``."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import Any
 
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ..inputs.data import BUILTIN_DATASETS
-from ..inputs.dataset import TEST_FRACTION, VAL_FRACTION
 from ..reports.decisions import CORRECTIONS, Design
+from .fields import DEFAULT_LABEL_NOISE, DEFAULT_TRAIN_SIZE, SETTINGS
 
 __all__ = [
     "DEFAULT_EVERY",
@@ -23,18 +22,19 @@ __all__ = [
     "StudyConfig",
 ]
 
-DEFAULT_TRAIN_SIZE = 300
 #: Seeds of the default study: enough for its large effects to be decided after correction
 #: (about 30 s on two cores); 3 seeds gave each paired test 2 degrees of freedom and decided
 #: nothing.
-DEFAULT_SEEDS = 6
-DEFAULT_LABEL_NOISE = 0.3
+DEFAULT_SEEDS = SETTINGS["seeds"].default
 #: Seconds between two checkpoints of a running trial, unless ``checkpoint_every`` says otherwise.
-DEFAULT_EVERY = 5.0
+DEFAULT_EVERY = SETTINGS["checkpoint_every"].default
 
 
-def _default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+def _default(name: str) -> Any:
+    """The dataclass default of setting ``name`` (:data:`~.fields.SETTINGS`)."""
+    setting = SETTINGS[name]
+    factory = setting.factory()
+    return setting.default if factory is None else field(default_factory=factory)
 
 
 @dataclass
@@ -70,36 +70,36 @@ class StudyConfig:
         >>> StudyConfig(data="wine", recipes=["baseline", "l2"], seeds=5)
     """
 
-    data: str = "digits"
-    target: str | None = None
-    model: str = "mlp"
-    widths: list[int] = field(default_factory=lambda: [256, 256])
-    activation: str = "relu"
-    init: str = "he"
-    recipes: Any = None
-    seeds: int | str = DEFAULT_SEEDS
-    max_seeds: int = 10
-    budget: float | None = None
-    correction: str = "bh"
-    epochs: int = 150
-    train_size: int | None = None
-    val_fraction: float = VAL_FRACTION
-    test_fraction: float = TEST_FRACTION
-    label_noise: float | None = None
-    lr: float = 1e-3
-    batch_size: int = 32
-    optimizer: str = "adam"
-    baseline: str = "baseline"
-    divergence_threshold: float | None = None
-    workers: int = field(default_factory=_default_workers)
-    engine: str = "population"
-    model_args: dict[str, Any] = field(default_factory=dict)
-    image_size: list[int] | None = None
-    num_workers: int = 0
-    device: str = "auto"
-    precision: str = "32"
-    deterministic: bool = False
-    checkpoint_every: float = DEFAULT_EVERY
+    data: str = _default("data")
+    target: str | None = _default("target")
+    model: str = _default("model")
+    widths: list[int] = _default("widths")
+    activation: str = _default("activation")
+    init: str = _default("init")
+    recipes: Any = _default("recipes")
+    seeds: int | str = _default("seeds")
+    max_seeds: int = _default("max_seeds")
+    budget: float | None = _default("budget")
+    correction: str = _default("correction")
+    epochs: int = _default("epochs")
+    train_size: int | None = _default("train_size")
+    val_fraction: float = _default("val_fraction")
+    test_fraction: float = _default("test_fraction")
+    label_noise: float | None = _default("label_noise")
+    lr: float = _default("lr")
+    batch_size: int = _default("batch_size")
+    optimizer: str = _default("optimizer")
+    baseline: str = _default("baseline")
+    divergence_threshold: float | None = _default("divergence_threshold")
+    workers: int = _default("workers")
+    engine: str = _default("engine")
+    model_args: dict[str, Any] = _default("model_args")
+    image_size: list[int] | None = _default("image_size")
+    num_workers: int = _default("num_workers")
+    device: str = _default("device")
+    precision: str = _default("precision")
+    deterministic: bool = _default("deterministic")
+    checkpoint_every: float = _default("checkpoint_every")
 
     CONSTRAINTS = {
         "data": Predicate(

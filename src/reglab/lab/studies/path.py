@@ -32,6 +32,7 @@ from ..inputs.recipes import build_recipe, recipe_spec
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .fields import PATH_SETTINGS
 from .seams import adopt_datasets, datasets_to_hand
 from .study import dataset_for, fit_options, model_for, plan, splits_for
 from .tune import Dimension, parse_dimension, with_values
@@ -52,8 +53,8 @@ class PathConfig:
     recipe: str
     param: str
     study: StudyConfig = field(default_factory=StudyConfig)
-    points: int = 8
-    seeds: int = 3
+    points: int = PATH_SETTINGS["points"].default
+    seeds: int = PATH_SETTINGS["seeds"].default
     warm: bool = True
     warm_epochs: int | None = None
 

@@ -25,6 +25,7 @@ from ..engine.population import fit_population
 from ..inputs.recipes import build_recipe, recipe_spec
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .fields import TUNE_SETTINGS
 from .store import safe_name, write_atomic
 from .study import dataset_for, error_line, fit_options, member_for, model_for, plan, splits_for
 from .tune import (
@@ -58,12 +59,12 @@ class TuneConfig:
     recipe: str
     params: list[str]
     study: StudyConfig = field(default_factory=StudyConfig)
-    trials: int = 20
-    seed: int = 0
+    trials: int = TUNE_SETTINGS["trials"].default
+    seed: int = TUNE_SETTINGS["seed"].default
     storage: str | None = None
     study_name: str | None = None
     pruning: bool = True
-    engine: str = "population"
+    engine: str = TUNE_SETTINGS["engine"].default
 
     CONSTRAINTS = {
         "trials": Interval(int, 1, 100_000),

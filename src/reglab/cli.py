@@ -237,8 +237,8 @@ def tune(
     from .lab.engine.workers import warm_up
 
     warm_up()
+    from .lab.studies.tune import TuneConfig
     from .lab.studies.tune_report import tune as run
-    from .lab.studies.tuner import TuneConfig
 
     given = _study_values(options)
     workers = given.pop("workers", None)

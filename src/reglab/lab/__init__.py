@@ -40,8 +40,8 @@ _WHERE = {
     "run_population": "studies.study",
     "run_study": "studies.study",
     "run_trial": "studies.study",
-    "TuneConfig": "studies.tuner",
-    "run_tune": "studies.tuner",
+    "TuneConfig": "studies.tune",
+    "run_tune": "studies.tune",
 }
 
 

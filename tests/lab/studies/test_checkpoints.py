@@ -292,7 +292,7 @@ def test_tune_killed_midway_keeps_its_trials_and_their_values(tmp_path):
 
     from reglab.lab.studies.config import StudyConfig
     from reglab.lab.studies.study import plan
-    from reglab.lab.studies.tuner import TuneConfig, evaluate_trial
+    from reglab.lab.studies.tune import TuneConfig, evaluate_trial
 
     args = ["tune", "--recipe", "l2", "--param", "strength=1e-4:1", "--trials", "4"]
     args += ["--workers", "1", "--epochs", "200", "--no-pruning", "--engine", "sequential"]

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
+from reglab.lab.studies.dimensions import Dimension
 from reglab.lab.studies.path import choose, grid
-from reglab.lab.studies.tune import Dimension
 
 SMALL = ["--train-size", "60", "--batch-size", "16", "--workers", "1"]
 

@@ -127,8 +127,8 @@ def test_compare_unreachable_storage_is_one_line(tmp_path, cli):
 def test_shared_duplicate_runs_only_the_lower_copy_of_a_trial_added_twice(tmp_path):
     import optuna
 
+    from reglab.lab.studies.optuna_storage import claim
     from reglab.lab.studies.shared import duplicate
-    from reglab.lab.studies.tune import claim
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "j"))

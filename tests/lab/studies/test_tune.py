@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 from reglab import ConfigError
 from reglab.lab.inputs.recipes import BUILTIN_RECIPES
-from reglab.lab.studies.tune import masked, parse_dimension, tunable
+from reglab.lab.studies.dimensions import parse_dimension, tunable
+from reglab.lab.studies.optuna_storage import masked
 
 SMALL = ["--epochs", "6", "--train-size", "80", "--batch-size", "16"]
 
@@ -227,7 +228,7 @@ def test_tune_population_and_sequential_engines_agree(tmp_path, cli):
 
 
 def test_requeue_dead_takes_back_trials_of_dead_and_half_started_workers(tmp_path, monkeypatch):
-    from reglab.lab.studies import tune
+    from reglab.lab.studies import optuna_storage as tune
 
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "j"))
@@ -256,7 +257,7 @@ def test_requeue_dead_takes_back_trials_of_dead_and_half_started_workers(tmp_pat
 
 _OPEN_AT_ONCE = """
 import pathlib, sys, time
-from reglab.lab.studies.tune import open_storage
+from reglab.lab.studies.optuna_storage import open_storage
 pathlib.Path(sys.argv[2]).touch()
 while not pathlib.Path(sys.argv[3]).exists():
     time.sleep(0.001)

@@ -173,7 +173,7 @@ SETTINGS: dict[str, Setting] = {
 #: and choose their own seeds and engine).
 COMPARE_ONLY = ("recipes", "seeds", "max_seeds", "budget", "correction", "engine")
 
-#: ``reglab tune``'s own settings (:class:`~reglab.lab.studies.tuner.TuneConfig`).
+#: ``reglab tune``'s own settings (:class:`~reglab.lab.studies.tune.TuneConfig`).
 TUNE_SETTINGS: dict[str, Setting] = {
     "trials": Setting(20, "Trials this run adds (default {default}).", int),
     "seed": Setting(0, "Seed of every trial (default {default}).", int),

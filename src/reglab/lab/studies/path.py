@@ -32,10 +32,10 @@ from ..inputs.recipes import build_recipe, recipe_spec
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .dimensions import Dimension, parse_dimension, with_values
 from .fields import PATH_SETTINGS
 from .seams import adopt_datasets, datasets_to_hand
 from .study import dataset_for, fit_options, model_for, plan, splits_for
-from .tune import Dimension, parse_dimension, with_values
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
 

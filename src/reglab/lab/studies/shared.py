@@ -23,9 +23,9 @@ import torch
 from ...checkpoint import stop_requested
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .optuna_storage import claim, open_storage, requeue_dead, run_workers
 from .store import check_folder, write_atomic
 from .study import StudyRun, Trial, plan, run_trial
-from .tune import claim, open_storage, requeue_dead, run_workers
 
 __all__ = ["run_shared"]
 

@@ -2,375 +2,454 @@
 
 Each Optuna trial trains the recipe with sampled values on the study's data (one seed) and
 returns the final model's validation loss; validation loss is reported every epoch, so Optuna's
-median pruner stops hopeless trials early. TPE samples by default.
-
-Storage: by default Optuna's journal file ``<out>/tune.journal`` (several processes of one
-machine may share it); or an RDB URL such as ``postgresql://user:pass@host/db``, so that several
-machines work on one study. ``--trials N`` adds N waiting trials to the study; the workers of
-every command working on it take waiting trials one at a time (taking one is atomic in both
-storages), so nothing runs twice, and two machines each adding 5 finish 10. Rerunning continues
-the study (TPE learns from every earlier trial; waiting trials of an interrupted run are taken
-too). A worker that dies leaves its trial running: on an RDB storage the heartbeat marks it
-failed and Optuna re-queues it; with the journal file the command that started the worker does
-the same when it sees the worker gone.
+median pruner stops hopeless trials early. TPE samples by default. The search space is
+:mod:`reglab.lab.studies.dimensions`; the storage and how trials are shared between processes
+and machines, :mod:`reglab.lab.studies.optuna_storage`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import math
-import os
-import random
-import socket
-import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...checkpoint import process_alive
-from ...core import ConfigError, Interval, Regularizer, check_param
+import tomli_w
+import torch
 
-__all__ = ["Dimension", "open_storage", "parse_dimension", "tunable"]
+from ...checkpoint import Checkpoint, stop_requested
+from ...core import Choice, ConfigError, Interval, Predicate, check_param
+from ...train import History, evaluate, fit
+from ..engine.population import fit_population
+from ..inputs.recipes import build_recipe, recipe_spec
+from .checkpoints import Checkpoints
+from .config import StudyConfig
+from .dimensions import Dimension, parse_dimension, with_values
+from .fields import TUNE_SETTINGS
+from .optuna_storage import (
+    BATCH_ATTR,
+    adopt,
+    claim,
+    finite_or_inf,
+    masked,
+    open_storage,
+    requeue_dead,
+    run_workers,
+)
+from .store import safe_name, write_atomic
+from .study import dataset_for, error_line, fit_options, member_for, model_for, plan, splits_for
 
-JOURNAL = "tune.journal"
-_WORKER_ATTR = "reglab_worker"
+__all__ = ["TuneConfig", "TuneRun", "run_tune"]
 
 
-@dataclass(frozen=True)
-class Dimension:
-    """One searched argument: ``spec[index][arg]`` between ``low`` and ``high``."""
+@dataclass
+class TuneConfig:
+    """What ``reglab tune`` searches: ``recipe`` (a name ``study.recipes`` defines, as a study
+    file's ``[recipes]`` table does, else a built-in name) with ``params`` (e.g.
+    ``['strength=1e-5:1e-1:log']``), ``trials`` more trials on the study of ``study`` (the data,
+    model and training settings, as for ``reglab compare``), trained at ``seed``.
+
+    Raises:
+        ConfigError: for a bad value (checked at construction).
+    """
+
+    recipe: str
+    params: list[str]
+    study: StudyConfig = field(default_factory=StudyConfig)
+    trials: int = TUNE_SETTINGS["trials"].default
+    seed: int = TUNE_SETTINGS["seed"].default
+    storage: str | None = None
+    study_name: str | None = None
+    pruning: bool = True
+    engine: str = TUNE_SETTINGS["engine"].default
+
+    CONSTRAINTS = {
+        "trials": Interval(int, 1, 100_000),
+        "seed": Interval(int, 0, None),
+        "storage": Predicate(lambda v: v is None or (isinstance(v, str) and "://" in v), "a URL"),
+        "study_name": Predicate(lambda v: v is None or (isinstance(v, str) and v), "a name"),
+        "engine": Choice("population", "sequential"),
+    }
+
+    def __post_init__(self) -> None:
+        for name, constraint in self.CONSTRAINTS.items():
+            check_param("tune", name, getattr(self, name), constraint)
+        if not self.params:
+            raise ConfigError(
+                "The 'param' parameter of tune must be given at least once, e.g. "
+                "--param strength=1e-5:1e-1:log. Got none."
+            )
+        self.spec = recipe_spec(self.recipe, self.study.recipes, self.study_task(), "tune")
+        self.dims = [parse_dimension(p, self.spec, self.recipe) for p in self.params]
+        names = [d.name for d in self.dims]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"The 'param' parameter of tune must name each argument once. Got {names}."
+            )
+
+    def study_task(self) -> str:
+        from ..inputs.data import dataset_task
+
+        return dataset_task(self.study.data, self.study.target, self.study.image_size)
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"{self.recipe}-{Path(self.study.data).stem}"
+
+
+def _suggest(trial: Any, dims: Sequence[Dimension]) -> dict[str, Any]:
+    values = {}
+    for d in dims:
+        if d.integer:
+            values[d.name] = trial.suggest_int(d.name, int(d.low), int(d.high), log=d.log)
+        else:
+            values[d.name] = trial.suggest_float(d.name, d.low, d.high, log=d.log)
+    return values
+
+
+def _build(trial: Any, payload: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The trial's data, model (initial weights of the seed) and recipe, values sampled."""
+    settings, seed = payload["settings"], payload["seed"]
+    spec = with_values(payload["spec"], payload["dims"], _suggest(trial, payload["dims"]))
+    data = dataset_for(settings, seed)
+    return data, model_for(settings, data, seed), build_recipe(spec, data.image_shape)
+
+
+def _result(trial: Any, history: History, data: Any) -> float:
+    """Store the run's status and final validation and test metrics on the trial; return the
+    objective, the final model's validation loss."""
+    val = evaluate(history.model, data.source("val"), data.task)
+    test = evaluate(history.model, data.source("test"), data.task)
+    trial.set_user_attr("status", history.status)
+    trial.set_user_attr("epochs_run", history.epochs_run)
+    for split, metrics in (("val", val), ("test", test)):
+        for key, value in metrics.items():
+            trial.set_user_attr(f"{split}_{key}", value)
+    return finite_or_inf(val["loss"])
+
+
+def _prune(trial: Any, record: dict[str, float], pruning: bool) -> bool:
+    trial.report(record["val_loss"], record["epoch"])
+    return pruning and trial.should_prune()
+
+
+def _checkpoint(trials: Sequence[Any], payload: dict[str, Any]) -> Checkpoint | None:
+    """The checkpoint of Optuna trials taken together: named by the study and trial numbers,
+    tagged with those and the settings (a resumed trial keeps its number and its reports)."""
+    if payload.get("checkpoints") is None:
+        return None
+    numbers = "-".join(str(t.number) for t in trials)
+    checkpoints = Checkpoints(payload["checkpoints"], payload["every"])
+    shaping = (payload["name"], numbers, payload["spec"], payload["seed"])
+    name = f"tune-{payload['name']}-{numbers}"
+    return checkpoints.run(name, payload["settings"], *shaping, keep=False)
+
+
+def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
+    """Train one Optuna trial with :func:`reglab.fit`, reporting validation loss each epoch;
+    return the final model's validation loss, or None when the pruner stopped it. Test metrics
+    and the run's status go to the trial's user attrs. With ``payload['checkpoints']`` (a
+    folder) the trial checkpoints and a rerun resumes it."""
+    import optuna
+
+    settings = payload["settings"]
+    data, model, recipe = _build(trial, payload)
+
+    def report(record: dict[str, float]) -> None:
+        if _prune(trial, record, payload["pruning"]):
+            raise optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
+
+    try:
+        history = fit(
+            model,
+            *splits_for(settings, data, payload["seed"]),
+            recipe=recipe,
+            seed=payload["seed"],
+            on_epoch=report,
+            checkpoint=_checkpoint([trial], payload),
+            **fit_options(settings, data),
+        )
+    except optuna.TrialPruned:
+        _discard(_checkpoint([trial], payload))
+        return None
+    return _result(trial, history, data)
+
+
+def _discard(checkpoint: Checkpoint | None) -> None:
+    if checkpoint is not None:
+        checkpoint.remove()
+
+
+def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[float | None]:
+    """Train several Optuna trials together with the population engine; a pruned trial leaves
+    the population at that epoch. Returns, per trial, its objective or None when pruned."""
+    settings = payload["settings"]
+    built = [_build(t, payload) for t in trials]
+    members = [member_for(data, model, recipe, payload["seed"]) for data, model, recipe in built]
+    pruned: set[int] = set()
+
+    def should_stop(k: int, record: dict[str, float]) -> bool:
+        if _prune(trials[k], record, payload["pruning"]):
+            pruned.add(k)
+            return True
+        return False
+
+    data = built[0][0]
+    histories = fit_population(
+        members,
+        should_stop=should_stop,
+        checkpoint=_checkpoint(trials, payload),
+        **fit_options(settings, data),
+    )
+    # a member pruned before an interruption comes back from the checkpoint as stopped by it
+    return [
+        None
+        if k in pruned or history.message.startswith("should_stop")
+        else _result(trials[k], history, data)
+        for k, history in enumerate(histories)
+    ]
+
+
+#: Trials a tune worker takes at once and trains as one population (engine 'population').
+TUNE_POPULATION = 4
+
+
+def _work(payload: dict[str, Any]) -> None:
+    """A worker process: take waiting trials until none is left, ``payload['batch']`` at a
+    time (trained as one population) or one at a time."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread  # as study.optimize does
+    from optuna.trial import TrialState
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(payload["storage"], Path(payload["out"]))
+    study = optuna.load_study(
+        study_name=payload["name"],
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=5),
+    )
+    heartbeat = hasattr(storage, "record_heartbeat")
+    adopted = [[adopt(study, i) for i in group] for group in payload.get("adopt", [])]
+    while True:
+        if stop_requested():
+            return
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)
+        if adopted:
+            trials = adopted.pop(0)
+        else:
+            trials = []
+            while len(trials) < payload["batch"] and (t := claim(study)) is not None:
+                trials.append(t)
+            if len(trials) > 1:  # a rerun resumes them together, from their checkpoint
+                for t in trials:
+                    t.set_user_attr(BATCH_ATTR, [u.number for u in trials])
+        if not trials:
+            return
+        with contextlib.ExitStack() as stack:
+            for trial in trials:
+                stack.enter_context(get_heartbeat_thread(trial._trial_id, storage))
+            try:
+                if len(trials) > 1:
+                    values = evaluate_population(trials, payload)
+                else:
+                    values = [evaluate_trial(trials[0], payload)]
+            except Exception as exc:  # fails these trials, not the worker (no endless retry)
+                for trial in trials:
+                    trial.set_user_attr("error", error_line(exc))
+                    study.tell(trial, state=TrialState.FAIL)
+                continue
+        for trial, value in zip(trials, values, strict=True):
+            if value is None:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, value)
+
+
+@dataclass
+class TuneRun:
+    """What :func:`run_tune` did: the study name, the storage as shown (password masked), the
+    finished trials of the whole study, the best one, and the trials of this run that failed
+    with an error (its text in the ``error`` user attribute)."""
 
     name: str
-    index: int
-    arg: str
-    low: float
-    high: float
-    log: bool
-    integer: bool
+    storage: str
+    trials: list[Any]
+    best: Any
+    added: int
+    requeued: int
+    config: TuneConfig
+    importances: dict[str, float] = field(default_factory=dict)
+    sequential: str | None = None
+    failed: list[Any] = field(default_factory=list)
 
 
-def tunable(spec: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, str, Interval]]:
-    """The numeric arguments of a recipe's regularizers, by name: ``'Type.arg'`` always, and
-    the bare ``'arg'`` where only one regularizer of the recipe has it."""
-    found: dict[str, tuple[int, str, Interval]] = {}
-    counts: dict[str, int] = {}
-    for index, item in enumerate(spec):
-        cls = Regularizer.registry.get(item.get("type"))
-        for arg, constraint in getattr(cls, "constraints", {}).items():
-            if isinstance(constraint, Interval) and constraint.kind in (int, float):
-                found[f"{item['type']}.{arg}"] = (index, arg, constraint)
-                counts[arg] = counts.get(arg, 0) + 1
-    for value in list(found.values()):
-        if counts[value[1]] == 1:
-            found[value[1]] = value
-    return found
-
-
-def parse_dimension(text: str, spec: Sequence[Mapping[str, Any]], recipe: str) -> Dimension:
-    """``'strength=1e-5:1e-1:log'`` (or ``'L2.strength=...'``, ``':linear'``) as a Dimension.
+def run_tune(
+    config: TuneConfig,
+    out: str | Path,
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TuneRun:
+    """Add ``config.trials`` trials to the study (created on first use) and run them in
+    ``workers`` processes; a dead worker's trials are taken over, still running, by the next
+    workers and resume from their checkpoints (``<out>/checkpoints/``). A run that was
+    interrupted leaves a mark there, and its rerun finishes it instead of adding trials.
 
     Raises:
-        ConfigError: an unknown name (the message lists the tunable ones), a malformed range,
-            ``low >= high``, a log scale with ``low <= 0``, or bounds the argument forbids.
-    """
-    options = tunable(spec)
-    name, _, rest = text.partition("=")
-    name = name.strip()
-    if name not in options:
-        listed = ", ".join(options) or "none"
-        raise ConfigError(
-            f"The 'param' parameter of tune must name a tunable argument of recipe {recipe!r} "
-            f"({listed}). Got {name!r}."
-        )
-    index, arg, constraint = options[name]
-    parts = rest.split(":")
-    scale = parts[2].strip() if len(parts) == 3 else "log" if constraint.kind is float else ""
-    try:
-        low, high = float(parts[0]), float(parts[1])
-        if len(parts) > 3 or scale not in ("log", "linear", ""):
-            raise ValueError
-    except (ValueError, IndexError):
-        raise ConfigError(
-            f"The 'param' parameter of tune must look like NAME=LOW:HIGH[:log|:linear]. "
-            f"Got {text!r}."
-        ) from None
-    log = scale == "log"
-    if not low < high:
-        raise ConfigError(
-            f"The 'param' parameter of tune must have LOW < HIGH. Got {name}={low:g}:{high:g}."
-        )
-    if log and low <= 0:
-        raise ConfigError(
-            f"The 'param' parameter of tune must have LOW > 0 on a log scale. "
-            f"Got {name}={low:g}:{high:g}:log."
-        )
-    integer = constraint.kind is int
-    for bound in (low, high):
-        check_param("tune", f"param {name}", int(bound) if integer else bound, constraint)
-    return Dimension(name, index, arg, low, high, log, integer)
-
-
-def with_values(
-    spec: Sequence[Mapping[str, Any]], dims: Sequence[Dimension], values: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """A copy of ``spec`` with each dimension's value filled in."""
-    out = [dict(item) for item in spec]
-    for dim in dims:
-        out[dim.index][dim.arg] = values[dim.name]
-    return out
-
-
-def masked(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL sqlalchemy can parse: show no part after the scheme
-        return url.split("://", 1)[0] + "://***" if "://" in url else url
-
-
-#: How many times opening an RDB storage is tried while other processes create its tables.
-SCHEMA_ATTEMPTS = 12
-
-
-def open_storage(url: str | None, out: Path, owner: str = "tune") -> Any:
-    """The Optuna storage: the journal file in ``out`` when ``url`` is None, else an RDB
-    storage with a heartbeat (a dead worker's trial is failed and re-queued).
-
-    Machines started together on an empty database all create Optuna's tables at once; all
-    but one then fail on a table or row another created. Such an attempt is retried (up to
-    ``SCHEMA_ATTEMPTS`` times, after a short random pause) and finds the tables in place.
-
-    Raises:
-        ConfigError: for a URL that cannot be reached, in one line with the password masked.
+        ConfigError: for bad settings or an unreachable storage, before any training.
     """
     import optuna
+    from optuna.trial import TrialState
 
-    if url is None:
-        out.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(out / JOURNAL))
-        return optuna.storages.JournalStorage(backend)
-    pause = random.Random(os.getpid())
-    attempts = 0
-    while True:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = Path(out)
+    study_config = dataclasses.replace(config.study, recipes={config.recipe: config.spec}, seeds=1)
+    # checks data, model and the recipe before training; the reason it cannot be batched
+    _, settings, _, _, _, sequential = plan(study_config)
+    reason = sequential.get(config.recipe) if config.engine == "population" else None
+    batched = config.engine == "population" and reason is None
+    storage = open_storage(config.storage, out)
+    study = optuna.create_study(
+        study_name=config.name, storage=storage, direction="minimize", load_if_exists=True
+    )
+    requeued = requeue_dead(study, adopting=True)
+    first = len(study.get_trials(deepcopy=False))
+    # an interrupted run leaves a mark: its rerun finishes it (adopting the trials that were
+    # running, from their checkpoints) instead of adding trials
+    mark = out / "checkpoints" / f"tune-{safe_name(config.name)}.json"
+    before = _resume_mark(mark)
+    resumed = before is not None
+    added = 0 if resumed else config.trials
+    for _ in range(added):
+        study.enqueue_trial({}, skip_if_exists=False)
+    if before is None:
+        before = _finished(study)
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(mark, json.dumps({"study": config.name, "finished_before": before}))
+    payload = {
+        "settings": settings,
+        "seed": config.seed,
+        "spec": config.spec,
+        "dims": config.dims,
+        "pruning": config.pruning,
+        "batch": TUNE_POPULATION if batched else 1,
+        "storage": config.storage,
+        "out": str(out),
+        "name": config.name,
+        "checkpoints": str(out / "checkpoints"),
+        "every": config.study.checkpoint_every,
+    }
+    total = config.trials
+    done_before = before
+
+    def tick() -> None:
+        if on_progress is not None:
+            on_progress(min(total, _finished(study) - done_before), total)
+
+    requeued += run_workers(_work, payload, workers, study, tick, adopt=True)
+    mark.unlink(missing_ok=True)  # finished: the next run adds trials again
+    Checkpoints(payload["checkpoints"]).clean()
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    if on_progress is not None:
+        on_progress(min(total, len(finished) - done_before), total)
+    best = min(complete, key=lambda t: t.value) if complete else None
+    importances: dict[str, float] = {}
+    if len(complete) >= 3:
         try:
-            with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs={"pool_pre_ping": True},
-                    heartbeat_interval=5,
-                    grace_period=20,
-                    heartbeat_stale_trial_callback=(
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-                    ),
-                )
-        except Exception as exc:  # sqlalchemy's errors for bad URLs, drivers, hosts, passwords
-            attempts += 1
-            if _created_by_another(exc) and attempts < SCHEMA_ATTEMPTS:
-                time.sleep(pause.uniform(0.05, 0.25) * attempts)
-                continue
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            reason = reason.replace(url, masked(url))
-            raise ConfigError(
-                f"The 'storage' parameter of {owner} must be a database URL that can be "
-                f"reached. Got {masked(url)!r} ({reason[:200]})."
-            ) from None
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):  # e.g. every trial with the same value
+            importances = {}
+    failed = [
+        t
+        for t in study.get_trials(states=(TrialState.FAIL,))
+        if t.number >= first and "error" in t.user_attrs
+    ]
+    return TuneRun(
+        config.name,
+        masked(config.storage) if config.storage else str(out / "tune.journal"),
+        finished,
+        best,
+        added,
+        requeued,
+        config,
+        dict(importances),
+        reason,
+        failed,
+    )
 
 
-def _created_by_another(exc: Exception) -> bool:
-    """Whether ``exc`` is a table, type or row of Optuna's schema that another process created
-    while this one created it too (PostgreSQL, MySQL and SQLite word it differently)."""
-    import sqlalchemy
-
-    if isinstance(exc, sqlalchemy.exc.IntegrityError):
-        return True
-    return isinstance(exc, sqlalchemy.exc.DBAPIError) and "already exists" in str(exc)
+def _resume_mark(mark: Path) -> int | None:
+    """The finished trials before an interrupted run began, from its mark; None if none."""
+    try:
+        return int(json.loads(mark.read_text())["finished_before"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-def worker_id() -> str:
-    """``host:pid`` of this process, stored on the trials it takes."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def claim(study: Any) -> Any:
-    """Take one waiting trial of ``study`` (atomic: the storage changes its state only if it is
-    still waiting), or None when none is left."""
-    import optuna
+def _finished(study: Any) -> int:
     from optuna.trial import TrialState
 
-    storage = study._storage  # Optuna's own ask() takes waiting trials the same way
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-            trial = optuna.Trial(study, frozen._trial_id)
-            trial.set_user_attr(_WORKER_ATTR, worker_id())
-            return trial
-    return None
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
 
 
-def adopt(study: Any, trial_id: int) -> Any:
-    """Take over a running trial of a dead worker of this host (see :func:`adoptable`): it keeps
-    its number, parameters and reported values, and resumes from its checkpoint."""
-    import optuna
-
-    trial = optuna.Trial(study, trial_id)
-    trial.set_user_attr(_WORKER_ATTR, worker_id())
-    return trial
-
-
-#: A running trial with no owner this long after it started was taken by a worker that died
-#: between taking it and writing its name (the two are separate writes): it is re-queued too.
-ORPHAN_SECONDS = 10.0
+def best_study_toml(run: TuneRun) -> str:
+    """A study file for ``reglab compare --config``: the tuned recipe beside baseline."""
+    config = run.config
+    # recipes and baseline are the file's own; workers and engine are the machine's business
+    skip = ("recipes", "baseline", "workers", "engine")
+    study = {
+        k: v for k, v in dataclasses.asdict(config.study).items() if v is not None and k not in skip
+    }
+    tuned = with_values(config.spec, config.dims, run.best.params)
+    study["recipes"] = {"baseline": [], f"{config.recipe}_tuned": tuned}
+    return tomli_w.dumps(study)
 
 
-def _dead_owner(frozen: Any, host: str, now: datetime.datetime) -> bool:
-    owner = frozen.user_attrs.get(_WORKER_ATTR, "")
-    where, _, pid = owner.rpartition(":")
-    if owner:
-        return where == host and pid.isdigit() and not process_alive(int(pid))
-    started = frozen.datetime_start or now
-    return (now - started).total_seconds() > ORPHAN_SECONDS
+def trials_csv(run: TuneRun) -> str:
+    """One row per finished trial and per trial of this run that failed: number, state,
+    parameters, validation and test metrics, and the error of a failed one."""
+    names = [d.name for d in run.config.dims]
+    attrs = sorted({k for t in run.trials for k in t.user_attrs if k[:4] in ("val_", "test")})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["number", "state", *names, "value", *attrs, "error"])
+    for t in sorted([*run.trials, *run.failed], key=lambda t: t.number):
+        row = [t.number, t.state.name.lower(), *(t.params.get(n, "") for n in names)]
+        row += [t.value if t.value is not None else "", *(t.user_attrs.get(a, "") for a in attrs)]
+        writer.writerow([*row, t.user_attrs.get("error", "")])
+    return buffer.getvalue()
 
 
-def requeue_dead(study: Any, adopting: bool = False) -> int:
-    """Fail and re-queue the running trials of workers of this host that are gone (the journal
-    file has no heartbeat), and orphans (see :data:`ORPHAN_SECONDS`). Returns how many. With
-    ``adopting``, a dead worker's trials that it had named stay running, for :func:`adoptable`.
-    """
-    from optuna.trial import TrialState
-
-    host = socket.gethostname()
-    now = datetime.datetime.now()
-    count = 0
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if adopting and frozen.user_attrs.get(_WORKER_ATTR):
-            continue
-        dead = _dead_owner(frozen, host, now)
-        if dead and study._storage.set_trial_state_values(frozen._trial_id, TrialState.FAIL):
-            attrs = {k: v for k, v in frozen.user_attrs.items() if k != _WORKER_ATTR}
-            study.enqueue_trial(frozen.params, user_attrs={**attrs, "retry_of": frozen.number})
-            count += 1
-    return count
-
-
-#: The user attribute that lists the trial numbers a worker took together (one population).
-BATCH_ATTR = "reglab_batch"
-
-
-def adoptable(study: Any) -> list[list[int]]:
-    """The running trials of this host's dead workers, grouped as they were taken (each group
-    trained as one population, and resumes from its checkpoint as one): trial ids per group."""
-    from optuna.trial import TrialState
-
-    host = socket.gethostname()
-    now = datetime.datetime.now()
-    groups: dict[tuple, list[int]] = {}
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if frozen.user_attrs.get(_WORKER_ATTR) and _dead_owner(frozen, host, now):
-            batch = tuple(frozen.user_attrs.get(BATCH_ATTR, [frozen.number]))
-            groups.setdefault(batch, []).append(frozen._trial_id)
-    return list(groups.values())
-
-
-def orphans(study: Any) -> int:
-    """Running trials that no worker has claimed by name (yet)."""
-    from optuna.trial import TrialState
-
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return sum(1 for t in running if not t.user_attrs.get(_WORKER_ATTR))
-
-
-def run_workers(
-    target: Callable[[dict[str, Any]], None],
-    payload: dict[str, Any],
-    count: int,
-    study: Any,
-    tick: Callable[[], None] | None = None,
-    adopt: bool = False,
-) -> int:
-    """Run ``count`` worker processes of ``target(payload)`` until the study has no waiting
-    trial; call ``tick`` about once a second. A dead worker's trials are failed and re-queued
-    (:func:`requeue_dead`), and fresh workers take them if the others have already finished;
-    with ``adopt`` they are instead handed, still running, to the next workers
-    (``payload['adopt']``: groups of trial ids, see :func:`adoptable`), which resume them from
-    their checkpoints. Ctrl-C: the workers are asked to stop (each running trial checkpoints at
-    its next epoch end), a second Ctrl-C kills them; KeyboardInterrupt propagates.
-
-    Returns:
-        How many trials of dead workers were re-queued or adopted.
-    """
-    from optuna.trial import TrialState
-
-    from ..engine.runner import stop_on_interrupt
-    from ..engine.workers import context
-
-    ctx = context()
-    requeued = 0
-    stop = ctx.Event()
-    for _round in range(5):  # another round only for trials that dead workers left behind
-        groups = adoptable(study) if adopt else []
-        requeued += sum(len(g) for g in groups)
-        n = max(1, count)
-        procs = [
-            ctx.Process(
-                target=_worker,
-                args=(target, {**payload, "adopt": groups[i::n]}, stop, os.getpid()),
-            )
-            for i in range(n)
-        ]
-        for p in procs:
-            p.start()
-        try:
-            with stop_on_interrupt(stop):
-                while any(p.is_alive() for p in procs):
-                    time.sleep(0.2)
-                    if any(p.exitcode not in (None, 0) for p in procs):
-                        requeued += requeue_dead(study, adopt)
-                    if tick is not None:
-                        tick()
-                if stop.is_set():
-                    raise KeyboardInterrupt
-        except BaseException:
-            for p in procs:
-                p.kill()
-            raise
-        for p in procs:
-            p.join()
-        requeued += requeue_dead(study, adopt)
-        for _wait in range(int(ORPHAN_SECONDS) + 2):  # a worker killed mid-claim
-            if not orphans(study):
-                break
-            time.sleep(1.0)
-            requeued += requeue_dead(study, adopt)
-        if tick is not None:
-            tick()
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if not waiting and not (adopt and adoptable(study)):
-            break
-    return requeued
-
-
-def _worker(
-    target: Callable[[dict[str, Any]], None], payload: dict[str, Any], stop: Any, study: int
-) -> None:
-    """A worker process: Ctrl-C is the parent's to handle (it sets ``stop``, shared here); a
-    requested stop, or the death of the parent process ``study``, ends the worker quietly once
-    its running trials have checkpointed."""
-    import signal
-
-    from ...checkpoint import Interrupted, one_line_warnings, use_stop_event, watch_process
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    use_stop_event(stop)
-    watch_process(study)
-    one_line_warnings()
-    with contextlib.suppress(Interrupted):
-        target(payload)
-
-
-def finite_or_inf(value: float) -> float:
-    return value if math.isfinite(value) else float("inf")
+def write_tune_outputs(run: TuneRun, out: Path) -> dict[str, Path]:
+    """``tune_trials.csv``, ``best.toml`` (if a trial completed) and ``tune.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"tune_trials.csv": out / "tune_trials.csv", "tune.json": out / "tune.json"}
+    paths["tune_trials.csv"].write_text(trials_csv(run))
+    summary = {
+        "study": run.name,
+        "storage": run.storage,
+        "finished": len(run.trials),
+        "failed": {t.number: t.user_attrs["error"] for t in run.failed},
+        "best": None
+        if run.best is None
+        else {
+            "number": run.best.number,
+            "params": run.best.params,
+            "value": run.best.value,
+            **run.best.user_attrs,
+        },
+    }
+    paths["tune.json"].write_text(json.dumps(summary, indent=2, default=str))
+    if run.best is not None:
+        paths["best.toml"] = out / "best.toml"
+        paths["best.toml"].write_text(best_study_toml(run))
+    return paths

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..reports.report import _img, counting, html_page
-from .tuner import TuneConfig, TuneRun, run_tune, write_tune_outputs
+from .tune import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
 __all__ = ["plot_history", "tune", "write_tune_report"]
 

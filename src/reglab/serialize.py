@@ -13,6 +13,7 @@ Example file::
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "recipe_from_toml",
     "recipe_specs",
     "recipe_to_toml",
+    "recipes_toml",
     "save_recipe",
 ]
 
@@ -127,3 +129,31 @@ def load_recipe(path: str | Path) -> Chain:
         >>> recipe = reglab.load_recipe("recipe.toml")
     """
     return recipe_from_toml(Path(path).read_text())
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def recipes_toml(recipes: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Recipes (name -> :func:`recipe_specs`) as a study file's ``[recipes]`` table, one line
+    of inline tables per recipe, as a person writes it (``tomli_w`` writes arrays of tables).
+
+    Example:
+        >>> print(recipes_toml({"l2": [{"type": "L2", "strength": 0.01}]}))
+        [recipes]
+        l2 = [{ type = "L2", strength = 0.01 }]
+    """
+    lines = ["[recipes]"]
+    for name, specs in recipes.items():
+        key = name if name.replace("_", "").replace("-", "").isalnum() else json.dumps(name)
+        lines.append(f"{key} = {_toml_value([dict(s) for s in specs or []])}")
+    return "\n".join(lines)

@@ -205,7 +205,7 @@ def test_layer_labels_and_recipes_read_as_a_person_would_write_them(breast_cance
     import torch
 
     from reglab.lab.reports.inspect import layer_label
-    from reglab.lab.reports.report import recipes_toml
+    from reglab.serialize import recipes_toml
 
     assert layer_label(1, torch.Size([256, 64])) == "layer 1 (64→256)"
     assert layer_label(2, torch.Size([32, 16, 3, 3])) == "layer 2 (16→32, 3×3)"

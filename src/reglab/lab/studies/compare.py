@@ -16,8 +16,8 @@ from ...core import ConfigError, Regularizer
 from ...serialize import recipe_specs
 from ..engine.workers import ready
 from ..inputs.user import reference
+from ..reports.html import write_report
 from ..reports.plots import write_plots
-from ..reports.report import write_report
 from ..reports.results import (
     RESULT_COLUMNS,
     comparison,

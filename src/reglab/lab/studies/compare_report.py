@@ -15,7 +15,7 @@ from ...core import ConfigError
 from ..engine.device import CPU_POPULATION
 from ..engine.workers import unguarded_main
 from ..inputs.user import in_process
-from ..reports.report import features_summary
+from ..reports.html import features_summary
 from ..reports.results import rich_tables
 from ..reports.verdict import Verdict
 from .study import StudyRun

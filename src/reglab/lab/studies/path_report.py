@@ -15,7 +15,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..reports.report import _img, counting, html_page
+from ..reports.html import counting, html_page, image_html
 from ..reports.results import to_csv
 from .path import PathConfig, PathRun, run_path
 
@@ -104,7 +104,7 @@ def write_path_outputs(run: PathRun, out: Path) -> dict[str, Path]:
             if best is not None
             else "<p class='bad'>No point finished with a finite validation loss.</p>"
         )
-        + f"{_img(paths['path.png'])}<h2>Validation loss by strength</h2>"
+        + f"{image_html(paths['path.png'])}<h2>Validation loss by strength</h2>"
         f"<table><tr><th>strength</th><th>mean</th><th>standard error</th></tr>{rows}</table>"
     )
     paths["path_report.html"] = out / "path_report.html"

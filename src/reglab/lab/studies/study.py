@@ -128,7 +128,7 @@ class StudyRun:
 
     def _repr_html_(self) -> str:
         """In a notebook: the answer lines, the headline table and the effect plot."""
-        from ..reports.report import notebook_html
+        from ..reports.html import notebook_html
 
         return notebook_html(self)
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from rich.console import Console
 from rich.table import Table
 
-from ..reports.report import _img, counting, html_page
+from ..reports.html import counting, html_page, image_html
 from .tune import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
 __all__ = ["plot_history", "tune", "write_tune_report"]
@@ -82,13 +82,13 @@ def write_tune_report(run: TuneRun, out: Path) -> Path:
             "<p><code>best.toml</code> is a study file with this recipe beside baseline: "
             "<code>reglab compare --config best.toml</code> measures it over seeds.</p>"
         )
-    parts.append(f"<h2>History</h2>{_img(plots / 'tune_history.png')}")
+    parts.append(f"<h2>History</h2>{image_html(plots / 'tune_history.png')}")
     if run.importances:
         plot_importances(run.importances, plots / "tune_importances.png")
         parts.append(
             "<h2>Parameter importances</h2><p>Optuna's fANOVA estimate of how much of the "
             f"objective's variance each parameter explains.</p>"
-            f"{_img(plots / 'tune_importances.png')}"
+            f"{image_html(plots / 'tune_importances.png')}"
         )
     path = out / "tune_report.html"
     path.write_text(html_page("reglab tune", "".join(parts)))

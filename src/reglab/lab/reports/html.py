@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -14,12 +13,20 @@ from typing import Any
 
 import numpy as np
 
+from ...serialize import recipes_toml
 from .calibration import averaging_html, uncertainty_html
 from .plots import _by_recipe
 from .results import RESULT_COLUMNS, has_memorized, label, primary_metric, summary_rows
 from .stats import RecipeSummary
 
-__all__ = ["features_summary", "notebook_html", "recipes_toml", "write_report"]
+__all__ = [
+    "counting",
+    "features_summary",
+    "html_page",
+    "image_html",
+    "notebook_html",
+    "write_report",
+]
 
 
 def notebook_html(run: Any) -> str:
@@ -39,7 +46,7 @@ def notebook_html(run: Any) -> str:
         '<div class="reglab">'
         + (f"<ul>{answer}</ul>" if answer else "")
         + f"<table>{_html_table(header, rows, headline)}</table>"
-        + (_img(effects) if effects.is_file() else "")
+        + (image_html(effects) if effects.is_file() else "")
         + "</div>"
     )
 
@@ -71,7 +78,7 @@ def html_page(title: str, body: str) -> str:
     )
 
 
-def _img(path: Path) -> str:
+def image_html(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
@@ -110,27 +117,6 @@ STRENGTHS = {
     "Mixup": "alpha α: mixing weights drawn from Beta(α, α)",
     "CutMix": "alpha α: box areas drawn from Beta(α, α)",
 }
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    return repr(value)
-
-
-def recipes_toml(recipes: Mapping[str, Any]) -> str:
-    """The recipes as a study file's ``[recipes]`` table, one line per recipe."""
-    lines = ["[recipes]"]
-    for name, specs in recipes.items():
-        key = name if name.replace("_", "").replace("-", "").isalnum() else json.dumps(name)
-        lines.append(f"{key} = {_toml_value([dict(s) for s in specs or []])}")
-    return "\n".join(lines)
 
 
 def _count(value: float) -> str:
@@ -311,23 +297,27 @@ adjusted p, Cohen's d_z and the seeds each verdict took.</p>
 <p>Each recipe's difference from {esc(baseline)} paired over seeds, with the interval its
 decision used ({esc(design)}): a filled dot is decided, and its whisker clears the dashed zero
 line; a grey whisker that crosses it is a difference these seeds cannot tell from none.</p>
-{_img(plots["effects"])}
+{image_html(plots["effects"])}
 <h2>Details</h2>
 <ul>{details_html}</ul>
 <p>n: trials that finished out of those run; train {metric} on the clean labels (with label
 noise); test loss, ECE (classification), the fraction of weights exactly zero, the weight norm
 and the epochs trained, mean ± 95% CI over seeds.</p>
 <table>{detail_table}</table>
-<h2>Learning curves</h2>{_img(plots["curves"])}
-<h2>Weights</h2>{_img(plots["weights"])}
+<h2>Learning curves</h2>{image_html(plots["curves"])}
+<h2>Weights</h2>{image_html(plots["weights"])}
 <h2>Sparsity</h2>{
-        _img(plots["sparsity"])
+        image_html(plots["sparsity"])
         if "sparsity" in plots
         else "<p>No recipe has a weight that is exactly zero: nothing to show.</p>"
     }
 {_features_html(results)}
 {uncertainty_html(results, task)}
-{"<h2>Reliability diagram</h2>" + _img(plots["reliability"]) if "reliability" in plots else ""}
+{
+        "<h2>Reliability diagram</h2>" + image_html(plots["reliability"])
+        if "reliability" in plots
+        else ""
+    }
 {averaging_html(results, task)}
 <h2>Recipes</h2><p>As a study file's <code>[recipes]</code> table (reuse it with
 <code>--config</code>):</p><pre>{recipe_html}</pre>

@@ -17,12 +17,15 @@ __all__ = ["Trial"]
 
 @dataclass(frozen=True)
 class Trial:
-    """One recipe at one seed, with everything a worker process needs."""
+    """One recipe at one seed, with everything a worker process needs. ``batched`` says whether
+    the population engine can train it (decided once, when the study is planned); it is not
+    part of the key."""
 
     recipe: str
     spec: tuple  # JSON text of the regularizer specs, to keep the dataclass hashable
     seed: int
     settings: tuple  # sorted (key, value) pairs of the study settings that shape a trial
+    batched: bool = True
 
     @property
     def key(self) -> str:

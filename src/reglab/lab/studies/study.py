@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -44,6 +44,7 @@ from .store import check_folder, load_finished, write_atomic
 from .trial import Trial, error_line, run_population, run_trial, trial_result
 
 __all__ = [
+    "Plan",
     "StudyConfig",
     "StudyRun",
     "Trial",
@@ -247,15 +248,14 @@ def _preflight(
 
 def plan(
     config: StudyConfig,
-) -> tuple[str, dict[str, Any], dict[str, list], list[Trial], int, dict[str, str]]:
+) -> Plan:
     """Check the whole study before any training: data, model (run on a batch, its output size
     checked), recipes (each applied to a real model and run through one batch, so a recipe that
-    cannot apply, a bad selection or an unknown monitor fails now, in one line).
+    cannot apply, a bad selection or an unknown monitor fails now, in one line). Whether each
+    recipe can be batched is decided here, once, and carried by its trials.
 
     Returns:
-        The task, the trial settings, the resolved recipes, the trials in order, and the number
-        of training samples of seed 0, and the recipes the population engine cannot batch,
-        with the reason.
+        A :class:`Plan`.
     """
     size = None if config.image_size is None else tuple(config.image_size)
     task = dataset_task(config.data, config.target, size)
@@ -271,11 +271,28 @@ def plan(
             sequential[name] = reason
     items = tuple(sorted((k, json.dumps(v)) for k, v in settings.items()))
     trials = [
-        Trial(name, (json.dumps(spec, sort_keys=True),), seed, items)
+        Trial(name, (json.dumps(spec, sort_keys=True),), seed, items, name not in sequential)
         for seed in range(config.max_trial_seeds)
         for name, spec in recipes.items()
     ]
-    return task, settings, recipes, trials, data.size("train"), sequential
+    return Plan(task, settings, recipes, trials, data.size("train"), sequential)
+
+
+class Plan(NamedTuple):
+    """A study, checked and laid out before any training (:func:`plan`)."""
+
+    #: ``'classification'`` or ``'regression'``
+    task: str
+    #: the settings that shape every trial (:func:`~reglab.lab.studies.seams.trial_settings`)
+    settings: dict[str, Any]
+    #: each recipe's regularizer specs, by name
+    recipes: dict[str, list]
+    #: every trial, seed by seed
+    trials: list[Trial]
+    #: the training samples of seed 0
+    n_train: int
+    #: the recipes the population engine cannot batch, with the reason
+    sequential: dict[str, str]
 
 
 def _jobs(

@@ -13,7 +13,7 @@ from typing import Any
 from ...core import ConfigError
 from ...devices import deterministic
 from ...train import History, evaluate, fit
-from ..engine.population import fit_population, population_reason
+from ..engine.population import fit_population
 from ..inputs.data import Dataset
 from ..inputs.recipes import build_recipe
 from ..inputs.user import first_line
@@ -103,7 +103,7 @@ def _run_population(
         except ConfigError as exc:
             results[i] = _failed(trial, str(exc), 0.0)
             continue
-        if data.streams or population_reason(model, recipe) is not None:
+        if data.streams or not trial.batched:  # decided once, when the study was planned
             results[i] = run_trial(trial, checkpoints)
             continue
         members.append(member_for(data, model, recipe, trial.seed))

@@ -89,7 +89,8 @@ def with_kornia(g: torch.Generator):
 
 def share_in_default_study() -> tuple[float, float]:
     from reglab.lab.inputs.recipes import BUILTIN_RECIPES, build_recipe
-    from reglab.lab.studies.study import StudyConfig, dataset_for, model_for, trial_settings
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.seams import dataset_for, model_for, trial_settings
 
     settings = trial_settings(StudyConfig(), "classification")
     data = dataset_for(settings, 0)

@@ -229,7 +229,8 @@ def plain_loop(threads: int) -> None:
     import torch
 
     from reglab.lab.inputs.recipes import DEFAULT_PANEL, IMAGE_PANEL
-    from reglab.lab.studies.study import StudyConfig, dataset_for, model_for, trial_settings
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.seams import dataset_for, model_for, trial_settings
 
     torch.set_num_threads(threads)
     settings = trial_settings(StudyConfig(), "classification")

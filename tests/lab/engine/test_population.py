@@ -10,7 +10,8 @@ import reglab
 from reglab.lab.engine.kernels import Kernels, split_kernels
 from reglab.lab.engine.population import Member, fit_population, population_reason
 from reglab.lab.inputs.recipes import BUILTIN_RECIPES, build_recipe
-from reglab.lab.studies.study import StudyConfig, dataset_for, model_for, trial_settings
+from reglab.lab.studies.config import StudyConfig
+from reglab.lab.studies.seams import dataset_for, model_for, trial_settings
 
 EPOCHS = 3
 

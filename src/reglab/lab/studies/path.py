@@ -28,14 +28,14 @@ from ...core import ConfigError, Interval, check_param
 from ...train import evaluate, fit
 from ..engine.runner import run_jobs
 from ..inputs.data import dataset_task
-from ..inputs.recipes import build_recipe, recipe_spec
+from ..inputs.recipes import recipe_spec
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .dimensions import Dimension, parse_dimension, with_values
 from .fields import PATH_SETTINGS
-from .seams import adopt_datasets, datasets_to_hand
-from .study import dataset_for, fit_options, model_for, plan, splits_for
+from .seams import adopt_datasets, build, dataset_for, datasets_to_hand, fit_options, splits_for
+from .study import plan
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
 
@@ -118,8 +118,7 @@ def _chain(payload: dict[str, Any], checkpoints: Checkpoints | None = None) -> l
         if i < len(rows):  # finished before an interruption
             continue
         spec = with_values(payload["spec"], [dim], {dim.name: value})
-        recipe = build_recipe(spec, data.image_shape)
-        model = model_for(settings, data, seed)
+        _, model, recipe = build(settings, spec, seed, data)
         if state is not None:  # the previous fit's weights, in the structure its recipe made
             model = recipe.transform_model(model)
             model.load_state_dict(state)

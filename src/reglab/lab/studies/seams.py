@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ...core import Chain
 from ...devices import check_precision, resolve_device
 from ...train import prepare_targets
 from ..engine.device import device_for, stored_device
@@ -21,11 +22,13 @@ from ..engine.population import Member
 from ..inputs.data import BUILTIN_DATASETS, Dataset, load_dataset
 from ..inputs.dataset import TEST_FRACTION, VAL_FRACTION
 from ..inputs.models import build_model, model_from_factory
+from ..inputs.recipes import build_recipe
 from ..inputs.user import in_process, is_reference
 from .config import DEFAULT_LABEL_NOISE, DEFAULT_TRAIN_SIZE, StudyConfig
 
 __all__ = [
     "adopt_datasets",
+    "build",
     "dataset_for",
     "datasets_to_hand",
     "fit_options",
@@ -183,6 +186,24 @@ def model_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> torch.nn
     if len(data.input_shape) > 1:  # streaming images arrive as (B, C, H, W); built-ins read rows
         model = torch.nn.Sequential(torch.nn.Flatten(), *model)
     return model
+
+
+def build(
+    settings: Mapping[str, Any],
+    spec: Sequence[Mapping[str, Any]],
+    seed: int,
+    data: Dataset | None = None,
+) -> tuple[Dataset, torch.nn.Module, Chain]:
+    """What one trial trains: the data of ``seed`` (:func:`dataset_for`, or ``data`` when the
+    caller holds it), the seed's initial model (:func:`model_for`: the same weights for every
+    recipe) and the recipe built from ``spec`` for that data. Trials, tune's trials, path's
+    points and the study's pre-flight all build through it.
+
+    Example:
+        >>> data, model, recipe = build(settings, [{"type": "L2", "strength": 1e-3}], seed=0)
+    """
+    data = dataset_for(settings, seed) if data is None else data
+    return data, model_for(settings, data, seed), build_recipe(list(spec), data.image_shape)
 
 
 def fit_options(settings: Mapping[str, Any], data: Dataset) -> dict[str, Any]:

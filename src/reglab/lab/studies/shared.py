@@ -23,9 +23,11 @@ import torch
 from ...checkpoint import stop_requested
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .keys import Trial
 from .optuna_storage import claim, open_storage, requeue_dead, run_workers
 from .store import check_folder, write_atomic
-from .study import StudyRun, Trial, plan, run_trial
+from .study import StudyRun, plan
+from .trial import run_trial
 
 __all__ = ["run_shared"]
 

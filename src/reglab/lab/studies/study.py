@@ -25,42 +25,23 @@ from ..engine.device import CPU_POPULATION, population_size, worker_devices
 from ..engine.population import population_reason
 from ..engine.runner import run_jobs
 from ..inputs.data import Dataset, dataset_task
-from ..inputs.recipes import build_recipe, resolve_recipes
+from ..inputs.recipes import resolve_recipes
 from ..inputs.user import in_process
 from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .holds import hold
 from .seams import (
     adopt_datasets,
+    build,
     dataset_for,
     datasets_to_hand,
-    fit_options,
-    member_for,
     model_for,
-    splits_for,
     trial_settings,
 )
 from .store import check_folder, load_finished, write_atomic
-from .trial import Trial, error_line, run_population, run_trial, trial_result
+from .trial import Trial, error_line, run_population, run_trial
 
-__all__ = [
-    "Plan",
-    "StudyConfig",
-    "StudyRun",
-    "Trial",
-    "dataset_for",
-    "error_line",
-    "fit_options",
-    "member_for",
-    "model_for",
-    "plan",
-    "run_population",
-    "run_study",
-    "run_trial",
-    "splits_for",
-    "trial_result",
-    "trial_settings",
-]
+__all__ = ["Plan", "StudyConfig", "StudyRun", "plan", "run_study"]
 
 
 @dataclass
@@ -194,8 +175,7 @@ def _try_recipe(
     and run ``batch`` through its hooks, the model and an epoch's end. Returns why the
     population engine cannot batch it, or None."""
     x, y = batch
-    model = model_for(settings, data, 0)
-    recipe = build_recipe(spec, data.image_shape)
+    _, model, recipe = build(settings, spec, 0, data)
     reason = STREAMING if data.streams else population_reason(model, recipe)
     model = recipe.transform_model(model)
     recipe.attach(

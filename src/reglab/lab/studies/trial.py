@@ -15,13 +15,12 @@ from ...devices import deterministic
 from ...train import History, evaluate, fit
 from ..engine.population import fit_population
 from ..inputs.data import Dataset
-from ..inputs.recipes import build_recipe
 from ..inputs.user import first_line
 from ..reports.calibration import raw_weight_metrics, uncertainty_figures
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .keys import Trial
-from .seams import dataset_for, fit_options, member_for, model_for, splits_for
+from .seams import build, fit_options, member_for, splits_for
 
 __all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
 
@@ -46,9 +45,7 @@ def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str,
     started = time.perf_counter()
     try:
         with deterministic(settings.get("deterministic", False)):
-            data = dataset_for(settings, trial.seed)
-            model = model_for(settings, data, trial.seed)
-            recipe = build_recipe(json.loads(trial.spec[0]), data.image_shape)
+            data, model, recipe = build(settings, json.loads(trial.spec[0]), trial.seed)
             history = fit(
                 model,
                 *splits_for(settings, data, trial.seed),
@@ -97,9 +94,7 @@ def _run_population(
     members, index, built = [], [], []
     for i, trial in enumerate(trials):
         try:
-            data = dataset_for(settings, trial.seed)
-            recipe = build_recipe(json.loads(trial.spec[0]), data.image_shape)
-            model = model_for(settings, data, trial.seed)
+            data, model, recipe = build(settings, json.loads(trial.spec[0]), trial.seed)
         except ConfigError as exc:
             results[i] = _failed(trial, str(exc), 0.0)
             continue

@@ -26,7 +26,7 @@ from ...checkpoint import Checkpoint, stop_requested
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ...train import History, evaluate, fit
 from ..engine.population import fit_population
-from ..inputs.recipes import build_recipe, recipe_spec
+from ..inputs.recipes import recipe_spec
 from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .dimensions import Dimension, parse_dimension, with_values
@@ -41,8 +41,10 @@ from .optuna_storage import (
     requeue_dead,
     run_workers,
 )
+from .seams import build, fit_options, member_for, splits_for
 from .store import safe_name, write_atomic
-from .study import dataset_for, error_line, fit_options, member_for, model_for, plan, splits_for
+from .study import plan
+from .trial import error_line
 
 __all__ = ["TuneConfig", "TuneRun", "run_tune"]
 
@@ -116,8 +118,7 @@ def _build(trial: Any, payload: dict[str, Any]) -> tuple[Any, Any, Any]:
     """The trial's data, model (initial weights of the seed) and recipe, values sampled."""
     settings, seed = payload["settings"], payload["seed"]
     spec = with_values(payload["spec"], payload["dims"], _suggest(trial, payload["dims"]))
-    data = dataset_for(settings, seed)
-    return data, model_for(settings, data, seed), build_recipe(spec, data.image_shape)
+    return build(settings, spec, seed)
 
 
 def _result(trial: Any, history: History, data: Any) -> float:

@@ -110,3 +110,30 @@ def test_dropout_factors_are_the_dropout_of_ones(keep):
     assert torch.equal(reglab.dropout_factors_(u.clone(), keep), expected)
     drawn = reglab.dropout(torch.ones(1000), 1 - keep, generator=torch.Generator().manual_seed(3))
     assert torch.equal(drawn, expected)
+
+
+def test_trial_settings_are_one_read_only_hashable_form_with_the_keys_of_before():
+    """The settings travel as one TrialSettings from plan to worker (no JSON pairs decoded
+    back into a dict); a trial's key hashes the same pairs as before, so finished trials of
+    earlier runs are still reused."""
+    import hashlib
+    import json
+    import pickle
+
+    from reglab import __version__
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.keys import Trial, TrialSettings
+    from reglab.lab.studies.seams import trial_settings
+
+    settings = trial_settings(StudyConfig(data="wine"), "classification")
+    assert isinstance(settings, TrialSettings) and settings["data"] == "wine"
+    assert settings == TrialSettings(dict(settings)) and hash(settings) == hash(
+        TrialSettings(dict(settings))
+    )
+    assert pickle.loads(pickle.dumps(settings)) == settings
+    with pytest.raises(TypeError):
+        settings["epochs"] = 3  # type: ignore[index]
+    trial = Trial("l2", ("[]",), 1, settings)
+    pairs = sorted((k, json.dumps(v)) for k, v in settings.items() if k != "num_workers")
+    payload = json.dumps(["l2", ["[]"], 1, [list(p) for p in pairs], __version__])
+    assert trial.key == hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -3,7 +3,6 @@ seams as the built-ins (issue 13)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -181,11 +180,11 @@ def test_trial_on_a_dataset_reads_each_sample_once_per_pass(monkeypatch):
     counts = []
     for epochs in (1, 3):
         from reglab.lab.studies import seams
+        from reglab.lab.studies.keys import TrialSettings
 
         seams._dataset.cache_clear()
-        items = dict(trial.settings)
-        items["epochs"] = json.dumps(epochs)
-        t = type(trial)(trial.recipe, trial.spec, trial.seed, tuple(sorted(items.items())))
+        settings = TrialSettings({**trial.settings, "epochs": epochs})
+        t = type(trial)(trial.recipe, trial.spec, trial.seed, settings)
         before = {k: s.calls for k, s in splits.items()}
         result = run_trial(t)
         assert result["status"] == "completed", result["message"]

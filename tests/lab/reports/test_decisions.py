@@ -45,13 +45,14 @@ class _Memorizer(nn.Module):
 def test_a_model_that_memorizes_every_wrong_label_has_gap_one_minus_test_and_memorized_one():
     from reglab.lab.inputs.data import load_dataset
     from reglab.lab.reports.results import per_trial_figures
-    from reglab.lab.studies.trial import Trial, trial_result
+    from reglab.lab.studies.keys import Trial, TrialSettings
+    from reglab.lab.studies.trial import trial_result
 
     data = load_dataset("digits", seed=0, train_size=300, label_noise=0.3)
     torch.manual_seed(0)
     model = _Memorizer(data.x_train, data.y_train, 10)
     history = reglab.History(epochs=[{"epoch": 1}], model=model)
-    trial = Trial("baseline", ("[]",), 0, (("data", '"digits"'),))
+    trial = Trial("baseline", ("[]",), 0, TrialSettings({"data": "digits"}))
     result = trial_result(trial, data, history, reglab.chain())
     figures = per_trial_figures([result], "classification")[0]
     test = result["final"]["test"]["accuracy"]

@@ -25,6 +25,7 @@ from ..inputs.models import build_model, model_from_factory
 from ..inputs.recipes import build_recipe
 from ..inputs.user import in_process, is_reference
 from .config import DEFAULT_LABEL_NOISE, DEFAULT_TRAIN_SIZE, StudyConfig
+from .keys import TrialSettings
 
 __all__ = [
     "adopt_datasets",
@@ -39,39 +40,42 @@ __all__ = [
 ]
 
 
-def trial_settings(config: StudyConfig, task: str) -> dict[str, Any]:
+def trial_settings(config: StudyConfig, task: str) -> TrialSettings:
     """The settings of ``config`` that shape every trial, with defaults made concrete (the
-    device resolved: ``'auto'`` becomes what this machine has)."""
+    device resolved: ``'auto'`` becomes what this machine has), in the one form trials carry
+    them (:class:`~reglab.lab.studies.keys.TrialSettings`)."""
     noise = config.label_noise
     if noise is None:
         builtin = config.data in BUILTIN_DATASETS
         noise = DEFAULT_LABEL_NOISE if task == "classification" and builtin else 0.0
     device = resolve_device(config.device, "compare")
     check_precision(config.precision, device, "compare")
-    return {
-        "data": config.data,
-        "target": config.target,
-        "model": config.model,
-        "widths": list(config.widths),
-        "activation": config.activation,
-        "init": config.init,
-        "epochs": config.epochs,
-        "train_size": config.train_size,
-        "val_fraction": config.val_fraction,
-        "test_fraction": config.test_fraction,
-        "label_noise": noise,
-        "lr": config.lr,
-        "batch_size": config.batch_size,
-        "optimizer": config.optimizer,
-        "divergence_threshold": config.divergence_threshold,
-        "engine": config.engine,
-        "model_args": dict(config.model_args),
-        "image_size": None if config.image_size is None else list(config.image_size),
-        "num_workers": config.num_workers,
-        "device": stored_device(config.device, device),
-        "precision": config.precision,
-        "deterministic": config.deterministic,
-    }
+    return TrialSettings(
+        {
+            "data": config.data,
+            "target": config.target,
+            "model": config.model,
+            "widths": list(config.widths),
+            "activation": config.activation,
+            "init": config.init,
+            "epochs": config.epochs,
+            "train_size": config.train_size,
+            "val_fraction": config.val_fraction,
+            "test_fraction": config.test_fraction,
+            "label_noise": noise,
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "optimizer": config.optimizer,
+            "divergence_threshold": config.divergence_threshold,
+            "engine": config.engine,
+            "model_args": dict(config.model_args),
+            "image_size": None if config.image_size is None else list(config.image_size),
+            "num_workers": config.num_workers,
+            "device": stored_device(config.device, device),
+            "precision": config.precision,
+            "deterministic": config.deterministic,
+        }
+    )
 
 
 @functools.lru_cache(maxsize=16)

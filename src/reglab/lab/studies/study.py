@@ -30,6 +30,7 @@ from ..inputs.user import in_process
 from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .holds import hold
+from .keys import TrialSettings
 from .seams import (
     adopt_datasets,
     build,
@@ -249,9 +250,8 @@ def plan(
         reason = _preflight(name, spec, settings, data, batch)
         if reason is not None:
             sequential[name] = reason
-    items = tuple(sorted((k, json.dumps(v)) for k, v in settings.items()))
     trials = [
-        Trial(name, (json.dumps(spec, sort_keys=True),), seed, items, name not in sequential)
+        Trial(name, (json.dumps(spec, sort_keys=True),), seed, settings, name not in sequential)
         for seed in range(config.max_trial_seeds)
         for name, spec in recipes.items()
     ]
@@ -264,7 +264,7 @@ class Plan(NamedTuple):
     #: ``'classification'`` or ``'regression'``
     task: str
     #: the settings that shape every trial (:func:`~reglab.lab.studies.seams.trial_settings`)
-    settings: dict[str, Any]
+    settings: TrialSettings
     #: each recipe's regularizer specs, by name
     recipes: dict[str, list]
     #: every trial, seed by seed

@@ -41,7 +41,7 @@ def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str,
         reliability counts (see :func:`reglab.lab.reports.calibration.uncertainty_figures`);
         ``final['test_raw']`` holds the raw weights' test metrics of a recipe with weight averaging.
     """
-    settings = _settings(trial)
+    settings = trial.settings
     started = time.perf_counter()
     try:
         with deterministic(settings.get("deterministic", False)):
@@ -79,7 +79,7 @@ def run_population(
     Returns:
         One result dict per trial, in order.
     """
-    settings = _settings(trials[0])
+    settings = trials[0].settings
     with deterministic(settings.get("deterministic", False)):
         return _run_population(trials, report, settings, checkpoints)
 
@@ -132,16 +132,12 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _settings(trial: Trial) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in trial.settings}
-
-
 def _failed(trial: Trial, message: str, seconds: float) -> dict[str, Any]:
     return {
         "recipe": trial.recipe,
         "seed": trial.seed,
         "key": trial.key,
-        "engine": _settings(trial).get("engine", "sequential"),
+        "engine": trial.settings.get("engine", "sequential"),
         "status": "failed",
         "message": message,
         "epochs_run": 0,

@@ -443,3 +443,48 @@ def test_population_rejects_an_on_batch_hook_that_changes_the_inputs_shape_in_on
     ) as info:
         fit_population(members, epochs=1, batch_size=16, num_classes=10)
     assert "\n" not in str(info.value)
+
+
+class _Clamp(reglab.Regularizer):
+    """A user's regularizer that keeps the Parameters it acts on (not detached aliases)."""
+
+    def attach(self, model, optimizer=None, *, num_classes=None, generator=None):
+        self.params = [p for p in model.parameters() if p.ndim == 2]
+
+    @torch.no_grad()
+    def on_after_step(self):
+        for p in self.params:
+            p.clamp_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: reglab.chain(reglab.EMA(0.95, warmup=False)),
+        lambda: reglab.chain(reglab.EMA(0.9)),
+        lambda: reglab.chain(reglab.EarlyStopping("val_loss", patience=50)),
+        lambda: reglab.chain(_Clamp()),
+    ],
+    ids=["ema", "ema_warmup", "early_stopping_best_weights", "user_regularizer"],
+)
+def test_a_member_that_keeps_its_parameters_follows_them_when_a_neighbour_leaves(make):
+    """A neighbour that stops at epoch 2 makes the population move every member's parameters
+    to new memory; EMA kept detached aliases of the old memory and averaged stale weights
+    from then on (final test loss 0.066 off its own fit in the issue's study)."""
+    settings = _settings()
+    data = dataset_for(settings, 0)
+    train, val = _prepared(data)
+    leaver = reglab.chain(reglab.EarlyStopping("val_loss", patience=0, min_delta=10.0))
+    members = [
+        Member(model_for(settings, data, 0), leaver, train, val, 0),
+        Member(model_for(settings, data, 0), make(), train, val, 0),
+        Member(model_for(settings, data, 0), reglab.chain(), train, val, 0),
+    ]
+    epochs = 6
+    histories = fit_population(members, epochs=epochs, batch_size=16, num_classes=data.num_classes)
+    assert histories[0].epochs_run == 2 and histories[1].epochs_run == epochs
+    alone = reglab.fit(
+        model_for(settings, data, 0), train, val, recipe=make(), epochs=epochs,
+        batch_size=16, seed=0, num_classes=data.num_classes,
+    )  # fmt: skip
+    _assert_same(histories[1], alone)

@@ -39,6 +39,15 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _cuda_index() -> int:
+    """The GPU that ``'cuda'`` means here: ``LOCAL_RANK``'s under torchrun (each process its
+    own), else the current device."""
+    local = os.environ.get("LOCAL_RANK", "")
+    if local.isdigit() and int(local) < torch.cuda.device_count():
+        return int(local)
+    return torch.cuda.current_device()
+
+
 def resolve_device(spec: str | torch.device | None, owner: str = "fit") -> torch.device:
     """The device named by ``spec``: ``'auto'`` (CUDA when available, else MPS, else CPU),
     ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``, or a ``torch.device``.
@@ -52,7 +61,7 @@ def resolve_device(spec: str | torch.device | None, owner: str = "fit") -> torch
     """
     if spec is None or spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cuda", _cuda_index())
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -72,7 +81,7 @@ def resolve_device(spec: str | torch.device | None, owner: str = "fit") -> torch
                 f"CUDA is not available here (use 'cpu' or 'auto'). Got {spec!r}."
             )
         count = torch.cuda.device_count()
-        index = device.index if device.index is not None else torch.cuda.current_device()
+        index = device.index if device.index is not None else _cuda_index()
         if index >= count:
             raise ConfigError(
                 f"The 'device' parameter of {owner} must name one of the {count} CUDA "
@@ -105,8 +114,9 @@ def check_precision(precision: str, device: torch.device, owner: str = "fit") ->
         )
     if precision == "bf16":
         supported = torch.amp.autocast_mode.is_autocast_available(device.type)
-        if device.type == "cuda":
-            supported = supported and torch.cuda.is_bf16_supported()
+        if device.type == "cuda":  # is_bf16_supported() is True on older GPUs (emulated) and
+            # asks the current device: ask the one that trains for Ampere (8.0) or later
+            supported = supported and torch.cuda.get_device_capability(device)[0] >= 8
         if not supported:
             raise ConfigError(
                 f"The 'precision' parameter of {owner} must be '32' on {device}, which has no "

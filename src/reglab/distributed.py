@@ -43,10 +43,14 @@ def mean_across_ranks(value: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
-def agree_to_stop(stop: bool) -> bool:
-    """True on every rank if any rank wants to stop."""
+def agree_to_stop(stop: bool, device: torch.device | None = None) -> bool:
+    """True on every rank if any rank wants to stop. The flag is reduced on ``device`` (the
+    model's: an NCCL group reduces only CUDA tensors); without one, on the current CUDA
+    device under NCCL, else on the CPU."""
     if not is_distributed():
         return stop
-    flag = torch.tensor(int(stop))
+    if device is None and dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    flag = torch.tensor(int(stop), device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag)

@@ -24,7 +24,8 @@ def beta_sample(alpha: float, n: int, generator: torch.Generator | None = None) 
     PyTorch's Beta sampler takes no generator, so a NumPy generator is seeded from ``generator``:
     the draws are reproducible from the torch seed alone.
     """
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    device = None if generator is None else generator.device  # a CUDA generator draws there
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
     return _beta(alpha, n, np.random.default_rng(seed))
 
 

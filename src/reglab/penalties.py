@@ -89,7 +89,8 @@ class _ParamRegularizer(Regularizer):
     hyperparameter tensors to the parameters' dtype."""
 
     selection: Selection
-    #: Attributes holding hyperparameter tensors (float64 until ``attach`` casts them).
+    #: Attributes holding hyperparameter tensors (float64 on the CPU until ``attach`` moves
+    #: them to the selected parameters' dtype and device: a CUDA step never mixes devices).
     _hyperparameters: tuple[str, ...] = ()
 
     def attach(
@@ -102,10 +103,10 @@ class _ParamRegularizer(Regularizer):
     ) -> None:
         name = type(self).__name__
         self.selection = select_params(model, self._config["params"], owner=name)
-        dtype = self.selection.params[0].dtype
+        first = self.selection.params[0]
         for attr in self._hyperparameters:
             if getattr(self, attr) is not None:
-                setattr(self, attr, getattr(self, attr).to(dtype))
+                setattr(self, attr, getattr(self, attr).to(first.device, first.dtype))
         self._groups: list[tuple[torch.Tensor, dict[str, Any]]] = []
         if self._needs_lr():
             if optimizer is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -277,6 +278,7 @@ def fit(
     first = 1 if checkpoint is None else saving.resume(checkpoint)
     step = _Step(wrap(model), opt, recipe, autocast(device, precision))  # one autocast context
 
+    agree = functools.partial(agree_to_stop, device=device)  # the stop, reduced over ranks
     for epoch in range(first, epochs + 1):
         started = time.perf_counter()
         objective = step.epoch(model, data, device)
@@ -285,7 +287,7 @@ def fit(
         lr_now = float(opt.param_groups[0]["lr"])
         ended = close_epoch(
             history, record, recipe, lr=lr_now, seconds=seconds,
-            divergence_threshold=divergence_threshold, on_record=on_epoch, agree=agree_to_stop,
+            divergence_threshold=divergence_threshold, on_record=on_epoch, agree=agree,
         )  # fmt: skip
         if history.status != "diverged":
             history.seconds += seconds

@@ -3,6 +3,8 @@ the GPU where PyTorch lets a test do so."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -83,3 +85,45 @@ def test_the_stop_flag_is_reduced_on_the_model_device(monkeypatch):
     monkeypatch.setattr(torch, "tensor", lambda v, device=None: made.append(device) or real(v))
     distributed.agree_to_stop(False)
     assert made == [torch.device("cuda", 1)]
+
+
+@pytest.mark.parametrize("engine", ["population", "sequential"])
+def test_a_deterministic_study_computes_its_figures_outside_deterministic_mode(monkeypatch, engine):
+    """On CUDA, deterministic mode refuses the calibration's weighted bincount and the weight
+    histograms' histc: every deterministic trial failed, and in a population the error
+    aborted the whole study."""
+    from reglab.lab.studies import trial as trial_module
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.study import plan
+
+    modes = []
+    real = trial_module.trial_result
+
+    def spy(*args, **kwargs):
+        modes.append(torch.are_deterministic_algorithms_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "trial_result", spy)
+    config = StudyConfig(
+        data="wine", recipes=["baseline", "l2"], seeds=1, epochs=2, workers=1,
+        engine=engine, deterministic=True,
+    )  # fmt: skip
+    trials = plan(config).trials
+    if engine == "population":
+        results = trial_module.run_population(trials)
+    else:
+        results = [trial_module.run_trial(t) for t in trials]
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    assert modes == [False, False] and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_a_worker_of_a_deterministic_study_sets_cublas_before_any_cuda_work(monkeypatch):
+    """ATen reads CUBLAS_WORKSPACE_CONFIG once, at the first cuBLAS call: set later (inside the
+    trial), every deterministic matmul raised."""
+    from reglab.lab.studies.seams import start_worker
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    start_worker({"deterministic": False, "datasets": {}})
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    start_worker({"deterministic": True, "datasets": {}})
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

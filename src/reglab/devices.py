@@ -133,6 +133,10 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+#: cuBLAS's workspace setting that makes its matmuls deterministic on CUDA.
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool) -> Iterator[None]:
     """``torch.use_deterministic_algorithms(enabled)`` for the duration (the previous setting is
@@ -141,7 +145,7 @@ def deterministic(enabled: bool) -> Iterator[None]:
         yield
         return
     before = torch.are_deterministic_algorithms_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
     torch.use_deterministic_algorithms(True)
     try:
         yield

@@ -34,7 +34,7 @@ from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .dimensions import Dimension, parse_dimension, with_values
 from .fields import PATH_SETTINGS
-from .seams import adopt_datasets, build, dataset_for, datasets_to_hand, fit_options, splits_for
+from .seams import build, dataset_for, datasets_to_hand, fit_options, splits_for, start_worker
 from .study import plan
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
@@ -234,7 +234,15 @@ def run_path(
     job = functools.partial(_chain, checkpoints=checkpoints)
     handed = datasets_to_hand(settings, range(config.seeds))
     jobs = [(job, p) for p in payloads]
-    run_jobs(jobs, min(workers, len(payloads)), finish, prepare=(adopt_datasets, handed))
+    run_jobs(
+        jobs,
+        min(workers, len(payloads)),
+        finish,
+        prepare=(
+            start_worker,
+            {"deterministic": settings.get("deterministic"), "datasets": handed},
+        ),
+    )
     rows = [row for seed in sorted(chains) for row in chains[seed]]
     if checkpoints is not None:
         for payload in payloads:

@@ -9,13 +9,14 @@ carries, :func:`fit_options` and :func:`splits_for` into what :func:`reglab.fit`
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ...core import Chain
-from ...devices import check_precision, resolve_device
+from ...devices import CUBLAS_DETERMINISTIC, check_precision, resolve_device
 from ...train import prepare_targets
 from ..engine.device import device_for, stored_device
 from ..engine.population import Member
@@ -36,6 +37,7 @@ __all__ = [
     "member_for",
     "model_for",
     "splits_for",
+    "start_worker",
     "trial_settings",
 ]
 
@@ -155,6 +157,20 @@ def datasets_to_hand(settings: Mapping[str, Any], seeds: Sequence[int]) -> dict[
     if settings["data"] not in BUILTIN_DATASETS:
         return {}
     return {_key(settings, seed): dataset_for(settings, seed) for seed in seeds}
+
+
+def start_worker(payload: Mapping[str, Any]) -> None:
+    """A study's worker, before any CUDA work: cuBLAS's workspace setting for a deterministic
+    study (ATen reads ``CUBLAS_WORKSPACE_CONFIG`` once, at the first cuBLAS call, so setting it
+    later raises on every deterministic matmul), then the data sets handed over
+    (:func:`adopt_datasets`).
+
+    Args:
+        payload: ``{"deterministic": bool, "datasets": ...}`` (from :func:`datasets_to_hand`).
+    """
+    if payload.get("deterministic"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    adopt_datasets(payload["datasets"])
 
 
 def adopt_datasets(datasets: Mapping[tuple, Dataset]) -> None:

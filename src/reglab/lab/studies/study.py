@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ...core import ConfigError
+from ...devices import CUBLAS_DETERMINISTIC
 from ...train import History
 from ..engine.device import CPU_POPULATION, population_size, worker_devices
 from ..engine.population import population_reason
@@ -32,11 +34,11 @@ from .config import StudyConfig
 from .holds import hold
 from .keys import TrialSettings
 from .seams import (
-    adopt_datasets,
     build,
     dataset_for,
     datasets_to_hand,
     model_for,
+    start_worker,
     trial_settings,
 )
 from .store import check_folder, load_finished, write_atomic
@@ -390,7 +392,10 @@ def run_study(
     try:
         handed = datasets_to_hand(settings, sorted({t.seed for t in pending}))
         count = min(workers, len(jobs)) if jobs else 1
-        run_jobs(jobs, count, finish, progress, devices, prepare=(adopt_datasets, handed))
+        payload = {"deterministic": config.deterministic, "datasets": handed}
+        if config.deterministic:  # in this process too (workers=1), before its CUDA work
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+        run_jobs(jobs, count, finish, progress, devices, prepare=(start_worker, payload))
     except KeyboardInterrupt:
         interrupted = True
     if not interrupted:

@@ -54,7 +54,9 @@ def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str,
                 checkpoint=None if checkpoints is None else checkpoints.trial(trial),
                 **fit_options(settings, data),
             )
-            result = trial_result(trial, data, history, recipe)
+        # the figures outside deterministic mode: on CUDA it refuses the weighted bincount of
+        # the calibration and the histc of the weight histograms
+        result = trial_result(trial, data, history, recipe)
     except Exception as exc:  # the trial fails with its error; the study goes on
         return _failed(trial, error_line(exc), time.perf_counter() - started)
     result["seconds"] = time.perf_counter() - started
@@ -79,9 +81,7 @@ def run_population(
     Returns:
         One result dict per trial, in order.
     """
-    settings = trials[0].settings
-    with deterministic(settings.get("deterministic", False)):
-        return _run_population(trials, report, settings, checkpoints)
+    return _run_population(trials, report, trials[0].settings, checkpoints)
 
 
 def _run_population(
@@ -104,24 +104,46 @@ def _run_population(
         members.append(member_for(data, model, recipe, trial.seed))
         index.append(i)
         built.append((data, recipe))
-    if members:
-        try:
+    if not members:
+        return results
+    histories = None
+    try:
+        with deterministic(settings.get("deterministic", False)):
             histories = fit_population(
                 members,
                 on_epoch=None if report is None else (lambda epoch, alive: report(epoch)),
                 checkpoint=None if checkpoints is None else checkpoints.population(trials),
                 **fit_options(settings, built[0][0]),
             )
-        except Exception:  # one member's error: each trial alone, so only that one fails
-            for i in index:
-                results[i] = run_trial(trials[i], checkpoints)
-            return results
-        for i, history, (data, recipe) in zip(index, histories, built, strict=True):
-            evaluated = time.perf_counter()
+    except Exception:  # one member's error (or out of memory): each trial alone, below
+        pass
+    if histories is None:  # outside the except: its traceback no longer holds the population
+        del members
+        _free_device_memory()
+        for i in index:
+            results[i] = run_trial(trials[i], checkpoints)
+        return results
+    for i, history, (data, recipe) in zip(index, histories, built, strict=True):
+        evaluated = time.perf_counter()
+        try:  # the figures outside deterministic mode, one trial's error its own
             results[i] = trial_result(trials[i], data, history, recipe, "population")
-            # its own time: its share of each epoch it trained in, and its evaluation
-            results[i]["seconds"] = history.seconds + time.perf_counter() - evaluated
+        except Exception as exc:
+            results[i] = _failed(trials[i], error_line(exc), history.seconds)
+            continue
+        # its own time: its share of each epoch it trained in, and its evaluation
+        results[i]["seconds"] = history.seconds + time.perf_counter() - evaluated
     return results
+
+
+def _free_device_memory() -> None:
+    """Give a failed population's cached GPU memory back before its trials run one by one."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def error_line(exc: BaseException) -> str:

@@ -127,3 +127,18 @@ def test_a_worker_of_a_deterministic_study_sets_cublas_before_any_cuda_work(monk
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     start_worker({"deterministic": True, "datasets": {}})
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_a_worker_takes_its_own_gpu_as_the_current_device(monkeypatch):
+    """compare's workers never called torch.cuda.set_device (pin-memory threads opened
+    contexts on GPU 0), and tune's and path's workers were given no device at all."""
+    from reglab.lab.engine import device as engine_device
+
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: made_current.append(d))
+    monkeypatch.setattr(engine_device, "_assigned", None)
+    engine_device.take_device("cuda:1")
+    assert made_current == [torch.device("cuda", 1)]
+    assert engine_device.device_for({"device": "cuda"}) == torch.device("cuda", 1)
+    engine_device.take_device(None)
+    assert made_current == [torch.device("cuda", 1)]  # a CPU worker leaves CUDA alone

@@ -16,7 +16,14 @@ from torch import nn
 
 from ...devices import model_device
 
-__all__ = ["assign", "device_for", "members_that_fit", "population_size", "worker_devices"]
+__all__ = [
+    "assign",
+    "device_for",
+    "members_that_fit",
+    "population_size",
+    "take_device",
+    "worker_devices",
+]
 
 _assigned: str | None = None  # this worker's GPU, when the study runs on every GPU
 
@@ -32,6 +39,15 @@ def assign(device: str | None) -> None:
     """Tell this process which device it trains on (the runner calls it in each worker)."""
     global _assigned
     _assigned = device
+
+
+def take_device(device: str | None) -> None:
+    """In a worker process: train on ``device`` (:func:`assign`) and make it the current CUDA
+    device, so that whatever asks for "the current device" (``'cuda'`` without an index, a
+    DataLoader's pin-memory thread) lands on this worker's GPU, not on GPU 0."""
+    assign(device)
+    if device is not None and device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
 
 
 def stored_device(spec: str, device: torch.device) -> str:

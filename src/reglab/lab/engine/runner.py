@@ -35,7 +35,7 @@ from ...checkpoint import (
     use_stop_event,
     watch_process,
 )
-from .device import assign
+from .device import assign, take_device
 from .workers import context, start_server, tune_allocator, unguarded_main
 
 __all__ = ["Job", "run_jobs"]
@@ -88,8 +88,8 @@ def _init_worker(progress: Any, devices: Any, stop: Any, study: int, prepare: Jo
     one_line_warnings()
     tune_allocator()
     torch.set_num_threads(1)
-    if devices is not None:  # one GPU per worker: take the next one
-        assign(devices.get())
+    if devices is not None:  # one GPU per worker: take the next one, and make it current
+        take_device(devices.get())
     if prepare is not None:
         function, payload = prepare
         function(payload)

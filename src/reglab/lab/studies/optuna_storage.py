@@ -22,7 +22,7 @@ import random
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,13 +203,15 @@ def run_workers(
     study: Any,
     tick: Callable[[], None] | None = None,
     adopt: bool = False,
+    devices: Sequence[str] | None = None,
 ) -> int:
     """Run ``count`` worker processes of ``target(payload)`` until the study has no waiting
     trial; call ``tick`` about once a second. A dead worker's trials are failed and re-queued
     (:func:`requeue_dead`), and fresh workers take them if the others have already finished;
     with ``adopt`` they are instead handed, still running, to the next workers
     (``payload['adopt']``: groups of trial ids, see :func:`adoptable`), which resume them from
-    their checkpoints. Ctrl-C: the workers are asked to stop (each running trial checkpoints at
+    their checkpoints. With ``devices`` (GPUs), worker ``i`` trains on ``devices[i % len]``.
+    Ctrl-C: the workers are asked to stop (each running trial checkpoints at
     its next epoch end), a second Ctrl-C kills them; KeyboardInterrupt propagates.
 
     Returns:
@@ -230,7 +232,13 @@ def run_workers(
         procs = [
             ctx.Process(
                 target=_worker,
-                args=(target, {**payload, "adopt": groups[i::n]}, stop, os.getpid()),
+                args=(
+                    target,
+                    {**payload, "adopt": groups[i::n]},
+                    stop,
+                    os.getpid(),
+                    None if not devices else devices[i % len(devices)],
+                ),
             )
             for i in range(n)
         ]
@@ -267,7 +275,11 @@ def run_workers(
 
 
 def _worker(
-    target: Callable[[dict[str, Any]], None], payload: dict[str, Any], stop: Any, study: int
+    target: Callable[[dict[str, Any]], None],
+    payload: dict[str, Any],
+    stop: Any,
+    study: int,
+    device: str | None = None,
 ) -> None:
     """A worker process: Ctrl-C is the parent's to handle (it sets ``stop``, shared here); a
     requested stop, or the death of the parent process ``study``, ends the worker quietly once
@@ -275,8 +287,10 @@ def _worker(
     import signal
 
     from ...checkpoint import Interrupted, one_line_warnings, use_stop_event, watch_process
+    from ..engine.device import take_device
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    take_device(device)  # its own GPU, before any CUDA work
     use_stop_event(stop)
     watch_process(study)
     one_line_warnings()

@@ -26,6 +26,7 @@ import torch
 from ...checkpoint import Checkpoint
 from ...core import ConfigError, Interval, check_param
 from ...train import evaluate, fit
+from ..engine.device import worker_devices
 from ..engine.runner import run_jobs
 from ..inputs.data import dataset_task
 from ..inputs.recipes import recipe_spec
@@ -234,10 +235,13 @@ def run_path(
     job = functools.partial(_chain, checkpoints=checkpoints)
     handed = datasets_to_hand(settings, range(config.seeds))
     jobs = [(job, p) for p in payloads]
+    devices = worker_devices(settings)  # on GPUs, one worker per GPU (all took GPU 0)
+    count = len(devices) if devices else workers
     run_jobs(
         jobs,
-        min(workers, len(payloads)),
+        min(count, len(payloads)),
         finish,
+        devices=devices,
         prepare=(
             start_worker,
             {"deterministic": settings.get("deterministic"), "datasets": handed},

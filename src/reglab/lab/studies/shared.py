@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ...checkpoint import stop_requested
+from ..engine.device import worker_devices
 from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .keys import Trial
@@ -163,7 +164,8 @@ def run_shared(
 
     interrupted = False
     try:
-        requeued += run_workers(_work, payload, config.workers, study, report)
+        devices = worker_devices(settings)  # on GPUs, each worker its own
+        requeued += run_workers(_work, payload, config.workers, study, report, devices=devices)
     except KeyboardInterrupt:
         interrupted = True
     report()

@@ -25,6 +25,7 @@ import torch
 from ...checkpoint import Checkpoint, stop_requested
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ...train import History, evaluate, fit
+from ..engine.device import worker_devices
 from ..engine.population import fit_population
 from ..inputs.recipes import recipe_spec
 from .checkpoints import Checkpoints
@@ -354,7 +355,8 @@ def run_tune(
         if on_progress is not None:
             on_progress(min(total, _finished(study) - done_before), total)
 
-    requeued += run_workers(_work, payload, workers, study, tick, adopt=True)
+    devices = worker_devices(settings)  # on GPUs, each worker its own (all took GPU 0)
+    requeued += run_workers(_work, payload, workers, study, tick, adopt=True, devices=devices)
     mark.unlink(missing_ok=True)  # finished: the next run adds trials again
     Checkpoints(payload["checkpoints"]).clean()
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))

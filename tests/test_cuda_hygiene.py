@@ -3,6 +3,7 @@ the GPU where PyTorch lets a test do so."""
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 import reglab
 from reglab import distributed
 from reglab.devices import check_precision, resolve_device
+from reglab.lab.engine.population import Member, fit_population
 
 
 def test_penalty_hyperparameters_move_to_the_parameters_device_at_attach():
@@ -142,3 +144,120 @@ def test_a_worker_takes_its_own_gpu_as_the_current_device(monkeypatch):
     assert engine_device.device_for({"device": "cuda"}) == torch.device("cuda", 1)
     engine_device.take_device(None)
     assert made_current == [torch.device("cuda", 1)]  # a CPU worker leaves CUDA alone
+
+
+_SYNCS = {"item", "tolist", "cpu", "__bool__", "__float__", "__int__", "numpy"}
+_FACTORIES = {
+    "zeros", "ones", "empty", "full", "rand", "randn", "randint", "randperm", "arange",
+    "tensor", "as_tensor", "linspace", "eye",
+}  # fmt: skip
+
+
+class _Watch(torch.overrides.TorchFunctionMode):
+    """Records host synchronisations and tensor factories called without ``device=``."""
+
+    def __init__(self, events: list) -> None:
+        super().__init__()
+        self.events = events
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _SYNCS:
+            self.events.append(("sync", name))
+        elif name in _FACTORIES and not {"device", "out"} & set(kwargs):  # out= has one
+            self.events.append(("factory", name))
+        return func(*args, **kwargs)
+
+
+class _Mark(reglab.Regularizer):
+    """Marks each training step (its batch hook runs first in the step)."""
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def on_batch(self, x, y):
+        self.events.append(("step", ""))
+        return x, y
+
+
+def _toy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    return (x, y), (x[:32], y[:32])
+
+
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+
+def _steps(events: list) -> list[list]:
+    """The events of each whole step (between two step marks)."""
+    marks = [i for i, e in enumerate(events) if e[0] == "step"]
+    return [events[a + 1 : b] for a, b in itertools.pairwise(marks)]
+
+
+_RECIPES = {
+    "penalties": lambda: [reglab.L1(1e-3), reglab.L2(1e-3), reglab.WeightDecay(0.1)],
+    "dropout_noise": lambda: [reglab.Dropout(0.3), reglab.GaussianNoise(0.1)],
+    "smoothing_clip_maxnorm": lambda: [
+        reglab.LabelSmoothing(0.1),
+        reglab.ClipGradNorm(1.0),
+        reglab.MaxNorm(1.0),
+    ],
+    "ema_stopping": lambda: [reglab.EMA(0.9), reglab.EarlyStopping("val_loss", patience=50)],
+    "mixup": lambda: [reglab.Mixup(0.2)],
+}
+
+
+@pytest.mark.parametrize("engine", ["fit", "population"])
+@pytest.mark.parametrize("name", list(_RECIPES))
+def test_a_training_step_never_waits_for_the_device_nor_makes_tensors_elsewhere(engine, name):
+    """On CUDA a host sync per step stalls the GPU, and a factory without device= makes its
+    tensor on the CPU. Each step of fit and of a population is recorded: no sync, and no
+    factory without a device but Mixup's Beta draw (NumPy's, on the CPU by design: PyTorch's
+    Beta sampler takes no generator), moved with non_blocking."""
+    events: list = []
+    train, val = _toy()
+    with _Watch(events):
+        if engine == "fit":
+            recipe = reglab.chain(_Mark(events), *_RECIPES[name]())
+            reglab.fit(_net(), train, val, recipe=recipe, epochs=1, batch_size=16, num_classes=2)
+        else:
+            members = [
+                Member(_net(), reglab.chain(_Mark(events) if s == 0 else reglab.chain(),
+                                            *_RECIPES[name]()), train, val, s)
+                for s in range(3)
+            ]  # fmt: skip
+            fit_population(members, epochs=1, batch_size=16, num_classes=2)
+    steps = _steps(events)
+    assert len(steps) >= 4
+    allowed = [("factory", "as_tensor")] if name == "mixup" else []
+    for step in steps:
+        assert [e for e in step if e not in allowed] == [], step
+
+
+@pytest.mark.parametrize("members", [1, 4, 8])
+def test_host_syncs_per_epoch_are_few_and_bounded(members):
+    """Per epoch: the objective, the evaluation's metrics and each member's record are read
+    once. fit: at most 6; a population: at most 6 + 3 per member (measured 5 + 2 per member)."""
+
+    def syncs(epochs: int) -> int:
+        events: list = []
+        train, val = _toy()
+        regs = lambda: [reglab.L1(1e-3), reglab.Dropout(0.3), reglab.EarlyStopping(patience=50)]
+        with _Watch(events):
+            if members == 1:
+                reglab.fit(_net(), train, val, recipe=reglab.chain(*regs()), epochs=epochs,
+                           batch_size=16, num_classes=2)  # fmt: skip
+            else:
+                group = [
+                    Member(_net(), reglab.chain(*regs()), train, val, s) for s in range(members)
+                ]
+                fit_population(group, epochs=epochs, batch_size=16, num_classes=2)
+        return sum(e[0] == "sync" for e in events)
+
+    per_epoch = (syncs(3) - syncs(1)) / 2
+    assert 0 < per_epoch <= (6 if members == 1 else 6 + 3 * members), per_epoch

@@ -261,3 +261,30 @@ def test_host_syncs_per_epoch_are_few_and_bounded(members):
 
     per_epoch = (syncs(3) - syncs(1)) / 2
     assert 0 < per_epoch <= (6 if members == 1 else 6 + 3 * members), per_epoch
+
+
+def test_regression_metrics_of_a_population_are_read_once_per_epoch():
+    """The regression metrics read three scalars per member and split (float() of each)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 6, generator=g)
+    y = (x[:, :1] * 2 + 0.1 * torch.randn(96, 1, generator=g)).float()
+
+    def syncs(epochs: int, k: int) -> int:
+        events: list = []
+        torch.manual_seed(0)
+        members = [
+            Member(
+                torch.nn.Sequential(torch.nn.Linear(6, 1)),
+                reglab.chain(reglab.L2(1e-3)),
+                (x, y),
+                (x[:32], y[:32]),
+                s,
+            )
+            for s in range(k)
+        ]
+        with _Watch(events):
+            fit_population(members, epochs=epochs, batch_size=16, task="regression")
+        return sum(e[0] == "sync" for e in events)
+
+    grows = ((syncs(3, 8) - syncs(1, 8)) - (syncs(3, 2) - syncs(1, 2))) / 2 / 6  # per member
+    assert grows <= 2, grows  # the record's penalty and lr (the metrics: one read per split)

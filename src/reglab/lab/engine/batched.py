@@ -367,10 +367,9 @@ class Population:
         mse = (out - y).pow(2).double().sum((1, 2)) / (n * width)
         y64 = y.double()
         var = y64.pow(2).sum((1, 2)) / (n * width) - (y64.sum((1, 2)) / (n * width)) ** 2
-        return [
-            {"loss": float(m), "r2": float(1 - m / v) if v > 0 else float("nan")}
-            for m, v in zip(mse, var, strict=True)
-        ]
+        # read once (two transfers for every member), not three scalars per member
+        pairs = zip(mse.tolist(), var.tolist(), strict=True)
+        return [{"loss": m, "r2": 1 - m / v if v > 0 else float("nan")} for m, v in pairs]
 
     def run(
         self,

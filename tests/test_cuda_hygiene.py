@@ -288,3 +288,41 @@ def test_regression_metrics_of_a_population_are_read_once_per_epoch():
 
     grows = ((syncs(3, 8) - syncs(1, 8)) - (syncs(3, 2) - syncs(1, 2))) / 2 / 6  # per member
     assert grows <= 2, grows  # the record's penalty and lr (the metrics: one read per split)
+
+
+def test_a_population_out_of_memory_retries_with_half_the_members(monkeypatch):
+    """It fell back to one trial at a time, inside the except (whose traceback kept the failed
+    population's GPU tensors alive)."""
+    from reglab.lab.studies import trial as trial_module
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.study import plan
+
+    sizes = []
+    real = trial_module.fit_population
+
+    def small_gpu(members, **kwargs):
+        sizes.append(len(members))
+        if len(members) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(members, **kwargs)
+
+    monkeypatch.setattr(trial_module, "fit_population", small_gpu)
+    config = StudyConfig(data="wine", recipes=["baseline", "l2"], seeds=2, epochs=2, workers=1)
+    results = trial_module.run_population(plan(config).trials)
+    assert sizes == [4, 2, 2]
+    assert [r["status"] for r in results] == ["completed"] * 4
+    assert {r["engine"] for r in results} == {"population"}
+
+
+def test_the_memory_estimate_counts_what_a_population_really_holds():
+    """It counted 4 copies of the parameters and two batches of activations: not the
+    compaction's and the resume's copies, EMA's and early stopping's weights, nor the
+    evaluation pass and its logits."""
+    from reglab.lab.engine.device import EVAL_CHUNK, PARAMETER_COPIES, member_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    params = sum(p.numel() * 4 for p in model.parameters())
+    outputs = (256 + 256 + 10) * 4  # per sample: each layer's output
+    got = member_bytes(model, torch.zeros(1, 64), batch_size=32, eval_samples=659)
+    assert PARAMETER_COPIES == 9
+    assert got == 9 * params + 2 * 32 * outputs + min(EVAL_CHUNK, 659) * outputs + 659 * 10 * 4

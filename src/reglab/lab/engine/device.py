@@ -89,11 +89,25 @@ def members_that_fit(free_bytes: int, per_member_bytes: int, most: int) -> int:
     return max(1, min(most, fits))
 
 
+#: Copies of a member's parameters a population holds at its peak: the parameters, their
+#: gradients and Adam's two moments (4); while it drops finished members' rows, a second copy
+#: of the parameters and of the moments (3), the same while it resumes (a copy of its initial
+#: state is kept until the checkpoint is restored); an EMA average and early stopping's best
+#: weights (2).
+PARAMETER_COPIES = 9
+#: The evaluation pass runs every member on chunks of this many samples.
+EVAL_CHUNK = 1024
+
+
 @torch.no_grad()
-def member_bytes(model: nn.Module, sample: torch.Tensor, batch_size: int) -> int:
-    """An estimate of one population member's memory when it trains: parameters, gradients
-    and two Adam moments (4 copies), plus every layer's output for a batch of ``batch_size``
-    kept for the backward pass (twice, for the gradients flowing back)."""
+def member_bytes(
+    model: nn.Module, sample: torch.Tensor, batch_size: int, eval_samples: int = 0
+) -> int:
+    """An estimate of one population member's memory at the population's peak:
+    :data:`PARAMETER_COPIES` copies of its parameters, every layer's output for a batch of
+    ``batch_size`` kept for the backward pass (twice, for the gradients flowing back), the
+    layer outputs of one evaluation chunk (:data:`EVAL_CHUNK` samples) and its logits for the
+    ``eval_samples`` training and validation samples evaluated each epoch."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     outputs: list[int] = []
 
@@ -110,11 +124,21 @@ def member_bytes(model: nn.Module, sample: torch.Tensor, batch_size: int) -> int
     finally:
         for h in handles:
             h.remove()
-    return 4 * params + 2 * batch_size * sum(outputs)
+    logits = outputs[-1] if outputs else 0
+    return (
+        PARAMETER_COPIES * params
+        + 2 * batch_size * sum(outputs)
+        + min(EVAL_CHUNK, max(eval_samples, 1)) * sum(outputs)
+        + eval_samples * logits
+    )
 
 
 def population_size(
-    settings: Mapping[str, Any], model: nn.Module, sample: torch.Tensor, trials: int
+    settings: Mapping[str, Any],
+    model: nn.Module,
+    sample: torch.Tensor,
+    trials: int,
+    eval_samples: int = 0,
 ) -> int:
     """How many trials one population holds: :data:`CPU_POPULATION` on a CPU; on a GPU as many
     as fit in its free memory (:func:`members_that_fit`), at most ``trials``."""
@@ -122,5 +146,5 @@ def population_size(
     if device.type != "cuda":
         return CPU_POPULATION
     free, _ = torch.cuda.mem_get_info(device)
-    per_member = member_bytes(model, sample, settings["batch_size"])
+    per_member = member_bytes(model, sample, settings["batch_size"], eval_samples)
     return members_that_fit(free, per_member, min(GPU_POPULATION, max(trials, 1)))

@@ -379,7 +379,9 @@ def run_study(
     if devices is not None and pending:
         data = dataset_for(settings, 0)
         total = len(done) + len(pending)
-        size = population_size(settings, model_for(settings, data, 0), data.sample(1)[0], total)
+        evaluated = data.size("train") + data.size("val")
+        model = model_for(settings, data, 0)
+        size = population_size(settings, model, data.sample(1)[0], total, evaluated)
     checkpoints = Checkpoints(str(out / "checkpoints"), config.checkpoint_every)
     hold("before_announce", out)
     finished = {t.key: t for t in trials if t.key in done}

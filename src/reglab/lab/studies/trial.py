@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
 from ...core import ConfigError
 from ...devices import deterministic
 from ...train import History, evaluate, fit
@@ -106,7 +108,7 @@ def _run_population(
         built.append((data, recipe))
     if not members:
         return results
-    histories = None
+    histories, out_of_memory = None, False
     try:
         with deterministic(settings.get("deterministic", False)):
             histories = fit_population(
@@ -115,11 +117,18 @@ def _run_population(
                 checkpoint=None if checkpoints is None else checkpoints.population(trials),
                 **fit_options(settings, built[0][0]),
             )
-    except Exception:  # one member's error (or out of memory): each trial alone, below
-        pass
+    except Exception as exc:  # one member's error, or out of memory: handled below
+        out_of_memory = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc)
     if histories is None:  # outside the except: its traceback no longer holds the population
         del members
         _free_device_memory()
+        if out_of_memory and len(index) > 1:  # half the members at a time, then one by one
+            half = len(index) // 2
+            for part in (index[:half], index[half:]):
+                done = _run_population([trials[i] for i in part], report, settings, checkpoints)
+                for i, result in zip(part, done, strict=True):
+                    results[i] = result
+            return results
         for i in index:
             results[i] = run_trial(trials[i], checkpoints)
         return results
@@ -138,8 +147,6 @@ def _run_population(
 def _free_device_memory() -> None:
     """Give a failed population's cached GPU memory back before its trials run one by one."""
     import gc
-
-    import torch
 
     gc.collect()
     if torch.cuda.is_available():

@@ -120,7 +120,7 @@ def _run_population(
     except Exception as exc:  # one member's error, or out of memory: handled below
         out_of_memory = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc)
     if histories is None:  # outside the except: its traceback no longer holds the population
-        del members
+        del members, built  # nor do these (their recipes hold the members' parameters)
         _free_device_memory()
         if out_of_memory and len(index) > 1:  # half the members at a time, then one by one
             half = len(index) // 2

@@ -326,3 +326,43 @@ def test_the_memory_estimate_counts_what_a_population_really_holds():
     got = member_bytes(model, torch.zeros(1, 64), batch_size=32, eval_samples=659)
     assert PARAMETER_COPIES == 9
     assert got == 9 * params + 2 * 32 * outputs + min(EVAL_CHUNK, 659) * outputs + 659 * 10 * 4
+
+
+class _Handed(Exception):
+    """Stops a study once its workers were handed their devices."""
+
+
+@pytest.mark.parametrize("command", ["compare", "tune", "path"])
+def test_each_worker_of_a_study_on_two_gpus_gets_its_own(monkeypatch, tmp_path, command):
+    """tune's and path's workers passed no device and all trained on GPU 0 ('cuda' resolves
+    to the current device). Two GPUs are stood in for; the runners are stopped as they start."""
+    from reglab.lab.studies import path as path_module
+    from reglab.lab.studies import study as study_module
+    from reglab.lab.studies import tune as tune_module
+    from reglab.lab.studies.config import StudyConfig
+
+    gpus = ["cuda:0", "cuda:1"]
+    handed = {}
+
+    def runner(*args, **kwargs):
+        handed["devices"] = kwargs.get("devices", args[4] if len(args) > 4 else None)
+        handed["count"] = args[1] if command != "tune" else args[2]
+        raise _Handed
+
+    study = StudyConfig(data="wine", recipes=["baseline", "l2"], seeds=2, epochs=1, workers=1)
+    with pytest.raises(_Handed):
+        if command == "compare":
+            monkeypatch.setattr(study_module, "worker_devices", lambda settings: gpus)
+            monkeypatch.setattr(study_module, "run_jobs", runner)
+            study_module.run_study(study, tmp_path)
+        elif command == "tune":
+            monkeypatch.setattr(tune_module, "worker_devices", lambda settings: gpus)
+            monkeypatch.setattr(tune_module, "run_workers", runner)
+            config = tune_module.TuneConfig("l2", ["strength=1e-4:1e-1"], study, trials=2)
+            tune_module.run_tune(config, tmp_path, workers=2)
+        else:
+            monkeypatch.setattr(path_module, "worker_devices", lambda settings: gpus)
+            monkeypatch.setattr(path_module, "run_jobs", runner)
+            config = path_module.PathConfig("l2", "strength=1e-3:1", study, points=2, seeds=2)
+            path_module.run_path(config, workers=1, out=tmp_path)
+    assert handed["devices"] == gpus and handed["count"] == 2

@@ -22,31 +22,30 @@ class _Averaging(Regularizer):
     """Holds the average; ``swap`` exchanges it with the model's tensors."""
 
     def __init__(self) -> None:
-        self._params: list[nn.Parameter] | None = None
-        self._buffers: list[torch.Tensor] = []
+        self._tensors: list[torch.Tensor] | None = None
         self._avg: list[torch.Tensor] = []
         self.updates = 0
         self.averaged_in = False
 
     def attach(self, model, optimizer=None, *, num_classes=None, generator=None) -> None:
         self.model, self.optimizer = model, optimizer
-        # the Parameter objects, never detached aliases: the lab's population engine moves a
-        # member's parameters to new memory (``p.data = ...``) when a neighbour leaves, and an
-        # alias would go on averaging the old memory
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        self._buffers = [b for b in model.buffers() if b.is_floating_point()]
-        self._avg = [t.clone() for t in self._check_attached("attach")]
+        params = [p for p in model.parameters() if p.requires_grad]
+        buffers = [b for b in model.buffers() if b.is_floating_point()]
+        # the Parameter objects themselves, never detached aliases: the lab's population
+        # engine moves a member's parameters to new memory (``p.data = ...``) when a neighbour
+        # leaves, and an alias would go on averaging the old memory. Every use is under
+        # no_grad and only reads them (or copies into them), so no per-step detach is needed.
+        self._tensors = params + buffers
+        self._avg = [t.detach().clone() for t in self._tensors]
         self.updates, self.averaged_in = 0, False
 
     def _check_attached(self, what: str) -> list[torch.Tensor]:
-        """The model's current parameters and floating-point buffers (read afresh: they may
-        have moved since ``attach``)."""
-        if self._params is None:
+        if self._tensors is None:
             raise ConfigError(
                 f"The 'self' parameter of {type(self).__name__}.{what} must be attached to a "
                 "model first (reglab.fit and recipe.attach do it). Got an unattached one."
             )
-        return [p.detach() for p in self._params] + self._buffers
+        return self._tensors
 
     @torch.no_grad()
     def swap(self) -> None:
@@ -202,9 +201,7 @@ class SWA(_Averaging):
         self._epoch = int(metrics.get("epoch", self._epoch + 1))
         if self._epoch >= self.start:
             self.updates += 1
-            torch._foreach_lerp_(
-                self._avg, self._check_attached("on_epoch_end"), 1.0 / self.updates
-            )
+            torch._foreach_lerp_(self._avg, self._tensors, 1.0 / self.updates)
         if self._epoch + 1 == self.start:
             self._set_lr()
         if self._seen:
@@ -224,8 +221,7 @@ class SWA(_Averaging):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self._epoch, self._kept = int(state["epoch"]), int(state["kept"])
-        tensors = self._check_attached("load_state_dict")
-        device = tensors[0].device if tensors else None
+        device = self._tensors[0].device if self._tensors else None
         self._seen = [t.to(device) for t in state["seen"]]
         self._last_epoch = [t.to(device) for t in state["last_epoch"]]
 

@@ -80,7 +80,7 @@ def _study(config_path: str | None, given: dict[str, Any], owner: str) -> Any:
 
 def _study_values(options: dict[str, Any]) -> dict[str, Any]:
     """The options given, with ``--widths``, ``--image-size`` and ``--model-args`` parsed."""
-    given = {k: v for k, v in options.items() if v is not None}
+    given = _given(**options)
     if isinstance(given.get("seeds"), str) and given["seeds"].strip().isdigit():
         given["seeds"] = int(given["seeds"])
     if "model_args" in given:

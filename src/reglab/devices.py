@@ -137,6 +137,14 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 CUBLAS_DETERMINISTIC = ":4096:8"
 
 
+def prepare_deterministic_cublas() -> None:
+    """Set ``CUBLAS_WORKSPACE_CONFIG`` (when unset) for deterministic cuBLAS matmuls. ATen reads
+    it once, at the process's first cuBLAS call: call this before any CUDA work (a study's
+    worker does at its start); :func:`deterministic` calls it too, for a process that has not
+    used cuBLAS yet."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool) -> Iterator[None]:
     """``torch.use_deterministic_algorithms(enabled)`` for the duration (the previous setting is
@@ -145,7 +153,7 @@ def deterministic(enabled: bool) -> Iterator[None]:
         yield
         return
     before = torch.are_deterministic_algorithms_enabled()
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+    prepare_deterministic_cublas()
     torch.use_deterministic_algorithms(True)
     try:
         yield

@@ -9,14 +9,13 @@ carries, :func:`fit_options` and :func:`splits_for` into what :func:`reglab.fit`
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ...core import Chain
-from ...devices import CUBLAS_DETERMINISTIC, check_precision, resolve_device
+from ...devices import check_precision, prepare_deterministic_cublas, resolve_device
 from ...train import prepare_targets
 from ..engine.device import device_for, stored_device
 from ..engine.population import Member
@@ -169,7 +168,7 @@ def start_worker(payload: Mapping[str, Any]) -> None:
         payload: ``{"deterministic": bool, "datasets": ...}`` (from :func:`datasets_to_hand`).
     """
     if payload.get("deterministic"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+        prepare_deterministic_cublas()
     adopt_datasets(payload["datasets"])
 
 

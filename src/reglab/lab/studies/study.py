@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ...core import ConfigError
-from ...devices import CUBLAS_DETERMINISTIC
+from ...devices import prepare_deterministic_cublas
 from ...train import History
 from ..engine.device import CPU_POPULATION, population_size, worker_devices
 from ..engine.population import population_reason
@@ -396,7 +395,7 @@ def run_study(
         count = min(workers, len(jobs)) if jobs else 1
         payload = {"deterministic": config.deterministic, "datasets": handed}
         if config.deterministic:  # in this process too (workers=1), before its CUDA work
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+            prepare_deterministic_cublas()
         run_jobs(jobs, count, finish, progress, devices, prepare=(start_worker, payload))
     except KeyboardInterrupt:
         interrupted = True

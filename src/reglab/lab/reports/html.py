@@ -79,6 +79,7 @@ def html_page(title: str, body: str) -> str:
 
 
 def image_html(path: Path) -> str:
+    """A PNG file as an ``<img>`` with its bytes inline (base64), so the page stands alone."""
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 

@@ -111,9 +111,9 @@ def print_notes(console: Console, run: StudyRun, out: str | Path, *, shared: boo
             "The model or data is a Python object other processes cannot import: the trials "
             "ran in this process (pass an importable 'module:function' to use every core)."
         )
-    elif unguarded_main() is not None and config.workers > 1:
+    elif (where := unguarded_main()) is not None and config.workers > 1:
         console.print(
-            f'compare was called outside `if __name__ == "__main__":` ({unguarded_main()}): '
+            f'compare was called outside `if __name__ == "__main__":` ({where}): '
             "worker processes would run the script again, so the trials ran in this process. "
             "Put the call under that guard to use every core."
         )

@@ -41,48 +41,101 @@ def _postgres_bin():
     return Path(found[-1]).parent if found else None
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A throw-away PostgreSQL server on a loopback port, as the `postgres` user (initdb and
-    postgres refuse root); yields its URL without a database. Debian's package is installed with
-    apt-get when it is missing; where that is impossible the tests that need the server skip and
-    say why."""
-    import os
-    import shutil
-    import socket
+class PostgresServer:
+    """A throw-away PostgreSQL server on a loopback port, run as the `postgres` user (initdb
+    and postgres refuse root): ``url`` (without a database), ``stop()`` and ``start()`` (the
+    same port and data, as a restarted database server), ``database(name)`` (a new, empty one;
+    its URL) and ``remove()``."""
+
+    def __init__(self, bindir):
+        import os
+        import shutil
+        import socket
+        import tempfile
+
+        self.bindir = bindir
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = tempfile.mkdtemp(prefix="reglab-pg-")
+        os.chmod(self.root, 0o755)
+        if self.as_user:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.data = os.path.join(self.root, "data")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
+        try:
+            self._pg(str(bindir / "initdb"), "-D", self.data, "-A", "trust", "-U", "postgres")
+            self.start()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def _pg(self, *args, check=True):
+        import subprocess
+
+        return subprocess.run([*self.as_user, *args], capture_output=True, text=True, check=check)
+
+    def start(self):
+        import os
+
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        log = os.path.join(self.root, "server.log")
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._pg(pg_ctl, "-D", self.data, "-o", options, "-l", log, "-w", "start")
+
+    def stop(self, check=True):
+        """Stop as an administrator would (``-m fast``: connections are cut)."""
+        self._pg(
+            str(self.bindir / "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop", check=check
+        )
+
+    def database(self, name):
+        import psycopg
+
+        with psycopg.connect(f"{self.url}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"{self.url}/{name}"
+
+    def remove(self):
+        import shutil
+
+        self.stop(check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _new_postgres():
+    """A started :class:`PostgresServer`. Debian's package is installed with apt-get when it
+    is missing; where that is impossible the test skips and says why."""
     import subprocess
-    import tempfile
 
     bindir = _postgres_bin()
     if bindir is None and _apt_install("postgresql"):
         bindir = _postgres_bin()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed and apt-get could not install it")
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = tempfile.mkdtemp(prefix="reglab-pg-")
-    os.chmod(root, 0o755)
-    if as_user:
-        shutil.chown(root, "postgres", "postgres")
-    data = os.path.join(root, "data")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def pg(*args, check=True):
-        return subprocess.run([*as_user, *args], capture_output=True, text=True, check=check)
-
     try:
-        pg(str(bindir / "initdb"), "-D", data, "-A", "trust", "-U", "postgres")
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-        log = os.path.join(root, "server.log")
-        pg(str(bindir / "pg_ctl"), "-D", data, "-o", options, "-l", log, "-w", "start")
+        return PostgresServer(bindir)
     except (subprocess.CalledProcessError, OSError) as exc:
-        shutil.rmtree(root, ignore_errors=True)
         detail = getattr(exc, "stderr", "") or str(exc)
         pytest.skip(f"could not start PostgreSQL: {detail.strip()[:200]}")
-    yield f"postgresql://postgres@127.0.0.1:{port}"
-    pg(str(bindir / "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop", check=False)
-    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL (without a database) of a PostgreSQL server the session's tests share."""
+    server = _new_postgres()
+    yield server.url
+    server.remove()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of the test's own, which it may stop and start (an outage)."""
+    server = _new_postgres()
+    yield server
+    server.remove()
 
 
 @pytest.fixture(scope="session")

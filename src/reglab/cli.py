@@ -14,8 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import ConfigError, one_line_warnings
-from .lab.studies.fields import COMPARE_ONLY, PATH_SETTINGS, SETTINGS, TUNE_SETTINGS, Setting
+from .errors import ConfigError, StorageUnavailable, one_line_warnings
+from .lab.studies.fields import (
+    COMPARE_ONLY,
+    PATH_SETTINGS,
+    SETTINGS,
+    STORAGE_SETTINGS,
+    TUNE_SETTINGS,
+    Setting,
+)
 
 EXIT_USAGE = 2
 INTERRUPTED = "interrupted: rerun the same command to resume"
@@ -145,9 +152,12 @@ def _keywords(text: str) -> dict[str, Any]:
 @click.option(
     "--storage",
     help="An Optuna storage URL (e.g. postgresql://user:pass@host/db) shared by machines: each "
-    "runs the same command and takes trials from it.",
+    "runs the same command and takes trials from it. Shared trials train with the sequential "
+    "engine: compare them with a local --engine sequential run, not the default engine's "
+    "numbers (they differ in the last digits, up to ~2% after many epochs).",
 )
 @click.option("--study-name", help="The shared study's name (default: compare-DATA-MODEL).")
+@_option("storage_retry", STORAGE_SETTINGS)
 @_CONFIG_OPTION
 @click.option(
     "--out",
@@ -166,6 +176,7 @@ def compare(
     out: str,
     storage: str | None,
     study_name: str | None,
+    storage_retry: float | None,
     overwrite: bool,
     **options: Any,
 ) -> None:
@@ -182,7 +193,13 @@ def compare(
 
     config = _study(config_path, _study_values(options), "compare")
     run = run_compare(
-        config, out, _console(), storage=storage, study_name=study_name, overwrite=overwrite
+        config,
+        out,
+        _console(),
+        storage=storage,
+        study_name=study_name,
+        overwrite=overwrite,
+        **_given(storage_retry=storage_retry),
     )
     if run.interrupted:
         sys.exit(130)
@@ -203,6 +220,7 @@ def compare(
 @_option("seed", TUNE_SETTINGS)
 @click.option("--storage", help="An RDB URL shared by machines (default: a journal file in --out).")
 @click.option("--study-name", help="The Optuna study's name (default: RECIPE-DATA).")
+@_option("storage_retry", STORAGE_SETTINGS)
 @click.option("--no-pruning", is_flag=True, help="Never stop a trial early.")
 @_option("engine", TUNE_SETTINGS)
 @_study_options
@@ -220,6 +238,7 @@ def tune(
     seed: int | None,
     storage: str | None,
     study_name: str | None,
+    storage_retry: float | None,
     no_pruning: bool,
     engine: str | None,
     config_path: str | None,
@@ -250,7 +269,7 @@ def tune(
         storage=storage,
         study_name=study_name,
         pruning=not no_pruning,
-        **_given(trials=trials, seed=seed, engine=engine),
+        **_given(trials=trials, seed=seed, engine=engine, storage_retry=storage_retry),
     )
     if run(config, out, workers or config.study.workers, _console()).failed:
         sys.exit(1)  # every output is written; the errors are printed and in tune_trials.csv
@@ -353,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     atexit.register(gc.freeze)
     try:
         cli.main(args=argv, prog_name="reglab", standalone_mode=False)
-    except ConfigError as exc:
+    except (ConfigError, StorageUnavailable) as exc:
         click.echo(f"reglab: error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.UsageError as exc:

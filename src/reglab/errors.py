@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["CheckpointWarning", "ConfigError", "one_line_warnings"]
+__all__ = ["CheckpointWarning", "ConfigError", "StorageUnavailable", "one_line_warnings"]
 
 
 class ConfigError(ValueError):
@@ -35,3 +35,22 @@ def one_line_warnings() -> None:
 
     formatwarning._reglab = True  # type: ignore[attr-defined]
     warnings.formatwarning = formatwarning  # type: ignore[assignment]
+
+
+class StorageUnavailable(RuntimeError):
+    """A shared study's database could not be reached for ``retry`` seconds: the command
+    stops, every result computed so far is kept (in the database or in the checkpoint folder),
+    and rerunning the same command resumes.
+
+    Attributes:
+        where: the database, its password masked.
+        retry: the seconds waited.
+        reason: the last failure, in a few words (e.g. ``Connection refused``).
+    """
+
+    def __init__(self, where: str, retry: float, reason: str) -> None:
+        self.where, self.retry, self.reason = where, retry, reason
+        super().__init__(
+            f"the database {where} could not be reached for {retry:g} s ({reason}); every "
+            "finished result is kept: rerun the same command to resume"
+        )

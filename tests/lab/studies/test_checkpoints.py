@@ -180,7 +180,8 @@ def test_a_hold_point_that_does_not_exist_is_one_line(tmp_path, monkeypatch):
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "reglab: error: The 'REGLAB_HOLD_AT' environment variable must be one of "
-        "'before_announce', 'after_announce', 'trial_written', 'report'. Got 'middle'."
+        "'before_announce', 'after_announce', 'trial_written', 'before_store', 'report'. "
+        "Got 'middle'."
     )
 
 
@@ -313,4 +314,4 @@ def test_tune_killed_midway_keeps_its_trials_and_their_values(tmp_path):
     torch.set_num_threads(1)  # as in a worker
     for trial in study.trials:
         assert sorted(trial.intermediate_values) == list(range(1, 201))
-        assert evaluate_trial(FixedTrial(trial.params), payload) == trial.value
+        assert evaluate_trial(FixedTrial(trial.params), payload).value == trial.value

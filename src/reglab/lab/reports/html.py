@@ -247,10 +247,12 @@ def write_report(
     details: Sequence[str] = (),
     design: str = "",
     baseline: str = "baseline",
+    notes: Sequence[str] = (),
 ) -> None:
-    """One HTML file: the answer lines first, then the headline table, the effect plot, the
-    details (the full verdict and the other figures), the other plots (embedded) and each
-    trial's status. ``design`` names the correction (and the rounds) in the captions."""
+    """One HTML file: the answer lines first, then ``notes`` (paragraphs on how the study ran),
+    the headline table, the effect plot, the details (the full verdict and the other
+    figures), the other plots (embedded) and each trial's status. ``design`` names the
+    correction (and the rounds) in the captions."""
     esc = html.escape
     header, rows = summary_rows(summary, task)
     table, detail_table = (
@@ -281,6 +283,7 @@ def write_report(
 <h1>{esc(title)}</h1>
 {f'<ul class="verdict">{answer_html}</ul>' if answer else ""}
 {_noise_html(settings, task)}
+{"".join(f'<p class="note">{esc(note)}</p>' for note in notes)}
 <h2>Comparison</h2>
 <p>Mean ± 95% confidence interval over seeds (Student t). Each seed has its own data split and
 initial weights, shared by every recipe, so differences from baseline are paired (Δ: the mean

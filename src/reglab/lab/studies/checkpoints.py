@@ -100,8 +100,41 @@ class Checkpoints:
             path.unlink(missing_ok=True)
 
     def forget_trial(self, trial: Trial) -> None:
-        """Remove one trial's checkpoint."""
+        """Remove one trial's checkpoint and its kept result."""
         self.trial(trial).remove()
+        self.forget_result(Path(trial.filename).stem)
+
+    def keep_result(self, trial: Trial | str, result: Any) -> None:
+        """Keep a finished result (JSON-ready) beside the checkpoints until it is stored
+        (a shared study's database may be out of reach): ``<name>.result.json``. ``trial`` is a
+        study trial or the name of a tune or path run."""
+        path = self._result_path(trial)
+        with contextlib.suppress(OSError):  # without it an outage may cost a retraining
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps({"tag": self._result_tag(trial), "result": result}))
+
+    def kept_result(self, trial: Trial | str) -> Any | None:
+        """The result :meth:`keep_result` kept for ``trial``, or None."""
+        try:
+            kept = json.loads(self._result_path(trial).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(kept, dict) or kept.get("tag") != self._result_tag(trial):
+            return None
+        return kept.get("result")
+
+    def forget_result(self, trial: Trial | str) -> None:
+        """Remove the result kept for ``trial`` (it is stored)."""
+        with contextlib.suppress(OSError):
+            self._result_path(trial).unlink(missing_ok=True)
+
+    def _result_path(self, trial: Trial | str) -> Path:
+        stem = trial if isinstance(trial, str) else Path(trial.filename).stem
+        return Path(self.folder) / f"{safe_name(stem)}.result.json"
+
+    @staticmethod
+    def _result_tag(trial: Trial | str) -> str:
+        return trial if isinstance(trial, str) else trial.key
 
     def clean(self) -> None:
         """At the end of a run: remove the temp files of saves a kill cut short, then the

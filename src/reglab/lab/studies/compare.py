@@ -12,7 +12,7 @@ from typing import Any
 import tomli_w
 from rich.console import Console
 
-from ...core import ConfigError, Regularizer
+from ...core import ConfigError, Interval, Regularizer, check_param
 from ...serialize import recipe_specs
 from ..engine.workers import ready
 from ..inputs.user import reference
@@ -27,7 +27,14 @@ from ..reports.results import (
     to_csv,
 )
 from ..reports.verdict import Verdict, verdict
-from .compare_report import StudyProgress, print_interrupted, print_notes, print_results
+from .compare_report import (
+    StudyProgress,
+    print_interrupted,
+    print_notes,
+    print_results,
+    shared_note,
+)
+from .fields import STORAGE_SETTINGS
 from .holds import hold
 from .rounds import run_rounds
 from .store import write_atomic
@@ -95,6 +102,7 @@ def write_outputs(
         answer=found.answer,
         details=found.sentences,
         design=run.config.design.describe() + _rounds_text(run),
+        notes=[shared_note(run.shared)] if run.shared else [],
     )
     run.paths = paths
     return paths
@@ -143,6 +151,7 @@ def compare(
     *,
     quiet: bool = False,
     overwrite: bool = False,
+    storage_retry: float = STORAGE_SETTINGS["storage_retry"].default,
     **settings: Any,
 ) -> StudyRun:
     """Run a study with a progress bar, print its table and write every output file: what
@@ -154,6 +163,10 @@ def compare(
         console: where to print (a ``rich`` console); None prints to standard output.
         storage: an RDB URL (e.g. PostgreSQL) shared by machines; the trials then come from the
             shared study ``study_name`` (see :mod:`reglab.lab.studies.shared`).
+        storage_retry: with ``storage``, the seconds each call to the database waits out an
+            outage (training goes on meanwhile); past it
+            :class:`~reglab.errors.StorageUnavailable` ends the run, every finished result
+            kept, and rerunning resumes.
         quiet: print nothing.
         overwrite: when ``out`` holds a study run with other settings (epochs, data, model,
             optimizer, ...), move it aside to ``<out>.<time>`` and start afresh; without it
@@ -176,6 +189,8 @@ def compare(
         ConfigError: for any bad setting, model, data or recipe, an unreachable storage, or
             an ``out`` whose study ran with other settings (without ``overwrite``), before
             training starts (nothing in ``out`` is touched).
+        StorageUnavailable: the shared study's database stayed unreachable ``storage_retry``
+            seconds.
 
     Example:
         >>> run = reglab.lab.compare(model=my_factory, data={"train": tr, "val": va},
@@ -189,6 +204,7 @@ def compare(
         config = StudyConfig(**given)
     elif given:
         config = StudyConfig(**{**asdict(config), **given})
+    check_param("compare", "storage_retry", storage_retry, Interval(float, 0, None))
     if storage is not None and config.seeds == "auto":
         raise ConfigError(
             "The 'seeds' parameter of compare must be a number of seeds with --storage (a "
@@ -199,10 +215,20 @@ def compare(
     bar = StudyProgress(console)
     with bar:
         if storage is not None:
+            from .optuna_storage import storage_note
             from .shared import run_shared
 
             name = study_name or f"compare-{Path(config.data).stem}-{config.model}"
-            run = run_shared(config, out, storage, name, on_trial=bar.trial, overwrite=overwrite)
+            run = run_shared(
+                config,
+                out,
+                storage,
+                name,
+                on_trial=bar.trial,
+                overwrite=overwrite,
+                storage_retry=storage_retry,
+                notify=storage_note,
+            )
         elif config.seeds == "auto":
             run = run_rounds(config, out, bar.trial, bar.epoch, bar.round, overwrite=overwrite)
         else:

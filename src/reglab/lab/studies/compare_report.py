@@ -20,7 +20,7 @@ from ..reports.results import rich_tables
 from ..reports.verdict import Verdict
 from .study import StudyRun
 
-__all__ = ["StudyProgress", "print_interrupted", "print_notes", "print_results"]
+__all__ = ["StudyProgress", "print_interrupted", "print_notes", "print_results", "shared_note"]
 
 
 class StudyProgress:
@@ -81,6 +81,18 @@ def print_interrupted(console: Console, run: StudyRun, out: str | Path) -> None:
     )
 
 
+def shared_note(storage: str) -> str:
+    """Why a shared study's numbers are those of the sequential engine, for the console and
+    the report: nobody should read a difference from a local run as a recipe's effect."""
+    return (
+        f"Shared study ({storage}): every trial trained with the sequential engine (one "
+        "reglab.fit each). Compare its numbers with a local --engine sequential run, not with "
+        "the default population engine's: that one sums floats in another order, so a few "
+        "figures differ in their last digits, up to about 2% after many epochs, with no recipe "
+        "having changed anything."
+    )
+
+
 def print_notes(console: Console, run: StudyRun, out: str | Path, *, shared: bool) -> None:
     """The study in a few phrases and the notes before its tables."""
     config = run.config
@@ -101,6 +113,8 @@ def print_notes(console: Console, run: StudyRun, out: str | Path, *, shared: boo
         )
     if run.requeued:
         console.print(f"Re-queued {run.requeued} trials of workers that died.")
+    if run.shared:
+        console.print(shared_note(run.shared))
     if shared and len(run.results) < _planned(run):
         console.print(
             f"{len(run.results)} of {_planned(run)} trials are finished; "

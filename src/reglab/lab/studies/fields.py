@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_TRAIN_SIZE",
     "PATH_SETTINGS",
     "SETTINGS",
+    "STORAGE_SETTINGS",
     "TUNE_SETTINGS",
     "Setting",
     "default_workers",
@@ -180,6 +181,18 @@ TUNE_SETTINGS: dict[str, Setting] = {
     "engine": Setting(
         "population",
         "{default} (default: each worker trains 4 trials at once) or sequential.",
+    ),
+}
+
+#: The settings of a study shared through a database (``compare`` and ``tune`` with
+#: ``--storage``).
+STORAGE_SETTINGS: dict[str, Setting] = {
+    "storage_retry": Setting(
+        60.0,
+        "Seconds to wait out an outage of the --storage database (default {default:g}); "
+        "training goes on meanwhile. Past it the command stops with exit 2, keeping every "
+        "result: rerun it to resume.",
+        float,
     ),
 }
 

@@ -20,6 +20,7 @@ import math
 import os
 import random
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,8 +29,18 @@ from typing import Any
 
 from ...checkpoint import process_alive
 from ...core import ConfigError
+from ...errors import StorageUnavailable
+from .fields import STORAGE_SETTINGS
 
-__all__ = ["adopt", "claim", "masked", "open_storage", "requeue_dead", "run_workers"]
+__all__ = [
+    "adopt",
+    "claim",
+    "fail_stale",
+    "masked",
+    "open_storage",
+    "requeue_dead",
+    "run_workers",
+]
 
 JOURNAL = "tune.journal"
 _WORKER_ATTR = "reglab_worker"
@@ -47,44 +58,104 @@ def masked(url: str) -> str:
 
 #: How many times opening an RDB storage is tried while other processes create its tables.
 SCHEMA_ATTEMPTS = 12
+#: Seconds a shared study waits out a database outage by default (``--storage-retry``).
+STORAGE_RETRY: float = STORAGE_SETTINGS["storage_retry"].default
+#: Seconds between two heartbeats of a running trial on an RDB storage.
+HEARTBEAT_INTERVAL = 5
+#: A running trial whose last heartbeat is older than this (plus the outage a worker waits out,
+#: during which it cannot beat) belongs to a dead worker: it is failed and re-queued.
+#: ``REGLAB_HEARTBEAT_GRACE`` (seconds) replaces the whole period, e.g. in tests.
+HEARTBEAT_GRACE = 20
+GRACE_VARIABLE = "REGLAB_HEARTBEAT_GRACE"
 
 
-def open_storage(url: str | None, out: Path, owner: str = "tune") -> Any:
+def heartbeat_timing(retry: float) -> tuple[int, int]:
+    """The heartbeat interval and grace period (seconds) of a storage that waits ``retry``
+    seconds through an outage: a worker cut off for that long is not taken for dead.
+
+    Raises:
+        ConfigError: ``REGLAB_HEARTBEAT_GRACE`` is not a whole number of seconds of at least 2.
+    """
+    given = os.environ.get(GRACE_VARIABLE)
+    if given is None:
+        return HEARTBEAT_INTERVAL, HEARTBEAT_GRACE + math.ceil(retry)
+    if not given.isdigit() or int(given) < 2:
+        raise ConfigError(
+            f"The '{GRACE_VARIABLE}' environment variable must be a whole number of seconds, "
+            f"at least 2. Got {given!r}."
+        )
+    grace = int(given)
+    return max(1, min(HEARTBEAT_INTERVAL, grace // 3)), grace
+
+
+def open_storage(
+    url: str | None,
+    out: Path,
+    owner: str = "tune",
+    retry: float = STORAGE_RETRY,
+    patient: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Any:
     """The Optuna storage: the journal file in ``out`` when ``url`` is None, else an RDB
-    storage with a heartbeat (a dead worker's trial is failed and re-queued).
+    storage with a heartbeat (a dead worker's trial is failed and re-queued), wrapped in a
+    :class:`~reglab.lab.studies.retrying.RetryingStorage` that waits out an outage of up to
+    ``retry`` seconds in every later call.
 
     Machines started together on an empty database all create Optuna's tables at once; all
     but one then fail on a table or row another created. Such an attempt is retried (up to
     ``SCHEMA_ATTEMPTS`` times, after a short random pause) and finds the tables in place.
 
+    Args:
+        url: the database URL, or None for the journal file.
+        out: the output folder (the journal file's).
+        owner: the command named in an error.
+        retry: seconds of outage each later call waits out.
+        patient: the opening itself also waits out an outage (a worker process, whose command
+            reached the database a moment ago); else a database that cannot be reached now is
+            a bad URL.
+        notify: called with one line when an outage starts and ends (None: silent).
+
     Raises:
         ConfigError: for a URL that cannot be reached, in one line with the password masked.
+        StorageUnavailable: ``patient``, and the database stayed unreachable ``retry`` seconds.
     """
     import optuna
+
+    from .retrying import RetryingStorage, transient
 
     if url is None:
         out.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(out / JOURNAL))
         return optuna.storages.JournalStorage(backend)
+    interval, grace = heartbeat_timing(retry)
     pause = random.Random(os.getpid())
     attempts = 0
+    started = time.monotonic()
     while True:
         try:
             with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                rdb = optuna.storages.RDBStorage(
                     url,
                     engine_kwargs={"pool_pre_ping": True},
-                    heartbeat_interval=5,
-                    grace_period=20,
+                    heartbeat_interval=interval,
+                    grace_period=grace,
                     heartbeat_stale_trial_callback=(
                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
                     ),
                 )
+            cached = optuna.storages.get_storage(rdb)  # Optuna's cache of finished trials
+            return RetryingStorage(cached, masked(url), retry, notify)
         except Exception as exc:  # sqlalchemy's errors for bad URLs, drivers, hosts, passwords
             attempts += 1
             if _created_by_another(exc) and attempts < SCHEMA_ATTEMPTS:
                 time.sleep(pause.uniform(0.05, 0.25) * attempts)
+                continue
+            reason = transient(exc)
+            if patient and reason is not None:
+                if time.monotonic() - started >= retry:
+                    raise StorageUnavailable(masked(url), retry, reason) from None
+                time.sleep(min(1.0, 0.2 * attempts))
                 continue
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             reason = reason.replace(url, masked(url))
@@ -92,6 +163,11 @@ def open_storage(url: str | None, out: Path, owner: str = "tune") -> Any:
                 f"The 'storage' parameter of {owner} must be a database URL that can be "
                 f"reached. Got {masked(url)!r} ({reason[:200]})."
             ) from None
+
+
+def storage_note(line: str) -> None:
+    """Print a line about a shared study's database (an outage began or ended) on stderr."""
+    print(f"reglab: warning: {line}", file=sys.stderr, flush=True)
 
 
 def _created_by_another(exc: Exception) -> bool:
@@ -122,6 +198,68 @@ def claim(study: Any) -> Any:
             trial.set_user_attr(_WORKER_ATTR, worker_id())
             return trial
     return None
+
+
+def fail_stale(study: Any) -> None:
+    """Fail the running trials whose heartbeat stopped (a dead worker's, on any machine) and
+    re-queue each: Optuna's ``fail_stale_trials``, which reglab calls on purpose, without its
+    warning that the feature is experimental."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def beat(storage: Any, trial_ids: Sequence[int]) -> None:
+    """Record a heartbeat of each trial now (on a storage with heartbeats): trials handed over
+    from a dead worker are then not failed as stale before their new worker beats for them."""
+    if hasattr(storage, "record_heartbeat"):
+        for trial_id in trial_ids:
+            storage.record_heartbeat(trial_id)
+
+
+class Heartbeats:
+    """The heartbeat threads of the trials a worker holds, from when it takes them (a trial
+    handed over and waiting its turn keeps beating) until their results are stored."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self.threads: dict[int, Any] = {}
+
+    def start(self, trials: Sequence[Any]) -> None:
+        from optuna.storages._heartbeat import get_heartbeat_thread  # as study.optimize does
+
+        for trial in trials:
+            if trial._trial_id not in self.threads:
+                thread = get_heartbeat_thread(trial._trial_id, self.storage)
+                thread.start()
+                self.threads[trial._trial_id] = thread
+
+    def stop(self, trials: Sequence[Any] | None = None) -> None:
+        ids = list(self.threads) if trials is None else [t._trial_id for t in trials]
+        for trial_id in ids:
+            thread = self.threads.pop(trial_id, None)
+            if thread is not None:
+                thread.join()
+
+
+def store_outcome(
+    study: Any, trial: Any, attrs: dict[str, Any], value: float | None, state: Any = None
+) -> bool:
+    """Store a finished trial: its user attributes, then its value (None: pruned, or
+    ``state``, e.g. failed). Returns whether the trial is now finished in that state; False
+    when another process had failed it first (the caller's kept result then waits for the
+    re-queued copy)."""
+    from optuna.trial import TrialState
+
+    for key, item in attrs.items():
+        trial.set_user_attr(key, item)
+    if state is None:
+        state = TrialState.PRUNED if value is None else TrialState.COMPLETE
+    # skip_if_finished: a retried tell whose first attempt was stored finds the trial finished
+    study.tell(trial, value, state=state, skip_if_finished=True)
+    return study._storage.get_trial(trial._trial_id).state == state
 
 
 def adopt(study: Any, trial_id: int) -> Any:
@@ -228,6 +366,7 @@ def run_workers(
     for _round in range(5):  # another round only for trials that dead workers left behind
         groups = adoptable(study) if adopt else []
         requeued += sum(len(g) for g in groups)
+        beat(study._storage, [i for g in groups for i in g])  # not stale before a worker beats
         n = max(1, count)
         procs = [
             ctx.Process(
@@ -248,12 +387,19 @@ def run_workers(
             with stop_on_interrupt(stop):
                 while any(p.is_alive() for p in procs):
                     time.sleep(0.2)
+                    if any(p.exitcode == STORAGE_EXIT for p in procs):
+                        raise _unavailable(study)
                     if any(p.exitcode not in (None, 0) for p in procs):
                         requeued += requeue_dead(study, adopt)
                     if tick is not None:
                         tick()
                 if stop.is_set():
                     raise KeyboardInterrupt
+                if any(p.exitcode == STORAGE_EXIT for p in procs):
+                    raise _unavailable(study)
+        except StorageUnavailable:
+            _wind_down(procs, stop, getattr(study._storage, "retry", STORAGE_RETRY))
+            raise
         except BaseException:
             for p in procs:
                 p.kill()
@@ -272,6 +418,32 @@ def run_workers(
         if not waiting and not (adopt and adoptable(study)):
             break
     return requeued
+
+
+#: The exit status of a worker process that gave up on an unreachable database.
+STORAGE_EXIT = 75
+
+
+def _unavailable(study: Any) -> StorageUnavailable:
+    """The error of a study whose database a worker (or this process) gave up on."""
+    storage = study._storage
+    if hasattr(storage, "unavailable"):
+        return storage.unavailable()
+    return StorageUnavailable("of the study", STORAGE_RETRY, "unreachable")
+
+
+def _wind_down(procs: Sequence[Any], stop: Any, retry: float) -> None:
+    """Ask the workers to stop (each saves its running trials' checkpoints at the next epoch
+    end, or keeps a finished result it could not store) and wait for them; kill those still
+    running after a worker's own wait on the database could have ended."""
+    stop.set()
+    deadline = time.monotonic() + retry + 30.0
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def _worker(
@@ -294,8 +466,11 @@ def _worker(
     use_stop_event(stop)
     watch_process(study)
     one_line_warnings()
-    with contextlib.suppress(Interrupted):
-        target(payload)
+    try:
+        with contextlib.suppress(Interrupted):
+            target(payload)
+    except StorageUnavailable:
+        sys.exit(STORAGE_EXIT)  # the command says so, in one line
 
 
 def finite_or_inf(value: float) -> float:

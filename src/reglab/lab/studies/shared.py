@@ -24,8 +24,19 @@ from ...checkpoint import stop_requested
 from ..engine.device import worker_devices
 from .checkpoints import Checkpoints
 from .config import StudyConfig
+from .holds import hold
 from .keys import Trial
-from .optuna_storage import claim, open_storage, requeue_dead, run_workers
+from .optuna_storage import (
+    STORAGE_RETRY,
+    Heartbeats,
+    claim,
+    fail_stale,
+    masked,
+    open_storage,
+    requeue_dead,
+    run_workers,
+    store_outcome,
+)
 from .store import check_folder, write_atomic
 from .study import StudyRun, plan
 from .trial import run_trial
@@ -84,36 +95,47 @@ def results(study: Any) -> dict[str, dict[str, Any]]:
 
 
 def _work(payload: dict[str, Any]) -> None:
-    """A worker process: run waiting trials of the study until none is left."""
+    """A worker process: run waiting trials of the study until none is left. A result is kept
+    in the checkpoint folder until it is stored, so a database outage never costs a training:
+    a rerun (or this worker, taking the trial's re-queued copy) stores the kept result."""
     import optuna
-    from optuna.storages._heartbeat import get_heartbeat_thread  # as study.optimize does
     from optuna.trial import TrialState
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(payload["storage"], Path(payload["out"]))
+    storage = open_storage(
+        payload["storage"], Path(payload["out"]), retry=payload["retry"], patient=True
+    )
     study = optuna.load_study(study_name=payload["name"], storage=storage)
     plans: dict[str, Trial] = payload["trials"]
     heartbeat = hasattr(storage, "record_heartbeat")
     checkpoints: Checkpoints = payload["checkpoints"]
-    while not stop_requested():
-        if heartbeat:
-            optuna.storages.fail_stale_trials(study)
-        trial = claim(study)
-        if trial is None:
-            return
-        key = study._storage.get_trial(trial._trial_id).user_attrs.get("key")
-        twice = duplicate(study, trial.number, key)
-        if key not in plans or twice:  # another study's trial, or added twice by a race
-            trial.set_user_attr("skipped", "duplicate" if twice else "not in this study")
-            study.tell(trial, state=TrialState.PRUNED)
-            continue
-        with get_heartbeat_thread(trial._trial_id, storage):
-            # checkpointed on this machine: a re-queued trial it takes again resumes
-            result = run_trial(plans[key], checkpoints)
-        trial.set_user_attr(_RESULT, json.dumps(result))
-        study.tell(trial, 0.0)
-        checkpoints.forget_trial(plans[key])
+    beats = Heartbeats(storage)
+    try:
+        while not stop_requested():
+            if heartbeat:
+                fail_stale(study)
+            trial = claim(study)
+            if trial is None:
+                return
+            key = study._storage.get_trial(trial._trial_id).user_attrs.get("key")
+            twice = duplicate(study, trial.number, key)
+            if key not in plans or twice:  # another study's trial, or added twice by a race
+                trial.set_user_attr("skipped", "duplicate" if twice else "not in this study")
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            beats.start([trial])
+            result = checkpoints.kept_result(plans[key])
+            if result is None:  # not finished before an outage stopped its worker
+                # checkpointed on this machine: a re-queued trial it takes again resumes
+                result = run_trial(plans[key], checkpoints)
+                checkpoints.keep_result(plans[key], result)
+            hold("before_store", payload["out"])
+            if store_outcome(study, trial, {_RESULT: json.dumps(result)}, 0.0):
+                checkpoints.forget_trial(plans[key])
+            beats.stop([trial])
+    finally:
+        beats.stop()
 
 
 def run_shared(
@@ -123,16 +145,26 @@ def run_shared(
     study_name: str,
     on_trial: Callable[[dict[str, Any], int, int], None] | None = None,
     overwrite: bool = False,
+    storage_retry: float = STORAGE_RETRY,
+    notify: Callable[[str], None] | None = None,
 ) -> StudyRun:
     """Run the trials of ``config`` from a shared storage with this machine's workers; return
     every result finished by any machine (the others are still running elsewhere).
 
     Trials run one by one with :func:`reglab.fit` (the sequential engine), so the numbers are
-    those of a local ``--engine sequential`` run. ``overwrite`` moves a study of other
-    settings in ``out`` aside, as :func:`~reglab.lab.studies.study.run_study` does.
+    those of a local ``--engine sequential`` run, not of the default population engine (whose
+    float sums run in another order: a few metrics differ in their last digits, up to about
+    2% after many epochs). ``overwrite`` moves a study of other settings in ``out`` aside, as
+    :func:`~reglab.lab.studies.study.run_study` does.
+
+    Every call to the database waits out an outage of up to ``storage_retry`` seconds
+    (``notify`` hears when one starts and ends); training goes on meanwhile, and a finished
+    result waits in ``<out>/checkpoints/`` until it is stored.
 
     Raises:
         ConfigError: for bad settings or an unreachable storage, before training.
+        StorageUnavailable: the database stayed unreachable ``storage_retry`` seconds; every
+            finished result is kept and rerunning resumes.
     """
     import optuna
 
@@ -141,7 +173,7 @@ def run_shared(
     task, settings, recipes, trials, n_train, _ = plan(config)
     out = Path(out)
     trial_dir = check_folder(out, settings, overwrite)
-    opened = open_storage(storage, out, owner="compare")
+    opened = open_storage(storage, out, owner="compare", retry=storage_retry, notify=notify)
     study = optuna.create_study(study_name=study_name, storage=opened, load_if_exists=True)
     requeued = requeue_dead(study)
     enqueue_grid(study, trials)
@@ -149,6 +181,7 @@ def run_shared(
         "storage": storage,
         "out": str(out),
         "name": study_name,
+        "retry": storage_retry,
         "trials": {t.key: t for t in trials},
         "checkpoints": Checkpoints(str(out / "checkpoints"), config.checkpoint_every),
     }
@@ -171,6 +204,18 @@ def run_shared(
     report()
     done = results(study)
     finished = [done[t.key] for t in trials if t.key in done]
+    if not interrupted:
+        payload["checkpoints"].clean()  # the folder goes once nothing of this machine is left
     return StudyRun(
-        config, task, settings, recipes, finished, 0, out, n_train, interrupted, requeued=requeued
+        config,
+        task,
+        settings,
+        recipes,
+        finished,
+        0,
+        out,
+        n_train,
+        interrupted,
+        requeued=requeued,
+        shared=masked(storage),
     )

@@ -69,6 +69,7 @@ class StudyRun:
             resumed from.
         rounds: with ``seeds = "auto"``, the seeds of each round run (the looks).
         answer: the verdict's answer lines (filled with ``table``).
+        shared: for a study shared through a database, that database (password masked).
     """
 
     config: StudyConfig
@@ -87,6 +88,7 @@ class StudyRun:
     resumed: list[int] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
+    shared: str | None = None
 
     @property
     def histories(self) -> dict[tuple[str, int], History]:

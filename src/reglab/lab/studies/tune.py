@@ -17,13 +17,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tomli_w
 import torch
 
 from ...checkpoint import Checkpoint, stop_requested
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
+from ...errors import StorageUnavailable
 from ...train import History, evaluate, fit
 from ..engine.device import worker_devices
 from ..engine.population import fit_population
@@ -31,17 +32,21 @@ from ..inputs.recipes import recipe_spec
 from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .dimensions import Dimension, parse_dimension, with_values
-from .fields import TUNE_SETTINGS
+from .fields import STORAGE_SETTINGS, TUNE_SETTINGS
 from .optuna_storage import (
     BATCH_ATTR,
+    Heartbeats,
     adopt,
     claim,
+    fail_stale,
     finite_or_inf,
     masked,
     open_storage,
     requeue_dead,
     run_workers,
+    store_outcome,
 )
+from .retrying import Unreachable
 from .seams import build, fit_options, member_for, splits_for
 from .store import safe_name, write_atomic
 from .study import plan
@@ -55,7 +60,8 @@ class TuneConfig:
     """What ``reglab tune`` searches: ``recipe`` (a name ``study.recipes`` defines, as a study
     file's ``[recipes]`` table does, else a built-in name) with ``params`` (e.g.
     ``['strength=1e-5:1e-1:log']``), ``trials`` more trials on the study of ``study`` (the data,
-    model and training settings, as for ``reglab compare``), trained at ``seed``.
+    model and training settings, as for ``reglab compare``), trained at ``seed``. With an RDB
+    ``storage``, every call to it waits out an outage of up to ``storage_retry`` seconds.
 
     Raises:
         ConfigError: for a bad value (checked at construction).
@@ -70,6 +76,7 @@ class TuneConfig:
     study_name: str | None = None
     pruning: bool = True
     engine: str = TUNE_SETTINGS["engine"].default
+    storage_retry: float = STORAGE_SETTINGS["storage_retry"].default
 
     CONSTRAINTS = {
         "trials": Interval(int, 1, 100_000),
@@ -77,6 +84,7 @@ class TuneConfig:
         "storage": Predicate(lambda v: v is None or (isinstance(v, str) and "://" in v), "a URL"),
         "study_name": Predicate(lambda v: v is None or (isinstance(v, str) and v), "a name"),
         "engine": Choice("population", "sequential"),
+        "storage_retry": Interval(float, 0, None),
     }
 
     def __post_init__(self) -> None:
@@ -122,48 +130,108 @@ def _build(trial: Any, payload: dict[str, Any]) -> tuple[Any, Any, Any]:
     return build(settings, spec, seed)
 
 
-def _result(trial: Any, history: History, data: Any) -> float:
-    """Store the run's status and final validation and test metrics on the trial; return the
-    objective, the final model's validation loss."""
+class Outcome(NamedTuple):
+    """How a trial ended: its objective (None when the pruner stopped it) and the user
+    attributes to store on it (status, epochs run and resumed from, final val/test metrics)."""
+
+    value: float | None
+    attrs: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "attrs": self.attrs}
+
+    @classmethod
+    def from_json(cls, kept: Any) -> Outcome | None:
+        try:
+            value = kept["value"]
+            return cls(None if value is None else float(value), dict(kept["attrs"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+
+PRUNED = Outcome(None, {})
+
+
+def _outcome(history: History, data: Any) -> Outcome:
+    """The final model's validation loss (the objective) and what is stored with it."""
     val = evaluate(history.model, data.source("val"), data.task)
     test = evaluate(history.model, data.source("test"), data.task)
-    trial.set_user_attr("status", history.status)
-    trial.set_user_attr("epochs_run", history.epochs_run)
+    attrs: dict[str, Any] = {
+        "status": history.status,
+        "epochs_run": history.epochs_run,
+        "resumed_from": history.resumed_from,
+    }
     for split, metrics in (("val", val), ("test", test)):
         for key, value in metrics.items():
-            trial.set_user_attr(f"{split}_{key}", value)
-    return finite_or_inf(val["loss"])
+            attrs[f"{split}_{key}"] = value
+    return Outcome(finite_or_inf(val["loss"]), attrs)
 
 
-def _prune(trial: Any, record: dict[str, float], pruning: bool) -> bool:
-    trial.report(record["val_loss"], record["epoch"])
-    return pruning and trial.should_prune()
+class Reports:
+    """A trial's per-epoch validation losses on their way to the storage, for the pruner.
+
+    A step the storage already holds (a resumed trial trains again from its checkpoint's
+    epoch) is not reported twice. While the database cannot be reached the values wait here
+    and training goes on without a pruning decision; they are sent with the next report that
+    gets through, or before the trial's result is stored.
+    """
+
+    def __init__(self, trial: Any, pruning: bool) -> None:
+        self.trial, self.pruning = trial, pruning
+        storage = getattr(getattr(trial, "study", None), "_storage", None)
+        self.storage = storage
+        stored = storage.get_trial(trial._trial_id).intermediate_values if storage else {}
+        self.sent: set[int] = set(stored)
+        self.waiting: list[tuple[int, float]] = []
+
+    def prune(self, record: dict[str, float]) -> bool:
+        """Report the epoch's validation loss; whether the pruner stops the trial now."""
+        step = int(record["epoch"])
+        if step not in self.sent and all(s != step for s, _ in self.waiting):
+            self.waiting.append((step, record["val_loss"]))
+        no_wait = getattr(self.storage, "no_wait", None)
+        try:
+            with no_wait() if no_wait is not None else contextlib.nullcontext():
+                self.flush()
+                return self.pruning and self.trial.should_prune()
+        except Unreachable:
+            return False
+
+    def flush(self) -> None:
+        """Send the waiting values (waiting out an outage, outside :meth:`prune`)."""
+        while self.waiting:
+            step, value = self.waiting[0]
+            self.trial.report(value, step)
+            self.sent.add(step)
+            self.waiting.pop(0)
 
 
 def _checkpoint(trials: Sequence[Any], payload: dict[str, Any]) -> Checkpoint | None:
     """The checkpoint of Optuna trials taken together: named by the study and trial numbers,
-    tagged with those and the settings (a resumed trial keeps its number and its reports)."""
+    tagged with those and the settings (a resumed trial keeps its number and its reports). It
+    stays after training until the trials' results are stored."""
     if payload.get("checkpoints") is None:
         return None
     numbers = "-".join(str(t.number) for t in trials)
     checkpoints = Checkpoints(payload["checkpoints"], payload["every"])
     shaping = (payload["name"], numbers, payload["spec"], payload["seed"])
     name = f"tune-{payload['name']}-{numbers}"
-    return checkpoints.run(name, payload["settings"], *shaping, keep=False)
+    return checkpoints.run(name, payload["settings"], *shaping, keep=True)
 
 
-def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
-    """Train one Optuna trial with :func:`reglab.fit`, reporting validation loss each epoch;
-    return the final model's validation loss, or None when the pruner stopped it. Test metrics
-    and the run's status go to the trial's user attrs. With ``payload['checkpoints']`` (a
-    folder) the trial checkpoints and a rerun resumes it."""
+def evaluate_trial(trial: Any, payload: dict[str, Any], reports: Reports | None = None) -> Outcome:
+    """Train one Optuna trial with :func:`reglab.fit`, reporting validation loss each epoch
+    (through ``reports``, by default straight to the trial); return its :class:`Outcome`
+    (the final model's validation loss and metrics, or :data:`PRUNED`). With
+    ``payload['checkpoints']`` (a folder) the trial checkpoints and a rerun resumes it."""
     import optuna
 
     settings = payload["settings"]
     data, model, recipe = _build(trial, payload)
+    reports = reports or Reports(trial, payload["pruning"])
 
     def report(record: dict[str, float]) -> None:
-        if _prune(trial, record, payload["pruning"]):
+        if reports.prune(record):
             raise optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
 
     try:
@@ -177,9 +245,8 @@ def evaluate_trial(trial: Any, payload: dict[str, Any]) -> float | None:
             **fit_options(settings, data),
         )
     except optuna.TrialPruned:
-        _discard(_checkpoint([trial], payload))
-        return None
-    return _result(trial, history, data)
+        return PRUNED
+    return _outcome(history, data)
 
 
 def _discard(checkpoint: Checkpoint | None) -> None:
@@ -187,16 +254,18 @@ def _discard(checkpoint: Checkpoint | None) -> None:
         checkpoint.remove()
 
 
-def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[float | None]:
+def evaluate_population(
+    trials: Sequence[Any], payload: dict[str, Any], reports: Sequence[Reports]
+) -> list[Outcome]:
     """Train several Optuna trials together with the population engine; a pruned trial leaves
-    the population at that epoch. Returns, per trial, its objective or None when pruned."""
+    the population at that epoch. Returns each trial's :class:`Outcome`."""
     settings = payload["settings"]
     built = [_build(t, payload) for t in trials]
     members = [member_for(data, model, recipe, payload["seed"]) for data, model, recipe in built]
     pruned: set[int] = set()
 
     def should_stop(k: int, record: dict[str, float]) -> bool:
-        if _prune(trials[k], record, payload["pruning"]):
+        if reports[k].prune(record):
             pruned.add(k)
             return True
         return False
@@ -210,9 +279,9 @@ def evaluate_population(trials: Sequence[Any], payload: dict[str, Any]) -> list[
     )
     # a member pruned before an interruption comes back from the checkpoint as stopped by it
     return [
-        None
+        PRUNED
         if k in pruned or history.message.startswith("should_stop")
-        else _result(trials[k], history, data)
+        else _outcome(history, data)
         for k, history in enumerate(histories)
     ]
 
@@ -223,14 +292,16 @@ TUNE_POPULATION = 4
 
 def _work(payload: dict[str, Any]) -> None:
     """A worker process: take waiting trials until none is left, ``payload['batch']`` at a
-    time (trained as one population) or one at a time."""
+    time (trained as one population) or one at a time; first the trials handed over from dead
+    workers (``payload['adopt']``), which beat from the start and resume from their
+    checkpoints. A finished outcome is kept in the checkpoint folder until it is stored."""
     import optuna
-    from optuna.storages._heartbeat import get_heartbeat_thread  # as study.optimize does
-    from optuna.trial import TrialState
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(payload["storage"], Path(payload["out"]))
+    storage = open_storage(
+        payload["storage"], Path(payload["out"]), retry=payload["retry"], patient=True
+    )
     study = optuna.load_study(
         study_name=payload["name"],
         storage=storage,
@@ -238,41 +309,80 @@ def _work(payload: dict[str, Any]) -> None:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=5),
     )
     heartbeat = hasattr(storage, "record_heartbeat")
+    beats = Heartbeats(storage)
     adopted = [[adopt(study, i) for i in group] for group in payload.get("adopt", [])]
-    while True:
-        if stop_requested():
-            return
-        if heartbeat:
-            optuna.storages.fail_stale_trials(study)
-        if adopted:
-            trials = adopted.pop(0)
-        else:
-            trials = []
-            while len(trials) < payload["batch"] and (t := claim(study)) is not None:
-                trials.append(t)
-            if len(trials) > 1:  # a rerun resumes them together, from their checkpoint
-                for t in trials:
-                    t.set_user_attr(BATCH_ATTR, [u.number for u in trials])
-        if not trials:
-            return
-        with contextlib.ExitStack() as stack:
-            for trial in trials:
-                stack.enter_context(get_heartbeat_thread(trial._trial_id, storage))
-            try:
-                if len(trials) > 1:
-                    values = evaluate_population(trials, payload)
-                else:
-                    values = [evaluate_trial(trials[0], payload)]
-            except Exception as exc:  # fails these trials, not the worker (no endless retry)
-                for trial in trials:
-                    trial.set_user_attr("error", error_line(exc))
-                    study.tell(trial, state=TrialState.FAIL)
-                continue
-        for trial, value in zip(trials, values, strict=True):
-            if value is None:
-                study.tell(trial, state=TrialState.PRUNED)
+    for group in adopted:  # never failed as stale while they wait their turn here
+        beats.start(group)
+    try:
+        while not stop_requested():
+            if heartbeat:  # other workers' stale trials; this worker's all beat
+                fail_stale(study)
+            if adopted:
+                trials = adopted.pop(0)
             else:
-                study.tell(trial, value)
+                trials = []
+                while len(trials) < payload["batch"] and (t := claim(study)) is not None:
+                    trials.append(t)
+                if len(trials) > 1:  # a rerun resumes them together, from their checkpoint
+                    for t in trials:
+                        t.set_user_attr(BATCH_ATTR, [u.number for u in trials])
+                beats.start(trials)
+            if not trials:
+                return
+            _run_and_store(study, trials, payload)
+            beats.stop(trials)
+    finally:
+        beats.stop()
+
+
+def _kept_name(payload: dict[str, Any], trial: Any) -> str:
+    return f"tune-{payload['name']}-trial{trial.number}"
+
+
+def _run_and_store(study: Any, trials: list[Any], payload: dict[str, Any]) -> None:
+    """Train ``trials`` (or take the outcomes kept before an outage), keep the outcomes on
+    disk, store them, and then remove the checkpoint and the kept outcomes."""
+    from optuna.trial import TrialState
+
+    folder = payload.get("checkpoints")
+    kept = Checkpoints(folder) if folder is not None else None
+    reports = [Reports(t, payload["pruning"]) for t in trials]
+    found = [
+        Outcome.from_json(kept.kept_result(_kept_name(payload, t))) if kept else None
+        for t in trials
+    ]
+    if all(o is not None for o in found):  # trained before an outage stopped their worker
+        outcomes = list(found)
+        for trial, report in zip(trials, reports, strict=True):
+            waiting = kept.kept_result(_kept_name(payload, trial)).get("waiting", [])
+            report.waiting += [(int(s), float(v)) for s, v in waiting if int(s) not in report.sent]
+    else:
+        try:
+            if len(trials) > 1:
+                outcomes = evaluate_population(trials, payload, reports)
+            else:
+                outcomes = [evaluate_trial(trials[0], payload, reports[0])]
+        except StorageUnavailable:
+            raise
+        except Exception as exc:  # fails these trials, not the worker (no endless retry)
+            for trial in trials:
+                store_outcome(study, trial, {"error": error_line(exc)}, None, TrialState.FAIL)
+            _discard(_checkpoint(trials, payload))
+            return
+        if kept is not None:
+            for trial, outcome, report in zip(trials, outcomes, reports, strict=True):
+                kept.keep_result(
+                    _kept_name(payload, trial), {**outcome.to_json(), "waiting": report.waiting}
+                )
+    stored = True
+    for trial, outcome, report in zip(trials, outcomes, reports, strict=True):
+        report.flush()
+        stored &= store_outcome(study, trial, outcome.attrs, outcome.value)
+    if stored:
+        _discard(_checkpoint(trials, payload))
+        for trial in trials:
+            if kept is not None:
+                kept.forget_result(_kept_name(payload, trial))
 
 
 @dataclass
@@ -298,14 +408,19 @@ def run_tune(
     out: str | Path,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> TuneRun:
     """Add ``config.trials`` trials to the study (created on first use) and run them in
     ``workers`` processes; a dead worker's trials are taken over, still running, by the next
     workers and resume from their checkpoints (``<out>/checkpoints/``). A run that was
     interrupted leaves a mark there, and its rerun finishes it instead of adding trials.
+    ``notify`` hears, in one line, when the database becomes unreachable and when it is back.
 
     Raises:
         ConfigError: for bad settings or an unreachable storage, before any training.
+        StorageUnavailable: the database stayed unreachable ``config.storage_retry`` seconds;
+            every finished trial is kept (stored, or in the checkpoint folder) and rerunning
+            resumes.
     """
     import optuna
     from optuna.trial import TrialState
@@ -317,7 +432,7 @@ def run_tune(
     _, settings, _, _, _, sequential = plan(study_config)
     reason = sequential.get(config.recipe) if config.engine == "population" else None
     batched = config.engine == "population" and reason is None
-    storage = open_storage(config.storage, out)
+    storage = open_storage(config.storage, out, retry=config.storage_retry, notify=notify)
     study = optuna.create_study(
         study_name=config.name, storage=storage, direction="minimize", load_if_exists=True
     )
@@ -343,6 +458,7 @@ def run_tune(
         "pruning": config.pruning,
         "batch": TUNE_POPULATION if batched else 1,
         "storage": config.storage,
+        "retry": config.storage_retry,
         "out": str(out),
         "name": config.name,
         "checkpoints": str(out / "checkpoints"),

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..reports.html import counting, html_page, image_html
+from .optuna_storage import storage_note
 from .tune import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
 __all__ = ["plot_history", "tune", "write_tune_report"]
@@ -99,7 +100,7 @@ def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) ->
     """Run the search with a progress bar, print the best trial, write every output."""
     out = Path(out)
     with counting(console, "trials", config.trials) as update:
-        run = run_tune(config, out, workers, lambda done, _: update(done))
+        run = run_tune(config, out, workers, lambda done, _: update(done), storage_note)
     paths = write_tune_outputs(run, out)
     paths["tune_report.html"] = write_tune_report(run, out)
     console.print(

@@ -213,7 +213,7 @@ def test_compare_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, messag
         (
             GOOD_CSV.replace("\n3,", "\nnan,"),
             ["--target", "y"],
-            "has a missing or NaN value in row 5",
+            "has missing values: 'a' (1 row)",
         ),
         ("a,y\n1,0\n2,1\n", ["--target", "y"], "has 2 rows: too few to split"),
     ],

@@ -86,7 +86,8 @@ def _study(config_path: str | None, given: dict[str, Any], owner: str) -> Any:
 
 
 def _study_values(options: dict[str, Any]) -> dict[str, Any]:
-    """The options given, with ``--widths``, ``--image-size`` and ``--model-args`` parsed."""
+    """The options given, with ``--widths``, ``--features``, ``--image-size`` and
+    ``--model-args`` parsed."""
     given = _given(**options)
     if isinstance(given.get("seeds"), str) and given["seeds"].strip().isdigit():
         given["seeds"] = int(given["seeds"])
@@ -100,6 +101,8 @@ def _study_values(options: dict[str, Any]) -> dict[str, Any]:
                 "The 'image_size' parameter of compare must be two ints H,W, e.g. 32,32. "
                 f"Got {options['image_size']!r}."
             ) from None
+    if "features" in given:
+        given["features"] = [c.strip() for c in given["features"].split(",") if c.strip()]
     if "widths" in given:
         try:
             given["widths"] = [int(w) for w in given["widths"].split(",") if w.strip()]

@@ -119,7 +119,7 @@ def test_csv_non_numeric_feature_names_column_and_row(tmp_path):
 
 def test_csv_nan_is_rejected(tmp_path):
     text = _table().replace("\n4,", "\nnan,", 1)
-    with pytest.raises(DataError, match="Column 'a' of .* has a missing or NaN value in row 6."):
+    with pytest.raises(DataError, match=r"data.csv has missing values: 'a' \(1 row\)\. Fill"):
         load_dataset(_csv(tmp_path, text), target="label")
 
 

@@ -13,9 +13,9 @@ standardized with statistics of the training split only.
 
 from __future__ import annotations
 
-import csv
 import functools
-import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ...core import ConfigError, Interval, check_param, unknown_name
 from .dataset import TEST_FRACTION, VAL_FRACTION, Dataset, _noise, _split
 from .errors import DataError
 from .images import ImageFolder
+from .tables import TABLE_SUFFIXES, read_table
 from .user import is_reference
 from .user_data import _Streams, function_data, streamed
 
@@ -53,6 +54,8 @@ class _Raw:
     feature_names: tuple[str, ...]
     image_shape: tuple[int, int, int] | None = None
     informative: tuple[int, ...] | None = None
+    #: how NaN features are filled per seed ('mean', 'median'); 'error': there are none
+    missing: str = "error"
 
 
 def _sparse_regression() -> _Raw:
@@ -104,11 +107,16 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _encode_target(values: list, where: str) -> tuple[np.ndarray, str]:
+def _encode_target(values: Any, where: str) -> tuple[np.ndarray, str]:
     """Integer-like targets with few values, or any non-numeric targets: classes 0..K-1."""
-    numbers = [_number(v) if isinstance(v, str) else float(v) for v in values]
-    if all(v is not None for v in numbers):
-        arr = np.asarray(numbers, dtype=np.float64)
+    arr: np.ndarray | None = None
+    if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.number):
+        arr = values.astype(np.float64)  # a table's numeric column: no loop over its rows
+    else:
+        numbers = [_number(v) if isinstance(v, str) else float(v) for v in values]
+        if all(v is not None for v in numbers):
+            arr = np.asarray(numbers, dtype=np.float64)
+    if arr is not None:
         if not np.isfinite(arr).all():
             row = int(np.flatnonzero(~np.isfinite(arr))[0]) + 1
             raise DataError(f"The target of {where} has a missing or NaN value in row {row}.")
@@ -124,41 +132,13 @@ def _encode_target(values: list, where: str) -> tuple[np.ndarray, str]:
     return codes.astype(np.int64), "classification"
 
 
-def _read_csv(path: Path, target: str | None) -> _Raw:
-    with path.open(newline="") as handle:
-        rows = [r for r in csv.reader(handle) if r]
-    if len(rows) < 2:
-        raise DataError(f"{path} has no data rows below its header.")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if target is None:
-        columns = ", ".join(repr(h) for h in header)
-        raise ConfigError(
-            f"The 'target' parameter of compare must name the column of {path} to predict "
-            f"(--target, or target in a study file): one of {columns}. Got none."
-        )
-    if target not in header:
-        raise unknown_name("compare", "target", target, header)
-    t = header.index(target)
-    columns = [i for i in range(len(header)) if i != t]
-    x = np.empty((len(body), len(columns)))
-    for r, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(
-                f"Row {r} of {path} has {len(row)} fields; the header has {len(header)}."
-            )
-        for j, c in enumerate(columns):
-            value = _number(row[c])
-            if value is None:
-                raise DataError(
-                    f"Column {header[c]!r} of {path} must hold numbers; row {r} has {row[c]!r}."
-                )
-            if not math.isfinite(value):
-                raise DataError(
-                    f"Column {header[c]!r} of {path} has a missing or NaN value in row {r}."
-                )
-            x[r - 2, j] = value
-    y, task = _encode_target([row[t].strip() for row in body], f"{path} (column {target!r})")
-    return _Raw(x, y, task, tuple(header[c] for c in columns))
+def _read_table(
+    path: Path, target: str | None, features: tuple[str, ...] | None, missing: str
+) -> _Raw:
+    """A CSV or Parquet table (see :mod:`reglab.lab.inputs.tables`) as raw data."""
+    table = read_table(path, target, features, missing)
+    y, task = _encode_target(table.y, f"{path} (column {target!r})")
+    return _Raw(table.x, y, task, table.names, missing=missing)
 
 
 def _read_npz(path: Path) -> _Raw:
@@ -186,7 +166,7 @@ def _arrays(x: Any, y: Any, where: str, x_name: str) -> _Raw:
     x = x.reshape(len(x), -1)
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"The inputs {x_name} of {path} must be numeric. Got dtype {x.dtype}.")
-    x = x.astype(np.float64)
+    x = x.astype(np.float32, copy=False)  # what the model trains on; half of float64
     if not np.isfinite(x).all():
         raise DataError(f"The inputs {x_name} of {path} have a NaN or infinite value.")
     if y.ndim == 0 or len(y) != len(x):
@@ -198,19 +178,26 @@ def _arrays(x: Any, y: Any, where: str, x_name: str) -> _Raw:
     return _Raw(x, target, task, names, image_shape=image)
 
 
-def _source(name: str, target: str | None, image_size: tuple[int, ...] | None = None) -> Any:
+def _source(
+    name: str,
+    target: str | None,
+    image_size: tuple[int, ...] | None = None,
+    features: tuple[str, ...] | None = None,
+    missing: str = "error",
+) -> Any:
     if name in BUILTIN_DATASETS:
         return _builtin(name)
     if name.startswith("python:") or is_reference(name) or Path(name).is_dir():
         return _user_source(name, image_size)
     path = Path(name)
-    looks_like_a_path = path.suffix.lower() in (".csv", ".npz") or "/" in name or "\\" in name
+    suffix = path.suffix.lower()
+    looks_like_a_path = suffix in FILE_SUFFIXES or "/" in name or "\\" in name
     if looks_like_a_path and not path.exists():
         raise DataError(
-            f"The 'data' parameter of compare names {name}, which does not exist (a .csv or "
-            ".npz file, or a folder of images with one sub-folder per class)."
+            f"The 'data' parameter of compare names {name}, which does not exist (a .csv, "
+            ".parquet or .npz file, or a folder of images with one sub-folder per class)."
         )
-    if path.suffix.lower() not in (".csv", ".npz"):
+    if suffix not in FILE_SUFFIXES:
         raise unknown_name(
             "compare",
             "data",
@@ -218,6 +205,7 @@ def _source(name: str, target: str | None, image_size: tuple[int, ...] | None = 
             [
                 *BUILTIN_DATASETS,
                 "<file>.csv",
+                "<file>.parquet",
                 "<file>.npz",
                 "<image folder>",
                 "<module>:<function>",
@@ -225,7 +213,34 @@ def _source(name: str, target: str | None, image_size: tuple[int, ...] | None = 
         )
     if not path.is_file():
         raise DataError(f"The 'data' parameter of compare names {name}, which is not a file.")
-    return _read_csv(path, target) if path.suffix.lower() == ".csv" else _read_npz(path)
+    if features is not None and suffix not in TABLE_SUFFIXES:
+        raise ConfigError(
+            "The 'features' parameter of compare chooses columns of a .csv or .parquet table. "
+            f"Got {list(features)} with {name}."
+        )
+    stat = path.stat()  # a file changed since it was read is read again
+    where = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _file_source(*where, target, features, missing)
+
+
+#: The files the lab reads, by suffix.
+FILE_SUFFIXES = (*TABLE_SUFFIXES, ".npz")
+
+
+@functools.lru_cache(maxsize=2)
+def _file_source(
+    path: str,
+    mtime: int,
+    size: int,
+    target: str | None,
+    features: tuple[str, ...] | None,
+    missing: str,
+) -> _Raw:
+    """A data file, read once per process (each seed's split and the task reuse it)."""
+    file = Path(path)
+    if file.suffix.lower() in TABLE_SUFFIXES:
+        return _read_table(file, target, features, missing)
+    return _read_npz(file)
 
 
 @functools.lru_cache(maxsize=8)
@@ -238,18 +253,57 @@ def _user_source(name: str, image_size: tuple[int, ...] | None) -> Any:
 
 
 def dataset_task(
-    name: str, target: str | None = None, image_size: tuple[int, ...] | None = None
+    name: str,
+    target: str | None = None,
+    image_size: tuple[int, ...] | None = None,
+    features: Sequence[str] | None = None,
+    missing: str = "error",
 ) -> str:
     """``'classification'`` or ``'regression'`` for a data set, without splitting it.
 
     Raises:
         ConfigError: as :func:`load_dataset` does for an unknown name or unusable data.
     """
-    return _source(name, target, _size(image_size)).task
+    return _source(name, target, _size(image_size), _columns(features), missing).task
 
 
 def _size(image_size: Any) -> tuple[int, ...] | None:
     return None if image_size is None else tuple(int(v) for v in image_size)
+
+
+def _columns(features: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if features is None else tuple(features)
+
+
+def _fill_missing(raw: _Raw, parts: list[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
+    """Fill the NaN features of every split (``parts``: train, val, test; filled in place)
+    with the training split's mean or median of the column (0 for a column with no training
+    value); the note that says so, or None."""
+    if raw.missing == "error":
+        return parts, None
+    train = parts[0]
+    gaps = np.isnan(train).any(0) | np.any([np.isnan(p).any(0) for p in parts[1:]], axis=0)
+    if not gaps.any():
+        return parts, None
+    columns = np.flatnonzero(gaps)
+    known = train[:, columns]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no training value
+        statistic = np.nanmean if raw.missing == "mean" else np.nanmedian
+        fill = np.nan_to_num(statistic(known, axis=0), nan=0.0).astype(train.dtype)
+    cells = 0
+    for part in parts:
+        block = part[:, columns]
+        empty = np.isnan(block)
+        cells += int(empty.sum())
+        part[:, columns] = np.where(empty, fill, block)
+    names = ", ".join(repr(raw.feature_names[c]) for c in columns[:5])
+    more = f" and {len(columns) - 5} more" if len(columns) > 5 else ""
+    note = (
+        f"{cells:,} missing values in {names}{more} were filled with each column's "
+        f"{raw.missing} over this seed's training split"
+    )
+    return parts, note
 
 
 def load_dataset(
@@ -262,11 +316,14 @@ def load_dataset(
     image_size: tuple[int, int] | None = None,
     val_fraction: float = VAL_FRACTION,
     test_fraction: float = TEST_FRACTION,
+    features: Sequence[str] | None = None,
+    missing: str = "error",
 ) -> Dataset:
     """Load a data set and draw seed ``seed``'s split.
 
     Args:
-        name: a built-in name (see :data:`BUILTIN_DATASETS`), a ``.csv``/``.npz`` path, a
+        name: a built-in name (see :data:`BUILTIN_DATASETS`), a ``.csv``, ``.parquet`` or
+            ``.npz`` path, a
             folder of images with one sub-folder per class, or a data function
             ``'package.module:function'`` / ``'file.py:function'`` returning ``(X, y)`` arrays
             (treated as a CSV file's) or a mapping ``{'train', 'val'[, 'test']}`` of
@@ -281,6 +338,10 @@ def load_dataset(
         val_fraction: the share of the data drawn (stratified) for validation, in ``(0, 1)``.
         test_fraction: the share drawn for test; ``val_fraction + test_fraction < 1``. A
             user's own ``{'train', 'val', 'test'}`` split is used as given.
+        features: the columns of a table to use as inputs (default: all but the target).
+        missing: a table's missing values: ``'error'`` refuses them; ``'mean'`` and
+            ``'median'`` fill a column's gaps with that statistic of the seed's training split
+            (a missing category is a row of zeros; see :mod:`reglab.lab.inputs.tables`).
 
     Returns:
         A :class:`Dataset`.
@@ -295,7 +356,7 @@ def load_dataset(
     check_param("compare", "label_noise", label_noise, Interval(float, 0, 1, "left"))
     check_param("compare", "val_fraction", val_fraction, Interval(float, 0, 1, "neither"))
     check_param("compare", "test_fraction", test_fraction, Interval(float, 0, 1, "neither"))
-    raw = _source(name, target, _size(image_size))
+    raw = _source(name, target, _size(image_size), _columns(features), missing)
     if raw.task == "regression" and label_noise > 0:
         raise ConfigError(
             f"The 'label_noise' parameter of compare must be 0 for a regression "
@@ -304,11 +365,16 @@ def load_dataset(
     if isinstance(raw, _Streams):
         return streamed(name, raw, seed, train_size, label_noise, (val_fraction, test_fraction))
     tr, va, te = _split(raw.y, raw.task, seed, train_size, val_fraction, test_fraction)
-    x_mean, x_std = raw.x[tr].mean(0), raw.x[tr].std(0)
+    parts, filled = _fill_missing(raw, [raw.x[i] for i in (tr, va, te)])
+    # statistics in float64 whatever the data's precision (a table is float32)
+    x_mean, x_std = parts[0].mean(0, dtype=np.float64), parts[0].std(0, dtype=np.float64)
     x_std[x_std == 0] = 1.0
-    xs = [(raw.x[i] - x_mean) / x_std for i in (tr, va, te)]
+    xs = [(part - x_mean) / x_std for part in parts]
+    del parts
     ys = [raw.y[i].copy() for i in (tr, va, te)]
     notes: dict[str, Any] = {}
+    if filled is not None:
+        notes["missing"] = filled
     num_classes = None
     if raw.task == "classification":
         num_classes = int(raw.y.max()) + 1

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...core import Choice, ConfigError, Interval, Predicate, check_param
 from ..inputs.data import BUILTIN_DATASETS
+from ..inputs.tables import MISSING
 from ..reports.decisions import CORRECTIONS, Design
 from .fields import DEFAULT_LABEL_NOISE, DEFAULT_TRAIN_SIZE, SETTINGS
 
@@ -72,6 +73,8 @@ class StudyConfig:
 
     data: str = _default("data")
     target: str | None = _default("target")
+    features: list[str] | None = _default("features")
+    missing: str = _default("missing")
     model: str = _default("model")
     widths: list[int] = _default("widths")
     activation: str = _default("activation")
@@ -112,6 +115,18 @@ class StudyConfig:
             "a built-in model name or 'module:function'",
         ),
         "target": Predicate(lambda v: v is None or isinstance(v, str), "a column name"),
+        "features": Predicate(
+            lambda v: (
+                v is None
+                or (
+                    isinstance(v, (list, tuple))
+                    and len(v) > 0
+                    and all(isinstance(c, str) and c for c in v)
+                )
+            ),
+            "a list of column names",
+        ),
+        "missing": Choice(*MISSING),
         "seeds": Predicate(
             lambda v: (
                 v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000)

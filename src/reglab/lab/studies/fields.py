@@ -75,11 +75,22 @@ SETTINGS: dict[str, Setting] = {
     "data": Setting(
         "digits",
         "{default} (default), breast_cancer, wine, diabetes, sparse_regression, polynomial, a "
-        ".csv/.npz file, a folder of images (one sub-folder per class), or a data function "
-        "package.module:function / file.py:function returning (X, y) or "
+        ".csv/.parquet/.npz file, a folder of images (one sub-folder per class), or a data "
+        "function package.module:function / file.py:function returning (X, y) or "
         "{{'train', 'val'[, 'test']}} Datasets.",
     ),
-    "target": Setting(None, "Target column of a CSV file."),
+    "target": Setting(None, "Target column of a CSV or Parquet table."),
+    "features": Setting(
+        None,
+        "Columns of a CSV or Parquet table to use as inputs, comma-separated (default: every "
+        "column but the target). Text columns are one-hot encoded.",
+    ),
+    "missing": Setting(
+        "error",
+        "Missing values in a table: {default} (default: refuse, naming each column and its "
+        "count), mean or median (fill each column's gaps with that statistic of the seed's "
+        "training split; a missing category becomes zeros).",
+    ),
     "model": Setting(
         "mlp",
         "{default} (default), resmlp (residual blocks), cnn (image data), linear, or your "

@@ -68,7 +68,10 @@ class PathConfig:
     def __post_init__(self) -> None:
         for name, constraint in self.CONSTRAINTS.items():
             check_param("path", name, getattr(self, name), constraint)
-        task = dataset_task(self.study.data, self.study.target, self.study.image_size)
+        study = self.study
+        task = dataset_task(
+            study.data, study.target, study.image_size, study.features, study.missing
+        )
         self.spec = recipe_spec(self.recipe, self.study.recipes, task, "path")
         self.dim = parse_dimension(self.param, self.spec, self.recipe)
         if not self.dim.log:

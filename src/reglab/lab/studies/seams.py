@@ -75,6 +75,10 @@ def trial_settings(config: StudyConfig, task: str) -> TrialSettings:
             "device": stored_device(config.device, device),
             "precision": config.precision,
             "deterministic": config.deterministic,
+            # a table's columns and gaps: present only when set, so the keys (and folders)
+            # of every study that does not use them stay as they were
+            **({"features": list(config.features)} if config.features is not None else {}),
+            **({"missing": config.missing} if config.missing != "error" else {}),
         }
     )
 
@@ -88,9 +92,12 @@ def _dataset(
     label_noise: float,
     image_size: tuple[int, ...] | None,
     fractions: tuple[float, float],
+    features: tuple[str, ...] | None = None,
+    missing: str = "error",
 ) -> Dataset:
     options = {"seed": seed, "target": target, "label_noise": label_noise}
     options["image_size"] = image_size
+    options["features"], options["missing"] = features, missing
     options["val_fraction"], options["test_fraction"] = fractions
     if train_size is None and data in BUILTIN_DATASETS:  # at most 300, fewer when fewer
         probe = load_dataset(data, **options)
@@ -124,6 +131,8 @@ def _key(settings: Mapping[str, Any], seed: int) -> tuple:
             settings.get("val_fraction", VAL_FRACTION),
             settings.get("test_fraction", TEST_FRACTION),
         ),
+        None if settings.get("features") is None else tuple(settings["features"]),
+        settings.get("missing", "error"),
     )
 
 

@@ -242,7 +242,7 @@ def plan(
         A :class:`Plan`.
     """
     size = None if config.image_size is None else tuple(config.image_size)
-    task = dataset_task(config.data, config.target, size)
+    task = dataset_task(config.data, config.target, size, config.features, config.missing)
     settings = trial_settings(config, task)
     data = dataset_for(settings, 0)
     recipes = resolve_recipes(config.recipes, task, images=data.image_shape is not None)

@@ -106,7 +106,10 @@ class TuneConfig:
     def study_task(self) -> str:
         from ..inputs.data import dataset_task
 
-        return dataset_task(self.study.data, self.study.target, self.study.image_size)
+        study = self.study
+        return dataset_task(
+            study.data, study.target, study.image_size, study.features, study.missing
+        )
 
     @property
     def name(self) -> str:

@@ -32,6 +32,8 @@ __all__ = [
     "MC_SAMPLES",
     "calibration_bins",
     "expected_calibration_error",
+    "mc_rows",
+    "mc_sample",
     "plot_reliability",
     "raw_weight_metrics",
     "uncertainty_figures",
@@ -41,6 +43,41 @@ __all__ = [
 BINS = 15
 #: Forward passes of Monte-Carlo dropout per test set.
 MC_SAMPLES = 30
+#: The share of a trial's training that its Monte-Carlo dropout passes may cost, and the
+#: fewest and most test rows they use (all of a smaller test set).
+MC_SHARE, MC_MIN_ROWS, MC_MAX_ROWS = 0.1, 1_000, 10_000
+
+
+def mc_rows(n_test: int, n_train: int, n_val: int, epochs: int) -> int:
+    """How many test rows the Monte-Carlo dropout figures use: as many as keep their
+    :data:`MC_SAMPLES` passes within :data:`MC_SHARE` of the training's cost, counted in
+    forward passes of one row (a training step's forward and backward as 3, plus each epoch's
+    evaluation of the train and validation splits), but at least :data:`MC_MIN_ROWS` and at
+    most :data:`MC_MAX_ROWS` (and never more than the test set). It depends on the study's
+    sizes only, so every recipe of a seed is measured on the same rows.
+
+    Example:
+        >>> mc_rows(n_test=60_000, n_train=100_000, n_val=40_000, epochs=3)
+        4400
+    """
+    training = epochs * (4 * n_train + n_val)
+    return min(n_test, MC_MAX_ROWS, max(MC_MIN_ROWS, int(MC_SHARE * training / MC_SAMPLES)))
+
+
+def mc_sample(y: torch.Tensor, rows: int, task: str, seed: int) -> torch.Tensor:
+    """``rows`` indices of the test set (sorted), stratified by class for classification and
+    drawn from ``seed``: the same rows for every recipe of a seed."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    if rows >= len(y):
+        return torch.as_tensor(index)
+    strata = y.cpu().numpy() if task == "classification" else None
+    try:
+        kept, _ = train_test_split(index, train_size=rows, random_state=seed, stratify=strata)
+    except ValueError:  # a class too rare to stratify
+        kept, _ = train_test_split(index, train_size=rows, random_state=seed)
+    return torch.as_tensor(np.sort(kept))
 
 
 def calibration_bins(probs: torch.Tensor, y: torch.Tensor, bins: int = BINS) -> dict[str, list]:
@@ -88,14 +125,29 @@ def _batches(data: Any) -> Any:
     return [data] if isinstance(data, tuple) else data
 
 
+def _first_rows(data: Any, rows: int | None) -> list[torch.Tensor]:
+    """The inputs of the first ``rows`` samples (all when None), batch by batch."""
+    out, seen = [], 0
+    for x, _ in _batches(data):
+        if rows is not None and seen >= rows:
+            break
+        keep = len(x) if rows is None else min(len(x), rows - seen)
+        out.append(x[:keep])
+        seen += keep
+    return out
+
+
 @torch.no_grad()
 def uncertainty_figures(
-    model: nn.Module, data: Any, task: str, seed: int
+    model: nn.Module, data: Any, task: str, seed: int, rows: int | None = None
 ) -> tuple[dict[str, float], dict[str, list] | None]:
     """Test-set calibration and, for models with dropout, Monte-Carlo dropout figures.
 
     ``data`` is the test set as ``(X, y)`` tensors or an iterable of batches (a
     ``DataLoader``); batches move to the model's device and only the outputs are kept.
+    Calibration uses every row; the Monte-Carlo passes use ``rows`` of them (all when None):
+    a stratified sample drawn from ``seed`` (:func:`mc_sample`), or the first batches of
+    streamed data.
 
     Returns:
         ``(metrics, bins)``. Classification: ``ece``; with dropout also ``mc_accuracy``,
@@ -122,9 +174,15 @@ def uncertainty_figures(
     if any(isinstance(m, STOCHASTIC) for m in model.modules()):
         generator = torch.Generator(device).manual_seed(seed)
         classify = task == "classification"
+        if isinstance(data, tuple) and rows is not None and rows < len(y):
+            chosen = mc_sample(y, rows, task, seed)
+            inputs, y = [data[0][chosen.to(data[0].device)]], y[chosen.to(y.device)]
+        else:
+            inputs = _first_rows(data, rows)
+            y = y[: sum(len(x) for x in inputs)]
         draws = [
             mc_predict(model, x.to(device), MC_SAMPLES, probabilities=classify, generator=generator)
-            for x, _ in _batches(data)
+            for x in inputs
         ]
         mean, std = torch.cat([d.mean for d in draws]), torch.cat([d.std for d in draws])
         if classify:
@@ -266,7 +324,22 @@ def uncertainty_html(results: Sequence[Mapping[str, Any]], task: str) -> str:
         f"predictions over {BINS} confidence bins (0 is perfect). For recipes with dropout, "
         f"Monte-Carlo dropout averages {MC_SAMPLES} stochastic passes (dropout on, everything "
         "else in eval mode); MC spread is the mean standard deviation of the predicted "
-        f"output across passes. Mean ± 95% CI over seeds.</p><table>{head}{body}</table>"
+        f"output across passes.{_sample_text(results)} Mean ± 95% CI over seeds.</p>"
+        f"<table>{head}{body}</table>"
+    )
+
+
+def _sample_text(results: Sequence[Mapping[str, Any]]) -> str:
+    """Which test rows the Monte-Carlo figures used, when a sample (see :func:`mc_rows`)."""
+    drawn = [r["mc_sample"] for r in results if r.get("mc_sample")]
+    sampled = sorted({(d["rows"], d["of"]) for d in drawn if d["rows"] < d["of"]})
+    if not sampled:
+        return ""
+    rows, of = sampled[0]
+    return (
+        f" The MC figures use a stratified sample of {rows:,} of the {of:,} test rows, drawn per "
+        f"seed and the same for every recipe, so that their passes cost at most "
+        f"{MC_SHARE:.0%} of a trial's training; ECE and every other figure use all rows."
     )
 
 

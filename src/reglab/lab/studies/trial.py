@@ -18,7 +18,7 @@ from ...train import History, evaluate, fit
 from ..engine.population import fit_population
 from ..inputs.data import Dataset
 from ..inputs.user import first_line
-from ..reports.calibration import raw_weight_metrics, uncertainty_figures
+from ..reports.calibration import mc_rows, raw_weight_metrics, uncertainty_figures
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .keys import Trial
@@ -40,7 +40,9 @@ def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str,
         and per layer; inputs kept), ``histogram`` and ``features`` (names of the inputs still
         used, or None); see :func:`reglab.lab.reports.inspect.model_figures`. ``final['test']``
         also holds calibration and Monte-Carlo dropout figures and ``calibration`` the
-        reliability counts (see :func:`reglab.lab.reports.calibration.uncertainty_figures`);
+        reliability counts (see :func:`reglab.lab.reports.calibration.uncertainty_figures`;
+        the Monte-Carlo passes use a stratified sample of a large test set, ``mc_sample``
+        says how many rows of how many: :func:`~reglab.lab.reports.calibration.mc_rows`);
         ``final['test_raw']`` holds the raw weights' test metrics of a recipe with weight averaging.
     """
     settings = trial.settings
@@ -190,7 +192,9 @@ def trial_result(
         wrong = evaluate(final_model, data.source("train_relabelled"), data.task)
         final["train"]["memorized"] = wrong["accuracy"]
     test = data.source("test")
-    extra, bins = uncertainty_figures(final_model, test, data.task, trial.seed)
+    n_test = data.size("test")
+    rows = mc_rows(n_test, data.size("train"), data.size("val"), trial.settings["epochs"])
+    extra, bins = uncertainty_figures(final_model, test, data.task, trial.seed, rows)
     final["test"].update(extra)
     raw = raw_weight_metrics(recipe, final_model, test, data.task)
     if raw is not None:
@@ -214,4 +218,6 @@ def trial_result(
         "layers": inspected.get("layers") if finite else None,
         "calibration": bins if finite else None,
         "resumed_from": history.resumed_from,
+        # the test rows the Monte-Carlo dropout figures used (a sample of a large test set)
+        **({"mc_sample": {"rows": rows, "of": n_test}} if "mc_std" in extra else {}),
     }

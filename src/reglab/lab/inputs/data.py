@@ -275,6 +275,34 @@ def _columns(features: Sequence[str] | None) -> tuple[str, ...] | None:
     return None if features is None else tuple(features)
 
 
+#: Rows per block when a float32 table's statistics are summed (bounds the float64 temporary).
+STATS_BLOCK = 65_536
+
+
+def _standardize(parts: list[np.ndarray]) -> None:
+    """Standardize train, val and test (``parts``, copies: changed in place) with the training
+    split's mean and standard deviation, 1 where a column is constant. Built-in data (float64)
+    is computed exactly as NumPy does it for the whole array; a table (float32) has its
+    statistics summed in float64 over blocks of rows, so no float64 copy of it is made."""
+    train = parts[0]
+    if train.dtype == np.float64:
+        mean, std = train.mean(0), train.std(0)
+    else:
+        total = np.zeros(train.shape[1])
+        for start in range(0, len(train), STATS_BLOCK):
+            total += train[start : start + STATS_BLOCK].sum(0, dtype=np.float64)
+        mean = total / max(len(train), 1)
+        squares = np.zeros(train.shape[1])
+        for start in range(0, len(train), STATS_BLOCK):
+            block = train[start : start + STATS_BLOCK].astype(np.float64) - mean
+            squares += (block * block).sum(0)
+        std = np.sqrt(squares / max(len(train), 1))
+    std[std == 0] = 1.0
+    for part in parts:
+        part -= mean.astype(part.dtype)
+        part /= std.astype(part.dtype)
+
+
 def _fill_missing(raw: _Raw, parts: list[np.ndarray]) -> tuple[list[np.ndarray], str | None]:
     """Fill the NaN features of every split (``parts``: train, val, test; filled in place)
     with the training split's mean or median of the column (0 for a column with no training
@@ -365,12 +393,8 @@ def load_dataset(
     if isinstance(raw, _Streams):
         return streamed(name, raw, seed, train_size, label_noise, (val_fraction, test_fraction))
     tr, va, te = _split(raw.y, raw.task, seed, train_size, val_fraction, test_fraction)
-    parts, filled = _fill_missing(raw, [raw.x[i] for i in (tr, va, te)])
-    # statistics in float64 whatever the data's precision (a table is float32)
-    x_mean, x_std = parts[0].mean(0, dtype=np.float64), parts[0].std(0, dtype=np.float64)
-    x_std[x_std == 0] = 1.0
-    xs = [(part - x_mean) / x_std for part in parts]
-    del parts
+    xs, filled = _fill_missing(raw, [raw.x[i] for i in (tr, va, te)])
+    _standardize(xs)
     ys = [raw.y[i].copy() for i in (tr, va, te)]
     notes: dict[str, Any] = {}
     if filled is not None:

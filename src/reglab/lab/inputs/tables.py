@@ -9,9 +9,12 @@ as NaN here and filled by :func:`reglab.lab.inputs.data.load_dataset` with the s
 each seed's training split (never of its validation or test rows), and a missing category is
 a row of zeros.
 
-Memory: a CSV file is read twice over its first block only to learn which columns hold
-numbers, then once with those columns parsed straight to float32; each column is copied into
-the feature matrix and released, so the peak stays near twice the float32 matrix.
+Memory: a file is read a block at a time (4 MB of CSV text, one column of one Parquet row
+group), numbers written straight into one preallocated float32 matrix (its rows bounded by the
+CSV file's line count), so the reading adds to that matrix a bounded buffer (about 150 MB
+measured with pyarrow's CSV reader), not a copy of the table. A CSV column that changes type
+past the first block (a number column with a word further down) is read again whole, to name
+the offending cell in one line.
 """
 
 from __future__ import annotations
@@ -45,8 +48,14 @@ class Table(NamedTuple):
     names: tuple[str, ...]
 
 
-def _read(path: Path, columns: list[str] | None) -> Any:
-    """The pyarrow table of ``path`` (only ``columns`` when given), numbers as float32."""
+#: Bytes of CSV text parsed at a time: the reader's own memory stays near a few dozen of them
+#: whatever the file's size.
+BLOCK = 4 << 20
+
+
+def _batches(path: Path, columns: list[str]) -> tuple[Any, int]:
+    """The record batches of ``path`` (only ``columns``), numbers as float32, read a block at
+    a time, and an upper bound of their rows (a CSV file's line count)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -54,32 +63,67 @@ def _read(path: Path, columns: list[str] | None) -> Any:
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path, columns=columns)
+            file = pq.ParquetFile(path)
+            groups = [_RowGroup(file, i) for i in range(file.metadata.num_row_groups)]
+            return groups, file.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{path} cannot be read as a Parquet table: {_first(exc)}.") from None
+    lines = 1
+    with path.open("rb") as handle:
+        while chunk := handle.read(BLOCK):
+            lines += chunk.count(b"\n")
     try:
         with pacsv.open_csv(path) as reader:  # the first block: which columns are numbers
             schema = reader.schema
         numeric = {
             f.name: pa.float32()
             for f in schema
-            if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
-            and (columns is None or f.name in columns)
+            if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) and f.name in columns
         }
-        convert = pacsv.ConvertOptions(
-            column_types=numeric, include_columns=columns, strings_can_be_null=True
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=BLOCK),
+            convert_options=pacsv.ConvertOptions(
+                column_types=numeric, include_columns=columns, strings_can_be_null=True
+            ),
         )
-        try:
-            return pacsv.read_csv(path, convert_options=convert)
-        except pa.ArrowInvalid:  # a column numeric in its first block holds text further on
-            return pacsv.read_csv(
-                path, convert_options=pacsv.ConvertOptions(include_columns=columns)
-            )
     except pa.ArrowInvalid as exc:
-        text = _first(exc)
-        if "Empty CSV file" in text or "no columns" in text.lower():
-            raise DataError(f"{path} has no data rows below its header.") from None
-        raise DataError(f"{path} cannot be read as a CSV table: {text}.") from None
+        raise _csv_error(path, exc) from None
+    return reader, lines
+
+
+class _RowGroup:
+    """One row group of a Parquet file as a batch whose columns are read one at a time when
+    asked for (decoding a whole row group, often the whole file, would hold every column in
+    float64 at once)."""
+
+    def __init__(self, file: Any, index: int) -> None:
+        self.file, self.index = file, index
+        self.num_rows = file.metadata.row_group(index).num_rows
+
+    def column(self, name: str) -> Any:
+        return self.file.read_row_group(self.index, columns=[name]).column(0)
+
+
+def _whole(path: Path, columns: list[str]) -> Any:
+    """The whole CSV table with every column's type inferred from all its rows: the reading
+    when a column changes type past the first block (a number column with a word further
+    down, which is then named in one line)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    convert = pacsv.ConvertOptions(include_columns=columns, strings_can_be_null=True)
+    try:
+        return pacsv.read_csv(path, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, exc) from None
+
+
+def _csv_error(path: Path, exc: BaseException) -> DataError:
+    text = _first(exc)
+    if "Empty CSV file" in text or "no columns" in text.lower():
+        return DataError(f"{path} has no data rows below its header.")
+    return DataError(f"{path} cannot be read as a CSV table: {text}.")
 
 
 def _first(exc: BaseException) -> str:
@@ -161,13 +205,23 @@ def read_table(
         inputs = [h for h in inputs if h in set(features)]
         if not inputs:
             raise ConfigError("The 'features' parameter of compare must name a column. Got none.")
-    table = _read(path, [*inputs, target])
-    if table.num_rows < 1:
+    import pyarrow as pa
+
+    batches, upper = _batches(path, [*inputs, target])
+    try:
+        read = _collect(path, batches, upper, inputs, target)
+    except pa.ArrowInvalid:  # a column changed type past the first block
+        whole = _whole(path, [*inputs, target])
+        read = _collect(path, whole.to_batches(), whole.num_rows, inputs, target)
+    if read.rows < 1:
         raise DataError(f"{path} has no data rows below its header.")
-    y = _target(path, target, table.column(target))
-    table = table.drop([target])
-    plans = [_plan(path, name, table.column(name)) for name in inputs]
-    gaps = {name: plan.gaps for name, plan in zip(inputs, plans, strict=True) if plan.gaps}
+    y = _target(path, target, pa.chunked_array(read.target))
+    plans = {name: _plan(path, name, pa.chunked_array(c)) for name, c in read.text.items()}
+    gaps = {
+        name: plans[name].gaps if name in plans else read.gaps[name]
+        for name in inputs
+        if (plans[name].gaps if name in plans else read.gaps[name])
+    }
     if gaps and missing == "error":
         listed = ", ".join(
             f"{name!r} ({count:,} row{'s' if count != 1 else ''})" for name, count in gaps.items()
@@ -177,20 +231,107 @@ def read_table(
             "--missing median (a missing category becomes zeros), or leave those columns out "
             "with --features."
         )
-    width = sum(len(plan.names) for plan in plans)
-    # column by column into a column-major matrix: each column's pages are written once
-    x = np.empty((table.num_rows, width), dtype=np.float32, order="F")
-    names: list[str] = []
-    for name, plan in zip(inputs, plans, strict=True):
-        at = len(names)
-        _fill(x[:, at : at + len(plan.names)], table.column(name), plan.categories)
-        names += plan.names
-        table = table.drop([name])  # released: the peak stays near twice the features
+    x, names = _assemble(read, plans, inputs)
     infinite = np.isinf(x).any(axis=0)
     if infinite.any():
         bad = names[int(np.flatnonzero(infinite)[0])]
         raise DataError(f"Column {bad!r} of {path} has an infinite value.")
     return Table(x, y, tuple(names))
+
+
+class _Read(NamedTuple):
+    numbers: np.ndarray  # rows x numeric columns, float32 (NaN where missing)
+    numeric: list[str]  # their names
+    gaps: dict[str, int]  # missing values per numeric column
+    text: dict[str, list[Any]]  # each text column's chunks
+    target: list[Any]  # the target's chunks
+    rows: int
+
+
+def _collect(path: Path, batches: Any, upper: int, inputs: list[str], target: str) -> _Read:
+    """Read ``batches`` once: numeric (and true/false) columns straight into one float32
+    matrix of ``upper`` rows (then cut to the rows read), text columns and the target kept as
+    pyarrow chunks. A column of another type is refused in one line.
+
+    Raises:
+        pyarrow.ArrowInvalid: a CSV column changed type past its first block.
+    """
+    import pyarrow as pa
+
+    numeric: list[str] | None = None
+    numbers = np.empty((0, 0), dtype=np.float32)
+    gaps: dict[str, int] = {}
+    text: dict[str, list[Any]] = {}
+    chunks: list[Any] = []
+    at = 0
+    for batch in batches:
+        if numeric is None:  # the first batch fixes every column's kind
+            numeric = [n for n in inputs if _kind(path, n, batch.column(n).type) == "number"]
+            text = {n: [] for n in inputs if n not in numeric}
+            gaps = dict.fromkeys(numeric, 0)
+            numbers = np.empty((upper, len(numeric)), dtype=np.float32)
+        k = batch.num_rows
+        for j, name in enumerate(numeric):
+            column = batch.column(name)
+            if column.type != pa.float32():
+                column = column.cast(pa.float32())
+            values = column.to_numpy(zero_copy_only=False)
+            numbers[at : at + k, j] = values
+            gaps[name] += int(np.isnan(values).sum())
+        for name in text:
+            text[name] += _arrays(batch.column(name))
+        chunks += _arrays(batch.column(target))
+        at += k
+    if numeric is None:
+        return _Read(numbers, [], {}, {}, [pa.array([], pa.float64())], 0)
+    return _Read(numbers[:at], numeric, gaps, text, chunks, at)
+
+
+def _arrays(column: Any) -> list[Any]:
+    """A column's pyarrow arrays (a chunked column's chunks)."""
+    return list(column.chunks) if hasattr(column, "chunks") else [column]
+
+
+def _kind(path: Path, name: str, kind: Any) -> str:
+    """``'number'`` (numbers, true/false) or ``'text'``; any other type is refused."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return "number"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "text"
+    raise DataError(
+        f"Column {name!r} of {path} holds {kind}; the lab reads numbers, true/false and text "
+        "categories: convert it, or leave it out with --features."
+    )
+
+
+def _assemble(read: _Read, plans: dict[str, Any], inputs: list[str]) -> tuple[np.ndarray, list]:
+    """The feature matrix in the columns' order, text columns one-hot encoded: the numeric
+    matrix itself when there is no text column (no copy)."""
+    import pyarrow as pa
+
+    if not plans:
+        return read.numbers, list(read.numeric)
+    width = len(read.numeric) + sum(len(p.names) for p in plans.values())
+    x = np.empty((read.rows, width), dtype=np.float32)
+    names: list[str] = []
+    for name in inputs:
+        at = len(names)
+        if name in plans:
+            plan = plans[name]
+            column = pa.chunked_array(read.text[name])
+            if plan.categories is None:  # numbers written as text
+                _fill(x[:, at : at + 1], column, None)
+            else:
+                _fill(x[:, at : at + len(plan.names)], column, plan.categories)
+            names += plan.names
+        else:
+            x[:, at] = read.numbers[:, read.numeric.index(name)]
+            names.append(name)
+    return x, names
 
 
 def _target(path: Path, name: str, column: Any) -> np.ndarray:

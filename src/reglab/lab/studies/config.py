@@ -49,9 +49,12 @@ class StudyConfig:
     ``train_size`` then keeps that many of the rest (a user's own ``{'train', 'val', 'test'}``
     split is used as given).
 
-    ``data`` is a built-in name, a ``.csv``/``.npz`` file, a folder of images with one
-    sub-folder per class, or a data function ``'package.module:function'`` /
-    ``'path/to/file.py:function'``; ``model`` a built-in name or a factory reference called as
+    ``data`` is a built-in name, a ``.csv``, ``.parquet`` or ``.npz`` file, a folder of
+    images with one sub-folder per class, or a data function ``'package.module:function'`` /
+    ``'path/to/file.py:function'``; a table's ``target`` column is predicted from its
+    ``features`` (default: every other column; text columns one-hot encoded), and ``missing``
+    (``'error'``, ``'mean'``, ``'median'``) says what its missing values do (see
+    :mod:`reglab.lab.inputs.tables`); ``model`` a built-in name or a factory reference called as
     ``function(input_shape, num_outputs, **model_args)``. ``device`` is ``'auto'`` (CUDA when
     available), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``; ``precision`` ``'32'`` or
     ``'bf16'``; ``deterministic`` turns on ``torch.use_deterministic_algorithms``;

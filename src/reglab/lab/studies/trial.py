@@ -193,7 +193,8 @@ def trial_result(
         final["train"]["memorized"] = wrong["accuracy"]
     test = data.source("test")
     n_test = data.size("test")
-    rows = mc_rows(n_test, data.size("train"), data.size("val"), trial.settings["epochs"])
+    epochs = trial.settings.get("epochs") or max(history.epochs_run, 1)  # planned: per seed
+    rows = mc_rows(n_test, data.size("train"), data.size("val"), epochs)
     extra, bins = uncertainty_figures(final_model, test, data.task, trial.seed, rows)
     final["test"].update(extra)
     raw = raw_weight_metrics(recipe, final_model, test, data.task)

@@ -190,6 +190,7 @@ def fit(
     device: str | torch.device | None = None,
     precision: str = "32",
     checkpoint: Checkpoint | None = None,
+    train_eval: Data | None = None,
 ) -> History:
     """Train ``model`` under ``recipe``, calling its hooks in the order of DESIGN.md.
 
@@ -234,6 +235,9 @@ def fit(
             a ``DataLoader``'s) and the history. A resumed run ends with the same numbers as
             an uninterrupted one. The file is removed when training ends (unless ``keep``).
             Single-process only.
+        train_eval: the data each epoch's ``train_*`` metrics are measured on, as ``train``
+            is given (default: ``train`` itself). A fixed sample of a large training set keeps
+            the learning curves cheap; evaluate the final model on every row yourself.
 
     Returns:
         A :class:`History`. A non-finite training loss or metric, or a loss above
@@ -267,6 +271,10 @@ def fit(
     # dropout masks and noise: independent of the data order, and different on every rank
     reg_generator = torch.Generator(device).manual_seed(seed * 1_000_003 + 1 + rank_and_world()[0])
     data = Inputs.prepare(train, val, device, task, num_classes, batch_size, generator, criterion)
+    curve = data.train_pair or data.train
+    if train_eval is not None:
+        pair = _as_pair(train_eval, "train_eval")
+        curve = train_eval if pair is None else _on(pair, device, data.task)
 
     recipe = recipe if recipe is not None else chain()
     model = recipe.transform_model(model).to(device)
@@ -282,7 +290,7 @@ def fit(
     for epoch in range(first, epochs + 1):
         started = time.perf_counter()
         objective = step.epoch(model, data, device)
-        record = _measure(model, data, epoch, objective)
+        record = _measure(model, data, curve, epoch, objective)
         seconds = time.perf_counter() - started
         lr_now = float(opt.param_groups[0]["lr"])
         ended = close_epoch(
@@ -340,12 +348,21 @@ class _Step:
         return float(mean_across_ranks(running / max(steps, 1)))
 
 
-def _measure(model: nn.Module, data: Inputs, epoch: int, objective: float) -> dict[str, float]:
+def _on(pair: tuple[torch.Tensor, torch.Tensor], device: torch.device, task: str | None) -> tuple:
+    """A tensor pair on ``device`` with its targets as the loss takes them."""
+    x, y = pair[0].to(device), pair[1].to(device)
+    return x, prepare_targets(y, task or infer_task(y))
+
+
+def _measure(
+    model: nn.Module, data: Inputs, curve: Any, epoch: int, objective: float
+) -> dict[str, float]:
     """The epoch's record: the objective and, unless it is not finite, clean metrics on the
-    training and validation data in eval mode."""
+    training data (``curve``: all of it, or the sample the caller chose) and the validation
+    data, in eval mode."""
     record: dict[str, float] = {"epoch": epoch, "objective": objective}
     if math.isfinite(objective):
-        tr = evaluate(model, data.train_pair or data.train, data.task)
+        tr = evaluate(model, curve, data.task)
         record.update({f"train_{k}": v for k, v in tr.items()})
         if data.val is not None:
             va = evaluate(model, data.val_pair or data.val, data.task)

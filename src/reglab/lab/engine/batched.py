@@ -133,10 +133,10 @@ class Population:
     def _data(self) -> None:
         """Unique data sets (the same tensor objects) and seeds; each member points at one."""
         sets: dict[tuple[int, ...], int] = {}
-        xs, ys, vxs, vys = [], [], [], []
+        xs, ys, vxs, vys, exs, eys = [], [], [], [], [], []
         self.data_pos, self.seed_pos, self.order_gens = [], [], {}
         for m in self.members:
-            key = tuple(id(t) for t in (*m.train, *(m.val or ())))
+            key = tuple(id(t) for t in (*m.train, *(m.val or ()), *(m.train_eval or ())))
             if key not in sets:
                 sets[key] = len(xs)
                 xs.append(m.train[0])
@@ -144,19 +144,31 @@ class Population:
                 if m.val is not None:
                     vxs.append(m.val[0])
                     vys.append(m.val[1])
+                if m.train_eval is not None:
+                    exs.append(m.train_eval[0])
+                    eys.append(m.train_eval[1])
             self.data_pos.append(sets[key])
             if m.seed not in self.order_gens:
                 self.order_gens[m.seed] = torch.Generator().manual_seed(m.seed)
             self.seed_pos.append(m.seed)
         dev = self.device
         self.n = xs[0].shape[0]
-        # training and validation inputs side by side in one tensor, evaluated in one pass;
-        # X and VX are views of it
-        self.EX = torch.cat([torch.stack(xs), torch.stack(vxs)], 1) if vxs else torch.stack(xs)
-        self.EX = self.EX.to(dev)
-        self.X = self.EX[:, : self.n]
-        self.VX = self.EX[:, self.n :] if vxs else None
+        if exs and len(exs) != len(xs):
+            raise ConfigError(
+                "The 'members' parameter of fit_population must give train_eval to every "
+                "member or to none. Got it for some."
+            )
+        # the rows each epoch's train metrics are measured on (all, or a sample), and the
+        # validation inputs, side by side in one tensor evaluated in one pass; without a
+        # sample X and VX are views of it
+        curve = exs or xs
+        self.n_eval = curve[0].shape[0]
+        parts = [torch.stack(curve), *([torch.stack(vxs)] if vxs else [])]
+        self.EX = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).to(dev)
+        self.X = self.EX[:, : self.n] if not exs else torch.stack(xs).to(dev)
+        self.VX = self.EX[:, self.n_eval :] if vxs else None
         self.Y = torch.stack(ys).to(dev)
+        self.EY = self.Y if not exs else torch.stack(eys).to(dev)
         self.VY = torch.stack(vys).to(dev) if vys else None
         self.slot_shapes = slot_shapes(self.base, self.slot_names, self.X[0, :1])
         self.ones: dict[tuple, torch.Tensor] = {}
@@ -342,18 +354,19 @@ class Population:
     # ----------------------------------------------------------------- epochs
     @torch.inference_mode()
     def _evaluate(self) -> tuple[list[dict[str, float]], list[dict[str, float]] | None]:
-        """Each alive member's metrics on its training and validation sets, in one batched
-        pass without autograd over both (in chunks of 1024 samples)."""
+        """Each alive member's metrics on its training set (or its ``train_eval`` sample) and
+        validation set, in one batched pass without autograd over both (in chunks of 1024
+        samples)."""
         rows = self.data_rows
         self.model.eval()
         X = self.EX
         outs = [self._forward(X[rows, i : i + 1024], {}) for i in range(0, X.shape[1], 1024)]
         self.model.train()
         out = torch.cat(outs, 1)
-        train = self._metrics(out[:, : self.n], self.Y[rows])
+        train = self._metrics(out[:, : self.n_eval], self.EY[rows])
         if self.VY is None:
             return train, None
-        return train, self._metrics(out[:, self.n :], self.VY[rows])
+        return train, self._metrics(out[:, self.n_eval :], self.VY[rows])
 
     def _metrics(self, out: torch.Tensor, y: torch.Tensor) -> list[dict[str, float]]:
         n = out.shape[1]

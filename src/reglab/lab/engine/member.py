@@ -38,15 +38,18 @@ UNBATCHABLE = {
 
 @dataclass
 class Member:
-    """One member of a population: what ``fit(model, train, val, recipe=recipe, seed=seed)``
-    would take. ``train`` and ``val`` are ``(X, y)`` tensors with targets already prepared
-    (class indices, or ``(N, 1)`` floats for regression); members may share them."""
+    """One member of a population: what ``fit(model, train, val, recipe=recipe, seed=seed,
+    train_eval=train_eval)`` would take. ``train``, ``val`` and ``train_eval`` (the rows each
+    epoch's train metrics are measured on; None: all of ``train``) are ``(X, y)`` tensors with
+    targets already prepared (class indices, or ``(N, 1)`` floats for regression); members
+    may share them."""
 
     model: nn.Module
     recipe: Regularizer | None
     train: tuple[torch.Tensor, torch.Tensor]
     val: tuple[torch.Tensor, torch.Tensor] | None
     seed: int
+    train_eval: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def population_reason(model: nn.Module, recipe: Regularizer | None) -> str | None:

@@ -50,7 +50,8 @@ __all__ = ["Member", "fit_population", "population_reason"]
 def _signature(member: Member) -> tuple:
     params = tuple((n, tuple(p.shape), p.dtype) for n, p in member.model.named_parameters())
     val = None if member.val is None else len(member.val[0])
-    return params, len(member.train[0]), val
+    curve = None if member.train_eval is None else len(member.train_eval[0])
+    return params, len(member.train[0]), val, curve
 
 
 def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
@@ -171,6 +172,7 @@ def _alone(
         epochs=epochs,
         seed=member.seed,
         checkpoint=checkpoint,
+        train_eval=member.train_eval,
         **common,
     )
 

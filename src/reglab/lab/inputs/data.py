@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ...core import ConfigError, Interval, check_param, unknown_name
-from .dataset import TEST_FRACTION, VAL_FRACTION, Dataset, _noise, _split
+from . import dataset
+from .dataset import TEST_FRACTION, VAL_FRACTION, Dataset, _cut, _noise, _split
 from .errors import DataError
 from .images import ImageFolder
 from .tables import TABLE_SUFFIXES, read_table
@@ -393,10 +394,18 @@ def load_dataset(
     if isinstance(raw, _Streams):
         return streamed(name, raw, seed, train_size, label_noise, (val_fraction, test_fraction))
     tr, va, te = _split(raw.y, raw.task, seed, train_size, val_fraction, test_fraction)
+    notes: dict[str, Any] = {}
+    curve = None
+    if len(tr) > dataset.CURVE_ROWS:  # learning curves on a fixed sample; final figures on all
+        _, chosen = _cut(np.arange(len(tr)), dataset.CURVE_ROWS, raw.y[tr], raw.task, seed)
+        curve = torch.as_tensor(np.sort(chosen))
+        notes["curves"] = (
+            f"the learning curves measure the training split on a fixed stratified sample of "
+            f"{dataset.CURVE_ROWS:,} of its {len(tr):,} rows; the final figures use every row"
+        )
     xs, filled = _fill_missing(raw, [raw.x[i] for i in (tr, va, te)])
     _standardize(xs)
     ys = [raw.y[i].copy() for i in (tr, va, te)]
-    notes: dict[str, Any] = {}
     if filled is not None:
         notes["missing"] = filled
     num_classes = None
@@ -434,4 +443,5 @@ def load_dataset(
         notes,
         input_shape=tuple(shape),
         y_train_clean=clean if raw.task == "classification" and label_noise > 0 else None,
+        curve_index=curve,
     )

@@ -16,13 +16,16 @@ from ..studies.fields import SETTINGS
 from .errors import DataError
 from .streams import NoisyLabels, loader
 
-__all__ = ["TEST_FRACTION", "VAL_FRACTION", "Dataset"]
+__all__ = ["CURVE_ROWS", "TEST_FRACTION", "VAL_FRACTION", "Dataset"]
 
 TEST_FRACTION = SETTINGS["test_fraction"].default
 VAL_FRACTION = SETTINGS["val_fraction"].default
 
 #: Evaluation batch size of streaming data.
 STREAM_EVAL_BATCH = 256
+#: A training split larger than this has its per-epoch learning curves measured on a fixed
+#: stratified sample of this many rows (the final figures use every row).
+CURVE_ROWS = 10_000
 
 
 @dataclass
@@ -54,6 +57,16 @@ class Dataset:
     input_shape: tuple[int, ...] = ()
     #: the training labels before label noise (None when no label was made wrong)
     y_train_clean: torch.Tensor | None = None
+    #: the training rows each epoch's learning curve is measured on (a fixed sample of a
+    #: large in-memory training split, see :data:`CURVE_ROWS`); None: every row
+    curve_index: torch.Tensor | None = None
+
+    def curve(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ``(X, y)`` sample of the training split (its labels as trained on) that each
+        epoch's train metrics use, or None when they use every row."""
+        if self.curve_index is None or self.streams:
+            return None
+        return self.x_train[self.curve_index], self.y_train[self.curve_index]
 
     @property
     def noisy(self) -> bool:

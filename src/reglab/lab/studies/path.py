@@ -35,7 +35,15 @@ from .checkpoints import Checkpoints
 from .config import StudyConfig
 from .dimensions import Dimension, parse_dimension, with_values
 from .fields import PATH_SETTINGS
-from .seams import build, dataset_for, datasets_to_hand, fit_options, splits_for, start_worker
+from .seams import (
+    build,
+    curve_for,
+    dataset_for,
+    datasets_to_hand,
+    fit_options,
+    splits_for,
+    start_worker,
+)
 from .study import plan
 
 __all__ = ["PathConfig", "choose", "grid", "run_path"]
@@ -136,7 +144,7 @@ def _chain(payload: dict[str, Any], checkpoints: Checkpoints | None = None) -> l
             recipe=recipe,
             seed=seed,
             checkpoint=point,
-            **{**fit_options(settings, data), "epochs": epochs},
+            **{**fit_options(settings, data), **curve_for(data), "epochs": epochs},
         )
         row: dict[str, Any] = {
             "strength": value,

@@ -30,6 +30,7 @@ from .keys import TrialSettings
 __all__ = [
     "adopt_datasets",
     "build",
+    "curve_for",
     "dataset_for",
     "datasets_to_hand",
     "fit_options",
@@ -263,6 +264,17 @@ def splits_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> tuple[A
 
 
 def member_for(data: Dataset, model: torch.nn.Module, recipe: Any, seed: int) -> Member:
-    """A population member on ``data``'s training and validation splits."""
+    """A population member on ``data``'s training and validation splits (and the training
+    sample its learning curves use, for a large split)."""
     train = (data.x_train, prepare_targets(data.y_train, data.task))
-    return Member(model, recipe, train, (data.x_val, prepare_targets(data.y_val, data.task)), seed)
+    val = (data.x_val, prepare_targets(data.y_val, data.task))
+    sample = data.curve()
+    curve = None if sample is None else (sample[0], prepare_targets(sample[1], data.task))
+    return Member(model, recipe, train, val, seed, curve)
+
+
+def curve_for(data: Dataset) -> dict[str, Any]:
+    """The keyword argument of :func:`reglab.fit` that measures each epoch's train metrics
+    on ``data``'s fixed training sample (none for a split small enough to use whole)."""
+    sample = data.curve()
+    return {} if sample is None else {"train_eval": sample}

@@ -22,7 +22,7 @@ from ..reports.calibration import mc_rows, raw_weight_metrics, uncertainty_figur
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .keys import Trial
-from .seams import build, fit_options, member_for, splits_for
+from .seams import build, curve_for, fit_options, member_for, splits_for
 
 __all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
 
@@ -57,6 +57,7 @@ def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str,
                 seed=trial.seed,
                 checkpoint=None if checkpoints is None else checkpoints.trial(trial),
                 **fit_options(settings, data),
+                **curve_for(data),
             )
         # the figures outside deterministic mode: on CUDA it refuses the weighted bincount of
         # the calibration and the histc of the weight histograms

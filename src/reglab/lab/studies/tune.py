@@ -47,7 +47,7 @@ from .optuna_storage import (
     store_outcome,
 )
 from .retrying import Unreachable
-from .seams import build, fit_options, member_for, splits_for
+from .seams import build, curve_for, fit_options, member_for, splits_for
 from .store import safe_name, write_atomic
 from .study import plan
 from .trial import error_line
@@ -246,6 +246,7 @@ def evaluate_trial(trial: Any, payload: dict[str, Any], reports: Reports | None 
             on_epoch=report,
             checkpoint=_checkpoint([trial], payload),
             **fit_options(settings, data),
+            **curve_for(data),
         )
     except optuna.TrialPruned:
         return PRUNED

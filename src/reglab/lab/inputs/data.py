@@ -28,7 +28,7 @@ from . import dataset
 from .dataset import TEST_FRACTION, VAL_FRACTION, Dataset, _cut, _noise, _split
 from .errors import DataError
 from .images import ImageFolder
-from .tables import TABLE_SUFFIXES, read_table
+from .tables import TABLE_SUFFIXES, number, read_table
 from .user import is_reference
 from .user_data import _Streams, function_data, streamed
 
@@ -101,20 +101,13 @@ def _builtin(name: str) -> _Raw:
     return _Raw(bunch.data.astype(np.float64), bunch.target, task, names, image)
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _encode_target(values: Any, where: str) -> tuple[np.ndarray, str]:
     """Integer-like targets with few values, or any non-numeric targets: classes 0..K-1."""
     arr: np.ndarray | None = None
     if isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.number):
         arr = values.astype(np.float64)  # a table's numeric column: no loop over its rows
     else:
-        numbers = [_number(v) if isinstance(v, str) else float(v) for v in values]
+        numbers = [number(v) if isinstance(v, str) else float(v) for v in values]
         if all(v is not None for v in numbers):
             arr = np.asarray(numbers, dtype=np.float64)
     if arr is not None:

@@ -67,7 +67,7 @@ def _batches(path: Path, columns: list[str]) -> tuple[Any, int]:
             groups = [_RowGroup(file, i) for i in range(file.metadata.num_row_groups)]
             return groups, file.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{path} cannot be read as a Parquet table: {_first(exc)}.") from None
+            raise _parquet_error(path, exc) from None
     lines = 1
     with path.open("rb") as handle:
         while chunk := handle.read(BLOCK):
@@ -126,6 +126,10 @@ def _csv_error(path: Path, exc: BaseException) -> DataError:
     return DataError(f"{path} cannot be read as a CSV table: {text}.")
 
 
+def _parquet_error(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{path} cannot be read as a Parquet table: {_first(exc)}.")
+
+
 def _first(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
@@ -141,17 +145,14 @@ def _header(path: Path) -> list[str]:
         try:
             return list(pq.read_schema(path).names)
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{path} cannot be read as a Parquet table: {_first(exc)}.") from None
+            raise _parquet_error(path, exc) from None
     import pyarrow.csv as pacsv
 
     try:
         with pacsv.open_csv(path) as reader:
             return list(reader.schema.names)
     except pa.ArrowInvalid as exc:
-        text = _first(exc)
-        if "Empty CSV file" in text:
-            raise DataError(f"{path} has no data rows below its header.") from None
-        raise DataError(f"{path} cannot be read as a CSV table: {text}.") from None
+        raise _csv_error(path, exc) from None
 
 
 def read_table(
@@ -323,10 +324,7 @@ def _assemble(read: _Read, plans: dict[str, Any], inputs: list[str]) -> tuple[np
         if name in plans:
             plan = plans[name]
             column = pa.chunked_array(read.text[name])
-            if plan.categories is None:  # numbers written as text
-                _fill(x[:, at : at + 1], column, None)
-            else:
-                _fill(x[:, at : at + len(plan.names)], column, plan.categories)
+            _fill(x[:, at : at + len(plan.names)], column, plan.categories)
             names += plan.names
         else:
             x[:, at] = read.numbers[:, read.numeric.index(name)]
@@ -362,43 +360,36 @@ class _Plan(NamedTuple):
 
 
 def _plan(path: Path, name: str, column: Any) -> _Plan:
-    """What a column becomes, and how many of its values are missing."""
+    """What a text column (see :func:`_kind`) becomes, and how many of its values are
+    missing."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        absent = pc.is_null(column, nan_is_null=pa.types.is_floating(kind))
-        return _Plan([name], int(pc.sum(absent).as_py() or 0), None)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        plain = column.cast(kind) if kind != column.type else column
-        values = sorted(pc.unique(plain).drop_null().to_pylist())
-        words = [v for v in values if not _is_number(v)]
-        if not words:  # numbers written as text (a Parquet string column): read as numbers
-            return _Plan([name], column.null_count, None)
-        if len(words) < len(values) / 2:  # numbers, with a few cells that are not
-            first = int(pc.index(plain, words[0]).as_py())
-            raise DataError(
-                f"Column {name!r} of {path} must hold numbers; row {first + 2} has {words[0]!r}."
-            )
-        if len(values) > MAX_CATEGORIES:
-            raise DataError(
-                f"Column {name!r} of {path} has {len(values):,} distinct text values: too many "
-                f"to one-hot encode (at most {MAX_CATEGORIES}); leave it out with --features."
-            )
-        return _Plan([f"{name}={v}" for v in values], column.null_count, values)
-    raise DataError(
-        f"Column {name!r} of {path} holds {kind}; the lab reads numbers, true/false and text "
-        "categories: convert it, or leave it out with --features."
-    )
+    plain = column.cast(kind) if kind != column.type else column
+    values = sorted(pc.unique(plain).drop_null().to_pylist())
+    words = [v for v in values if number(v) is None]
+    if not words:  # numbers written as text (a Parquet string column): read as numbers
+        return _Plan([name], column.null_count, None)
+    if len(words) < len(values) / 2:  # numbers, with a few cells that are not
+        first = int(pc.index(plain, words[0]).as_py())
+        raise DataError(
+            f"Column {name!r} of {path} must hold numbers; row {first + 2} has {words[0]!r}."
+        )
+    if len(values) > MAX_CATEGORIES:
+        raise DataError(
+            f"Column {name!r} of {path} has {len(values):,} distinct text values: too many "
+            f"to one-hot encode (at most {MAX_CATEGORIES}); leave it out with --features."
+        )
+    return _Plan([f"{name}={v}" for v in values], column.null_count, values)
 
 
-def _is_number(text: str) -> bool:
+def number(text: str) -> float | None:
+    """``text`` as a number, or None when it is not one."""
     try:
-        float(text)
+        return float(text)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _fill(out: np.ndarray, column: Any, categories: list[str] | None) -> None:

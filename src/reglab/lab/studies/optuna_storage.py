@@ -203,7 +203,8 @@ def claim(study: Any) -> Any:
 def fail_stale(study: Any) -> None:
     """Fail the running trials whose heartbeat stopped (a dead worker's, on any machine) and
     re-queue each: Optuna's ``fail_stale_trials``, which reglab calls on purpose, without its
-    warning that the feature is experimental."""
+    warning that the feature is experimental. A storage without heartbeats (the journal file)
+    is left as it is."""
     import optuna
 
     with warnings.catch_warnings():

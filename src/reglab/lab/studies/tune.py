@@ -312,15 +312,13 @@ def _work(payload: dict[str, Any]) -> None:
         sampler=optuna.samplers.TPESampler(),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=5),
     )
-    heartbeat = hasattr(storage, "record_heartbeat")
     beats = Heartbeats(storage)
     adopted = [[adopt(study, i) for i in group] for group in payload.get("adopt", [])]
     for group in adopted:  # never failed as stale while they wait their turn here
         beats.start(group)
     try:
         while not stop_requested():
-            if heartbeat:  # other workers' stale trials; this worker's all beat
-                fail_stale(study)
+            fail_stale(study)  # other workers' stale trials (this worker's all beat)
             if adopted:
                 trials = adopted.pop(0)
             else:

@@ -24,8 +24,22 @@ class StopAt(reglab.Regularizer):
         return metrics["epoch"] >= self.epoch
 
 
+def _record_reductions(devices: list[str]) -> None:
+    """Note the device of every tensor fit reduces across ranks (the stop flag, the metrics):
+    under NCCL a CPU tensor raises, so each must be on the model's device."""
+    real = dist.all_reduce
+
+    def all_reduce(tensor, *args, **kwargs):
+        devices.append(str(tensor.device))
+        return real(tensor, *args, **kwargs)
+
+    dist.all_reduce = all_reduce
+
+
 def main() -> None:
     out = Path(sys.argv[1])
+    reduced_on: list[str] = []
+    _record_reductions(reduced_on)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
@@ -40,6 +54,11 @@ def main() -> None:
         reglab.ClipGradNorm(1.0),
         reglab.EarlyStopping("val_loss", patience=50),
         StopAt(4 if rank == 0 else 9),
+    )
+    asked: list[str] = []
+    real_agree = reglab.train.agree_to_stop
+    reglab.train.agree_to_stop = lambda stop, device=None: (
+        asked.append(str(device)) or real_agree(stop, device)
     )
     history = reglab.fit(
         model,
@@ -59,6 +78,9 @@ def main() -> None:
                 "val_loss": history["val_loss"],
                 "objective": history["objective"],
                 "dropout_seed": dropout.inserted[0].generator.initial_seed(),
+                "model_device": str(next(history.model.parameters()).device),
+                "stop_flag_devices": asked,
+                "reduced_on": sorted(set(reduced_on)),
             }
         )
     )

@@ -32,6 +32,10 @@ def test_ranks_stop_together_with_identical_weights(tmp_path):
     # metrics agree across ranks, so early stopping keeps (and restores) the same best epoch
     assert ranks[0]["val_loss"] == ranks[1]["val_loss"]
     assert ranks[0]["objective"] == ranks[1]["objective"]
+    # the stop flag is reduced on the model's device (NCCL refuses a CPU tensor), every epoch
+    for rank in ranks:
+        assert rank["stop_flag_devices"] == [rank["model_device"]] * 4
+        assert rank["reduced_on"] == [rank["model_device"]]
     # dropout masks come from a different generator on each rank
     assert ranks[0]["dropout_seed"] != ranks[1]["dropout_seed"]
     weights = [torch.load(tmp_path / f"weights{r}.pt", weights_only=True) for r in (0, 1)]

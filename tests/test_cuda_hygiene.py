@@ -342,8 +342,9 @@ def test_the_memory_estimate_holds_a_measured_population(recipe):
     is at least what the population held at its peak, and at most 2.5 times it. Measured
     here: 1.4x with EMA and early stopping (7.6 copies of the parameters held), 1.8x with L2
     (6.0)."""
+    script = Path(__file__).with_name("population_memory.py")
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("population_memory.py")), recipe, "4", "1024"],
+        [sys.executable, str(script), recipe, "4", "1024"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .data import Data, Inputs, _as_pair, _loader_generators, infer_task, prepar
 from .devices import autocast, check_precision, model_device, resolve_device
 from .distributed import agree_to_stop, mean_across_ranks, rank_and_world, wrap
 from .loop import close_epoch, resume
+from .tensorboard import EpochWriter
 
 __all__ = ["OPTIMIZERS", "History", "evaluate", "fit", "infer_task", "prepare_targets"]
 
@@ -191,6 +193,7 @@ def fit(
     precision: str = "32",
     checkpoint: Checkpoint | None = None,
     train_eval: Data | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
 ) -> History:
     """Train ``model`` under ``recipe``, calling its hooks in the order of DESIGN.md.
 
@@ -238,6 +241,11 @@ def fit(
         train_eval: the data each epoch's ``train_*`` metrics are measured on, as ``train``
             is given (default: ``train`` itself). A fixed sample of a large training set keeps
             the learning curves cheap; evaluate the final model on every row yourself.
+        log_dir: a folder to write each epoch's record to as TensorBoard scalars
+            (:class:`reglab.tensorboard.EpochWriter`: ``train/loss``, ``val/accuracy``,
+            ``fit/penalty``, ``fit/lr``, ``fit/clip_fraction``, ...; needs
+            ``reglab[tensorboard]``). A resumed run continues the folder without repeating a
+            step. Under torch.distributed only rank 0 writes.
 
     Returns:
         A :class:`History`. A non-finite training loss or metric, or a loss above
@@ -287,22 +295,30 @@ def fit(
     step = _Step(wrap(model), opt, recipe, autocast(device, precision))  # one autocast context
 
     agree = functools.partial(agree_to_stop, device=device)  # the stop, reduced over ranks
-    for epoch in range(first, epochs + 1):
-        started = time.perf_counter()
-        objective = step.epoch(model, data, device)
-        record = _measure(model, data, curve, epoch, objective)
-        seconds = time.perf_counter() - started
-        lr_now = float(opt.param_groups[0]["lr"])
-        ended = close_epoch(
-            history, record, recipe, lr=lr_now, seconds=seconds,
-            divergence_threshold=divergence_threshold, on_record=on_epoch, agree=agree,
-        )  # fmt: skip
-        if history.status != "diverged":
-            history.seconds += seconds
-        if ended:
-            break
-        if checkpoint is not None and epoch < epochs:
-            checkpoint.update("fit", lambda epoch=epoch: saving.state(epoch))
+    board = None
+    if log_dir is not None and rank_and_world()[0] == 0:
+        board = EpochWriter(log_dir)
+        on_epoch = _then(board.write, on_epoch)  # written before a callback that may raise
+    try:
+        for epoch in range(first, epochs + 1):
+            started = time.perf_counter()
+            objective = step.epoch(model, data, device)
+            record = _measure(model, data, curve, epoch, objective)
+            seconds = time.perf_counter() - started
+            lr_now = float(opt.param_groups[0]["lr"])
+            ended = close_epoch(
+                history, record, recipe, lr=lr_now, seconds=seconds,
+                divergence_threshold=divergence_threshold, on_record=on_epoch, agree=agree,
+            )  # fmt: skip
+            if history.status != "diverged":
+                history.seconds += seconds
+            if ended:
+                break
+            if checkpoint is not None and epoch < epochs:
+                checkpoint.update("fit", lambda epoch=epoch: saving.state(epoch))
+    finally:
+        if board is not None:
+            board.close()
     if history.status == "completed":
         history.message = f"ran all {epochs} epochs"
     recipe.on_fit_end()
@@ -310,6 +326,21 @@ def fit(
     if checkpoint is not None:
         checkpoint.finished()
     return history
+
+
+def _then(
+    first: Callable[[Mapping[str, float]], None],
+    second: Callable[[Mapping[str, float]], None] | None,
+) -> Callable[[Mapping[str, float]], None]:
+    """A callback that calls ``first``, then ``second`` (when given)."""
+    if second is None:
+        return first
+
+    def both(record: Mapping[str, float]) -> None:
+        first(record)
+        second(record)
+
+    return both
 
 
 @dataclass

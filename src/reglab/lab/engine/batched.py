@@ -34,6 +34,7 @@ from ...core import ConfigError
 from ...devices import autocast
 from ...drop import dropout_factors_
 from ...loop import close_epoch, resume
+from ...tensorboard import EpochWriter
 from ...train import OPTIMIZERS, History
 from .kernels import Kernels, _runs, split_kernels
 from .member import noise_layers
@@ -59,6 +60,8 @@ class Population:
         self.device = torch.device(settings.get("device") or "cpu")
         self.amp = autocast(self.device, settings.get("precision", "32"))  # entered every step
         self.alive = list(range(len(members)))
+        # each member's TensorBoard scalars, when it has a log_dir (as fit writes them)
+        self.boards = {k: EpochWriter(m.log_dir) for k, m in enumerate(members) if m.log_dir}
         self.rows = list(self.alive)  # the members whose parameters are rows of P, in order
         self._build_base()
         self._stack()
@@ -391,6 +394,21 @@ class Population:
         on_done: Callable[[int, History], None],
         checkpoint: Checkpoint | None = None,
     ) -> None:
+        """Train every member up to ``epochs``, handing each to ``on_done`` as it finishes;
+        with ``checkpoint``, resume from it and save to it at epoch ends."""
+        try:
+            self._run(epochs, on_epoch, on_done, checkpoint)
+        finally:
+            for board in self.boards.values():
+                board.close()
+
+    def _run(
+        self,
+        epochs: int,
+        on_epoch: Callable[[int, int], None] | None,
+        on_done: Callable[[int, History], None],
+        checkpoint: Checkpoint | None,
+    ) -> None:
         for m in self.members:
             m.model.train()
         self.model.train()
@@ -475,8 +493,10 @@ class Population:
         """Close one member's epoch as fit does; True when the member has finished."""
         member, history = self.members[k], self._history(k)
         lr, threshold = self.lr, self.threshold
+        board = self.boards.get(k)
         if close_epoch(history, record, member.recipe, lr=lr, seconds=seconds,
-                       divergence_threshold=threshold):  # fmt: skip
+                       divergence_threshold=threshold,
+                       on_record=None if board is None else board.write):  # fmt: skip
             return True
         if self.should_stop is not None and self.should_stop(k, record):
             history.status = "stopped_early"
@@ -500,6 +520,9 @@ class Population:
         if message and history.status == "completed":
             history.message = message
         member.recipe.on_fit_end()
+        board = self.boards.pop(k, None)
+        if board is not None:
+            board.close()
         for p in member.model.parameters():
             p.data = p.data.clone(memory_format=torch.contiguous_format)
             p.grad = None

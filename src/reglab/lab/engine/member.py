@@ -42,7 +42,8 @@ class Member:
     train_eval=train_eval)`` would take. ``train``, ``val`` and ``train_eval`` (the rows each
     epoch's train metrics are measured on; None: all of ``train``) are ``(X, y)`` tensors with
     targets already prepared (class indices, or ``(N, 1)`` floats for regression); members
-    may share them."""
+    may share them. ``log_dir``: a folder for this member's TensorBoard scalars, as ``fit``'s
+    (None: none)."""
 
     model: nn.Module
     recipe: Regularizer | None
@@ -50,6 +51,7 @@ class Member:
     val: tuple[torch.Tensor, torch.Tensor] | None
     seed: int
     train_eval: tuple[torch.Tensor, torch.Tensor] | None = None
+    log_dir: str | None = None
 
 
 def population_reason(model: nn.Module, recipe: Regularizer | None) -> str | None:

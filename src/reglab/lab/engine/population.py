@@ -173,6 +173,7 @@ def _alone(
         seed=member.seed,
         checkpoint=checkpoint,
         train_eval=member.train_eval,
+        log_dir=member.log_dir,
         **common,
     )
 

@@ -18,6 +18,7 @@ from ..inputs.user import in_process
 from ..reports.html import features_summary
 from ..reports.results import rich_tables
 from ..reports.verdict import Verdict
+from .seams import board_line
 from .study import StudyRun
 
 __all__ = ["StudyProgress", "print_interrupted", "print_notes", "print_results", "shared_note"]
@@ -167,6 +168,8 @@ def print_results(
     for line in found.answer:
         console.print(line, style="bold", highlight=False)
     console.print(f"Details: {paths['report.html']}", highlight=False)
+    if (line := board_line(run.out, run.config.tensorboard)) is not None:
+        console.print(line, highlight=False)
 
 
 def _describe(run: StudyRun, width: int = 100) -> str:

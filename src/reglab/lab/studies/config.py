@@ -65,7 +65,9 @@ class StudyConfig:
     (Benjamini-Hochberg, the default) or ``"holm"`` (see
     :mod:`reglab.lab.reports.decisions`). ``checkpoint_every`` is the
     seconds between two checkpoints of a running trial or population (0: every epoch); it does
-    not change any number, so it is not part of a trial's configuration.
+    not change any number, so it is not part of a trial's configuration. ``tensorboard``
+    writes each trial's epochs as a TensorBoard run under ``<out>/tensorboard/`` (not part of
+    a trial's configuration either).
 
     Raises:
         ConfigError: for any value outside its constraint (checked at construction).
@@ -106,6 +108,7 @@ class StudyConfig:
     precision: str = _default("precision")
     deterministic: bool = _default("deterministic")
     checkpoint_every: float = _default("checkpoint_every")
+    tensorboard: bool = _default("tensorboard")
 
     CONSTRAINTS = {
         "data": Predicate(
@@ -177,6 +180,7 @@ class StudyConfig:
         "precision": Choice("32", "bf16"),
         "deterministic": Predicate(lambda v: isinstance(v, bool), "a bool"),
         "checkpoint_every": Interval(float, 0, None),
+        "tensorboard": Predicate(lambda v: isinstance(v, bool), "a bool"),
     }
 
     @property

@@ -179,6 +179,12 @@ SETTINGS: dict[str, Setting] = {
         "epoch); a rerun resumes from them.",
         float,
     ),
+    "tensorboard": Setting(
+        False,
+        "Write each trial's epochs as a TensorBoard run under OUT/tensorboard/ (recipe/seed-N; "
+        "needs reglab[tensorboard]): tensorboard --logdir OUT/tensorboard.",
+        bool,
+    ),
 }
 
 #: The settings only ``reglab compare`` has options for (``tune`` and ``path`` run one recipe

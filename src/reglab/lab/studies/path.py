@@ -36,6 +36,7 @@ from .config import StudyConfig
 from .dimensions import Dimension, parse_dimension, with_values
 from .fields import PATH_SETTINGS
 from .seams import (
+    board_for,
     build,
     curve_for,
     dataset_for,
@@ -145,6 +146,7 @@ def _chain(payload: dict[str, Any], checkpoints: Checkpoints | None = None) -> l
             seed=seed,
             checkpoint=point,
             **{**fit_options(settings, data), **curve_for(data), "epochs": epochs},
+            **board_for(settings, payload["recipe"], f"{dim.name}={value:.4g}", f"seed-{seed}"),
         )
         row: dict[str, Any] = {
             "strength": value,
@@ -219,7 +221,7 @@ def run_path(
     study = dataclasses.replace(
         config.study, recipes={config.recipe: config.spec}, seeds=config.seeds
     )
-    task, settings, *_ = plan(study)
+    task, settings, *_ = plan(study, out)
     values = grid(config.dim, config.points)
     payloads = [
         {
@@ -230,6 +232,7 @@ def run_path(
             "grid": values,
             "warm": config.warm,
             "later_epochs": config.later_epochs,
+            "recipe": config.recipe,  # names its TensorBoard runs
         }
         for seed in range(config.seeds)
     ]

@@ -18,6 +18,7 @@ from rich.table import Table
 from ..reports.html import counting, html_page, image_html
 from ..reports.results import to_csv
 from .path import PathConfig, PathRun, run_path
+from .seams import board_line
 
 __all__ = ["path", "plot_path", "write_path_outputs"]
 
@@ -134,4 +135,6 @@ def path(config: PathConfig, out: str | Path, workers: int, console: Console) ->
     console.print(table)
     paths = write_path_outputs(run, out)
     console.print(f"Wrote {', '.join(paths)} to {out} in {run.seconds:.1f} s.")
+    if (line := board_line(out, config.study.tensorboard)) is not None:
+        console.print(line, highlight=False)
     return run

@@ -9,13 +9,16 @@ carries, :func:`fit_options` and :func:`splits_for` into what :func:`reglab.fit`
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...core import Chain
 from ...devices import check_precision, prepare_deterministic_cublas, resolve_device
+from ...tensorboard import summary_writer
 from ...train import prepare_targets
 from ..engine.device import device_for, stored_device
 from ..engine.population import Member
@@ -29,6 +32,8 @@ from .keys import TrialSettings
 
 __all__ = [
     "adopt_datasets",
+    "board_for",
+    "board_line",
     "build",
     "curve_for",
     "dataset_for",
@@ -42,10 +47,14 @@ __all__ = [
 ]
 
 
-def trial_settings(config: StudyConfig, task: str) -> TrialSettings:
+def trial_settings(
+    config: StudyConfig, task: str, out: str | os.PathLike[str] | None = None
+) -> TrialSettings:
     """The settings of ``config`` that shape every trial, with defaults made concrete (the
     device resolved: ``'auto'`` becomes what this machine has), in the one form trials carry
-    them (:class:`~reglab.lab.studies.keys.TrialSettings`)."""
+    them (:class:`~reglab.lab.studies.keys.TrialSettings`). With ``config.tensorboard`` and
+    an output folder ``out``, ``tensorboard`` is the absolute folder of the study's
+    TensorBoard runs (``<out>/tensorboard``; see :func:`board_for`)."""
     noise = config.label_noise
     if noise is None:
         builtin = config.data in BUILTIN_DATASETS
@@ -80,8 +89,46 @@ def trial_settings(config: StudyConfig, task: str) -> TrialSettings:
             # of every study that does not use them stay as they were
             **({"features": list(config.features)} if config.features is not None else {}),
             **({"missing": config.missing} if config.missing != "error" else {}),
+            **_board_root(config, out),
         }
     )
+
+
+def _board_root(config: StudyConfig, out: str | os.PathLike[str] | None) -> dict[str, str]:
+    if not config.tensorboard or out is None:
+        return {}
+    summary_writer("compare", "tensorboard")  # the package is there, or one ConfigError
+    return {"tensorboard": str((Path(out) / "tensorboard").resolve())}
+
+
+def board_for(settings: Mapping[str, Any], *run: str) -> dict[str, Any]:
+    """The keyword argument of :func:`reglab.fit` (or field of a population
+    :class:`~reglab.lab.engine.member.Member`) that writes a trial's epochs as the
+    TensorBoard run ``run`` (e.g. ``("l2", "seed-0")``) under the study's folder; none when
+    the study writes no TensorBoard runs.
+
+    Example:
+        >>> board_for(settings, "l2", "seed-0")
+        {'log_dir': '/home/me/runs/compare/tensorboard/l2/seed-0'}
+    """
+    root = settings.get("tensorboard")
+    if not root:
+        return {}
+    return {"log_dir": os.path.join(root, *(_run_part(part) for part in run))}
+
+
+def board_line(out: str | os.PathLike[str], enabled: bool) -> str | None:
+    """The console's line on a study's TensorBoard runs (None when it wrote none)."""
+    folder = Path(out) / "tensorboard"
+    if not enabled or not folder.is_dir():
+        return None
+    return f"Curves of every trial: tensorboard --logdir {folder}"
+
+
+def _run_part(name: str) -> str:
+    """``name`` as one folder of a run's path: letters, digits and ``-_.=+`` kept."""
+    kept = "".join(c if c.isalnum() or c in "-_.=+" else "_" for c in name)
+    return kept if kept.strip(".") else kept.replace(".", "_")
 
 
 @functools.lru_cache(maxsize=16)
@@ -263,14 +310,17 @@ def splits_for(settings: Mapping[str, Any], data: Dataset, seed: int) -> tuple[A
     return train, data.source("val", num_workers=workers, pin_memory=pin)
 
 
-def member_for(data: Dataset, model: torch.nn.Module, recipe: Any, seed: int) -> Member:
+def member_for(
+    data: Dataset, model: torch.nn.Module, recipe: Any, seed: int, log_dir: str | None = None
+) -> Member:
     """A population member on ``data``'s training and validation splits (and the training
-    sample its learning curves use, for a large split)."""
+    sample its learning curves use, for a large split), writing its epochs to ``log_dir``
+    (:func:`board_for`) when given."""
     train = (data.x_train, prepare_targets(data.y_train, data.task))
     val = (data.x_val, prepare_targets(data.y_val, data.task))
     sample = data.curve()
     curve = None if sample is None else (sample[0], prepare_targets(sample[1], data.task))
-    return Member(model, recipe, train, val, seed, curve)
+    return Member(model, recipe, train, val, seed, curve, log_dir)
 
 
 def curve_for(data: Dataset) -> dict[str, Any]:

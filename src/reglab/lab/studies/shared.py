@@ -168,7 +168,7 @@ def run_shared(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = dataclasses.replace(config, engine="sequential")
-    task, settings, recipes, trials, n_train, _ = plan(config)
+    task, settings, recipes, trials, n_train, _ = plan(config, out)
     out = Path(out)
     trial_dir = check_folder(out, settings, overwrite)
     opened = open_storage(storage, out, owner="compare", retry=storage_retry, notify=notify)

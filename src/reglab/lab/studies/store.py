@@ -33,8 +33,9 @@ FORMAT = 1
 
 
 #: Settings a trial carries that do not change its numbers (a rerun with another value reuses
-#: the trial; :class:`~reglab.lab.studies.trial.Trial` leaves them out of its key too).
-NOT_IN_KEY = ("num_workers",)
+#: the trial; :class:`~reglab.lab.studies.trial.Trial` leaves them out of its key too):
+#: streaming data's loader workers, and the folder TensorBoard runs are written to.
+NOT_IN_KEY = ("num_workers", "tensorboard")
 
 
 def _manifest(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,20 +231,21 @@ def _preflight(
         ) from None
 
 
-def plan(
-    config: StudyConfig,
-) -> Plan:
+def plan(config: StudyConfig, out: str | os.PathLike[str] | None = None) -> Plan:
     """Check the whole study before any training: data, model (run on a batch, its output size
     checked), recipes (each applied to a real model and run through one batch, so a recipe that
     cannot apply, a bad selection or an unknown monitor fails now, in one line). Whether each
     recipe can be batched is decided here, once, and carried by its trials.
+
+    ``out`` is the study's output folder: with ``config.tensorboard`` its trials write their
+    TensorBoard runs under ``<out>/tensorboard``.
 
     Returns:
         A :class:`Plan`.
     """
     size = None if config.image_size is None else tuple(config.image_size)
     task = dataset_task(config.data, config.target, size, config.features, config.missing)
-    settings = trial_settings(config, task)
+    settings = trial_settings(config, task, out)
     data = dataset_for(settings, 0)
     recipes = resolve_recipes(config.recipes, task, images=data.image_shape is not None)
     batch = data.sample(4)  # read once: a streamed image folder decodes it
@@ -369,7 +371,7 @@ def run_study(
         seconds, and a rerun resumes them. On Ctrl-C every running trial saves at its next
         epoch end, the finished trials are kept, and ``interrupted`` is set.
     """
-    task, settings, recipes, trials, n_train, sequential = plan(config)
+    task, settings, recipes, trials, n_train, sequential = plan(config, out)
     out = Path(out)
     trial_dir = check_folder(out, settings, overwrite)
     done = _finished(trials, trial_dir)

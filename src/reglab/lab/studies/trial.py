@@ -22,9 +22,9 @@ from ..reports.calibration import mc_rows, raw_weight_metrics, uncertainty_figur
 from ..reports.inspect import model_figures
 from .checkpoints import Checkpoints
 from .keys import Trial
-from .seams import build, curve_for, fit_options, member_for, splits_for
+from .seams import board_for, build, curve_for, fit_options, member_for, splits_for
 
-__all__ = ["Trial", "error_line", "run_population", "run_trial", "trial_result"]
+__all__ = ["Trial", "error_line", "run_name", "run_population", "run_trial", "trial_result"]
 
 
 def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str, Any]:
@@ -58,6 +58,7 @@ def run_trial(trial: Trial, checkpoints: Checkpoints | None = None) -> dict[str,
                 checkpoint=None if checkpoints is None else checkpoints.trial(trial),
                 **fit_options(settings, data),
                 **curve_for(data),
+                **board_for(settings, *run_name(trial)),
             )
         # the figures outside deterministic mode: on CUDA it refuses the weighted bincount of
         # the calibration and the histc of the weight histograms
@@ -106,7 +107,9 @@ def _run_population(
         if data.streams or not trial.batched:  # decided once, when the study was planned
             results[i] = run_trial(trial, checkpoints)
             continue
-        members.append(member_for(data, model, recipe, trial.seed))
+        members.append(
+            member_for(data, model, recipe, trial.seed, **board_for(settings, *run_name(trial)))
+        )
         index.append(i)
         built.append((data, recipe))
     if not members:
@@ -145,6 +148,11 @@ def _run_population(
         # its own time: its share of each epoch it trained in, and its evaluation
         results[i]["seconds"] = history.seconds + time.perf_counter() - evaluated
     return results
+
+
+def run_name(trial: Trial) -> tuple[str, str]:
+    """A trial's TensorBoard run under the study's folder: ``(recipe, 'seed-N')``."""
+    return trial.recipe, f"seed-{trial.seed}"
 
 
 def _free_device_memory() -> None:

@@ -47,7 +47,7 @@ from .optuna_storage import (
     store_outcome,
 )
 from .retrying import Unreachable
-from .seams import build, curve_for, fit_options, member_for, splits_for
+from .seams import board_for, build, curve_for, fit_options, member_for, splits_for
 from .store import safe_name, write_atomic
 from .study import plan
 from .trial import error_line
@@ -247,10 +247,16 @@ def evaluate_trial(trial: Any, payload: dict[str, Any], reports: Reports | None 
             checkpoint=_checkpoint([trial], payload),
             **fit_options(settings, data),
             **curve_for(data),
+            **board_for(settings, *_run_name(trial, payload)),
         )
     except optuna.TrialPruned:
         return PRUNED
     return _outcome(history, data)
+
+
+def _run_name(trial: Any, payload: dict[str, Any]) -> tuple[str, str]:
+    """An Optuna trial's TensorBoard run: ``(study name, 'trial-N')``."""
+    return payload["name"], f"trial-{trial.number}"
 
 
 def _discard(checkpoint: Checkpoint | None) -> None:
@@ -265,7 +271,12 @@ def evaluate_population(
     the population at that epoch. Returns each trial's :class:`Outcome`."""
     settings = payload["settings"]
     built = [_build(t, payload) for t in trials]
-    members = [member_for(data, model, recipe, payload["seed"]) for data, model, recipe in built]
+    members = [
+        member_for(
+            data, model, recipe, payload["seed"], **board_for(settings, *_run_name(t, payload))
+        )
+        for t, (data, model, recipe) in zip(trials, built, strict=True)
+    ]
     pruned: set[int] = set()
 
     def should_stop(k: int, record: dict[str, float]) -> bool:
@@ -431,7 +442,7 @@ def run_tune(
     out = Path(out)
     study_config = dataclasses.replace(config.study, recipes={config.recipe: config.spec}, seeds=1)
     # checks data, model and the recipe before training; the reason it cannot be batched
-    _, settings, _, _, _, sequential = plan(study_config)
+    _, settings, _, _, _, sequential = plan(study_config, out)
     reason = sequential.get(config.recipe) if config.engine == "population" else None
     batched = config.engine == "population" and reason is None
     storage = open_storage(config.storage, out, retry=config.storage_retry, notify=notify)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..reports.html import counting, html_page, image_html
 from .optuna_storage import storage_note
+from .seams import board_line
 from .tune import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
 __all__ = ["plot_history", "tune", "write_tune_report"]
@@ -131,4 +132,6 @@ def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) ->
         for name, share in run.importances.items():
             console.print(f"importance of {name}: {share:.2f}")
     console.print(f"Wrote {', '.join(paths)} to {out}.")
+    if (line := board_line(out, config.study.tensorboard)) is not None:
+        console.print(line, highlight=False)
     return run

@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from reglab.lab.studies.dimensions import Dimension
-from reglab.lab.studies.path import choose, grid
+from reglab.lab.studies.path import PathConfig, PathRun, choose, edge_note, grid
 
 SMALL = ["--train-size", "60", "--batch-size", "16", "--workers", "1"]
 
@@ -30,6 +30,38 @@ def test_choose_picks_the_best_and_the_strongest_within_one_standard_error():
     assert choice["stats"][0.1] == pytest.approx((1.0, 0.05))
     rows[0]["val_loss"] = 1.2  # mean 1.15: outside, so the best is the choice
     assert choose(rows)["one_se"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("best", "one_se", "expected"),
+    [
+        (0.1, 0.1, "The best strength is the strongest tried (0.1): widen the range, the best "
+         "strength may lie beyond 0.1."),
+        (0.01, 0.1, "The one-standard-error choice is the strongest tried (0.1): widen the "
+         "range, the best strength may lie beyond 0.1."),
+        (1e-4, 1e-4, "The best strength is the weakest tried (0.0001): widen the range, the "
+         "best strength may lie below 0.0001."),
+        (1e-3, 1e-2, None),
+    ],
+)  # fmt: skip
+def test_edge_note_says_when_the_choice_is_an_end_of_the_grid(best, one_se, expected):
+    assert edge_note({"best": best, "one_se": one_se}, 0.1, 1e-4) == expected
+
+
+def test_path_report_says_to_widen_the_range_when_the_strongest_end_wins(tmp_path):
+    from reglab.lab.studies.path_report import write_path_outputs
+
+    config = PathConfig("l2", "strength=1e-4:1e-1", seeds=2, points=2)
+    rows = [
+        {"strength": s, "seed": seed, "val_loss": loss, "train_loss": loss, "zero_fraction": 0.0,
+         "weight_l2": 1.0}
+        for s, losses in ((0.1, (0.5, 0.6)), (1e-4, (0.9, 1.0)))
+        for seed, loss in enumerate(losses)
+    ]  # fmt: skip
+    run = PathRun(config, rows, choose(rows), 1.0)
+    assert run.edge is not None and run.edge.endswith("may lie beyond 0.1.")
+    report = write_path_outputs(run, tmp_path)["path_report.html"].read_text()
+    assert "widen the range, the best strength may lie beyond 0.1." in report
 
 
 def test_path_writes_csv_plot_report_and_warm_starts_help(tmp_path, cli):

@@ -85,7 +85,9 @@ def test_tune_beats_a_poor_strength_with_two_workers_and_no_trial_lost(tmp_path,
     assert study.best_value < poor - 0.3
     assert (out / "best.toml").is_file() and (out / "tune_report.html").is_file()
     report = (out / "tune_report.html").read_text()
-    assert "<h2>History</h2>" in report and "Parameter importances" in report
+    assert "<h2>History</h2>" in report and "Objective by parameter" in report
+    # one parameter searched: its importance is trivially 1.0, so none is shown
+    assert "Parameter importances" not in report and "importance of" not in stdout
     # rerunning continues the same study
     code, stdout, err = cli([*base, "--trials", "2"])
     assert code == 0, err
@@ -310,3 +312,44 @@ def test_tune_trials_that_raise_fail_with_their_error_once_and_exit_1(tmp_path, 
     rows = list(csv.DictReader((out / "tune_trials.csv").open()))
     assert [r["state"] for r in rows] == ["fail", "fail"]
     assert all(r["error"].startswith("ValueError: Expected more than 1 value") for r in rows)
+
+
+def _finished_run(params: list[str], values: dict[str, list[float]], tmp_path: Path):
+    """A TuneRun of trials made by hand (complete, and one pruned) on ``params``."""
+    from reglab.lab.studies.config import StudyConfig
+    from reglab.lab.studies.tune import TuneConfig, TuneRun
+
+    config = TuneConfig("elastic_net", params, StudyConfig(data="wine"))
+    dists = {
+        d.name: optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
+        for d in config.dims
+    }
+    trials = []
+    for n, losses in enumerate(zip(*values.values(), strict=True)):
+        point = dict(zip(list(values)[:-1], losses[:-1], strict=True))
+        state = TrialState.PRUNED if n == 0 else TrialState.COMPLETE
+        trial = optuna.trial.create_trial(
+            params=point, distributions={k: dists[k] for k in point},
+            value=None if n == 0 else losses[-1], state=state,
+            intermediate_values={1: 2.0, 2: losses[-1]},
+        )  # fmt: skip
+        trial.number = n
+        trials.append(trial)
+    best = min(trials[1:], key=lambda t: t.value)
+    return TuneRun(config.name, "x", trials, best, len(trials), 0, config)
+
+
+def test_tune_report_draws_the_objective_against_each_parameter(tmp_path):
+    from reglab.lab.studies.tune_report import write_tune_report
+
+    run = _finished_run(
+        ["strength=1e-4:1e-1", "l1_ratio=0.1:0.9:linear"],
+        {"strength": [1e-3, 1e-2, 5e-2], "l1_ratio": [0.2, 0.5, 0.8], "loss": [0, 0.4, 0.3]},
+        tmp_path,
+    )
+    run.importances = {"strength": 0.7, "l1_ratio": 0.3}
+    report = write_tune_report(run, tmp_path).read_text()
+    assert "Objective by parameter" in report and "Parameter importances" in report
+    assert (tmp_path / "plots" / "tune_slices.png").stat().st_size > 10_000
+    run.importances = {"strength": 1.0}  # one parameter: trivially all of it
+    assert "Parameter importances" not in write_tune_report(run, tmp_path).read_text()

@@ -47,7 +47,7 @@ from .seams import (
 )
 from .study import plan
 
-__all__ = ["PathConfig", "choose", "grid", "run_path"]
+__all__ = ["PathConfig", "PathRun", "choose", "edge_note", "grid", "run_path"]
 
 
 @dataclass
@@ -199,6 +199,37 @@ class PathRun:
     choice: dict[str, Any]
     seconds: float
     task: str = "classification"
+
+    @property
+    def edge(self) -> str | None:
+        """One line when the chosen strength (best or one-standard-error) is an end of the
+        grid, where a better one may lie outside it; None otherwise."""
+        return edge_note(self.choice, self.config.dim.high, self.config.dim.low)
+
+
+def edge_note(choice: dict[str, Any], strongest: float, weakest: float) -> str | None:
+    """:attr:`PathRun.edge` for a :func:`choose` result on a grid from ``strongest`` down to
+    ``weakest``.
+
+    Example:
+        >>> edge_note({"best": 0.1, "one_se": 0.1}, 0.1, 1e-4).endswith("may lie beyond 0.1.")
+        True
+    """
+    for key, what in (("best", "best strength"), ("one_se", "one-standard-error choice")):
+        value = choice.get(key)
+        if value is None:
+            continue
+        if math.isclose(value, strongest, rel_tol=1e-9):
+            return (
+                f"The {what} is the strongest tried ({strongest:g}): widen the range, the best "
+                f"strength may lie beyond {strongest:g}."
+            )
+        if math.isclose(value, weakest, rel_tol=1e-9):
+            return (
+                f"The {what} is the weakest tried ({weakest:g}): widen the range, the best "
+                f"strength may lie below {weakest:g}."
+            )
+    return None
 
 
 def run_path(

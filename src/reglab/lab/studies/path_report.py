@@ -105,6 +105,7 @@ def write_path_outputs(run: PathRun, out: Path) -> dict[str, Path]:
             if best is not None
             else "<p class='bad'>No point finished with a finite validation loss.</p>"
         )
+        + (f"<p class='bad'>{html.escape(run.edge)}</p>" if run.edge is not None else "")
         + f"{image_html(paths['path.png'])}<h2>Validation loss by strength</h2>"
         f"<table><tr><th>strength</th><th>mean</th><th>standard error</th></tr>{rows}</table>"
     )
@@ -133,6 +134,8 @@ def path(config: PathConfig, out: str | Path, workers: int, console: Console) ->
             f"{s:.4g}{mark}", f"{mean:.4f}", f"{se:.4f}", f"{t:.4f}", f"{z:.3f}", f"{w:.2f}"
         )
     console.print(table)
+    if run.edge is not None:
+        console.print(run.edge, style="yellow", highlight=False)
     paths = write_path_outputs(run, out)
     console.print(f"Wrote {', '.join(paths)} to {out} in {run.seconds:.1f} s.")
     if (line := board_line(out, config.study.tensorboard)) is not None:

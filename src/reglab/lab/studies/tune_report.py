@@ -18,7 +18,7 @@ from .optuna_storage import storage_note
 from .seams import board_line
 from .tune import TuneConfig, TuneRun, run_tune, write_tune_outputs
 
-__all__ = ["plot_history", "tune", "write_tune_report"]
+__all__ = ["plot_history", "plot_importances", "plot_slices", "tune", "write_tune_report"]
 
 
 def plot_history(run: TuneRun, path: Path) -> None:
@@ -46,6 +46,42 @@ def plot_history(run: TuneRun, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_slices(run: TuneRun, path: Path) -> bool:
+    """The objective (validation loss) against each searched parameter, one panel each, on
+    the parameter's own scale (log or linear); pruned trials as crosses at their last
+    reported value, the best trial circled. False (nothing written) when no trial has a value.
+    """
+    dims = run.config.dims
+    done = [t for t in run.trials if t.state.name == "COMPLETE"]
+    pruned = [t for t in run.trials if t.state.name == "PRUNED" and t.intermediate_values]
+    if not done and not pruned:
+        return False
+    fig, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.6), squeeze=False)
+    for ax, dim in zip(axes[0], dims, strict=True):
+        shown = [t for t in done if dim.name in t.params]
+        ax.scatter([t.params[dim.name] for t in shown], [t.value for t in shown], s=18,
+                   c=[t.number for t in shown], cmap="viridis", label="complete")  # fmt: skip
+        cut = [t for t in pruned if dim.name in t.params]
+        if cut:
+            last = [t.intermediate_values[max(t.intermediate_values)] for t in cut]
+            ax.scatter([t.params[dim.name] for t in cut], last, marker="x", c="grey",
+                       label="pruned (last value)")  # fmt: skip
+        if run.best is not None and dim.name in run.best.params:
+            ax.scatter([run.best.params[dim.name]], [run.best.value], s=120, facecolors="none",
+                       edgecolors="C3", linewidths=1.5, label="best")  # fmt: skip
+        if dim.log:
+            ax.set_xscale("log")
+        ax.set_xlim(dim.low, dim.high)
+        ax.set_xlabel(dim.name)
+        ax.set_ylabel("validation loss")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Objective by parameter: {run.name} (colour: trial number)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_importances(importances: dict[str, float], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 0.6 + 0.4 * len(importances)))
     names = list(importances)
@@ -58,7 +94,8 @@ def plot_importances(importances: dict[str, float], path: Path) -> None:
 
 
 def write_tune_report(run: TuneRun, out: Path) -> Path:
-    """``tune_report.html``: settings, the best trial, the history and the importances."""
+    """``tune_report.html``: settings, the best trial, the history, the objective against
+    each searched parameter and, when more than one was searched, their importances."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     plot_history(run, plots / "tune_history.png")
@@ -85,7 +122,13 @@ def write_tune_report(run: TuneRun, out: Path) -> Path:
             "<code>reglab compare --config best.toml</code> measures it over seeds.</p>"
         )
     parts.append(f"<h2>History</h2>{image_html(plots / 'tune_history.png')}")
-    if run.importances:
+    if plot_slices(run, plots / "tune_slices.png"):
+        parts.append(
+            "<h2>Objective by parameter</h2><p>Each trial's validation loss against the value "
+            "it tried; pruned trials at the last value they reported.</p>"
+            f"{image_html(plots / 'tune_slices.png')}"
+        )
+    if len(run.importances) > 1:  # one searched parameter explains everything: trivially 1.0
         plot_importances(run.importances, plots / "tune_importances.png")
         parts.append(
             "<h2>Parameter importances</h2><p>Optuna's fANOVA estimate of how much of the "
@@ -129,8 +172,9 @@ def tune(config: TuneConfig, out: str | Path, workers: int, console: Console) ->
             if isinstance(value, float):
                 table.add_row(key, f"{value:.4f}")
         console.print(table)
-        for name, share in run.importances.items():
-            console.print(f"importance of {name}: {share:.2f}")
+        if len(run.importances) > 1:
+            for name, share in run.importances.items():
+                console.print(f"importance of {name}: {share:.2f}")
     console.print(f"Wrote {', '.join(paths)} to {out}.")
     if (line := board_line(out, config.study.tensorboard)) is not None:
         console.print(line, highlight=False)

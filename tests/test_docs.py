@@ -22,4 +22,4 @@ def test_every_regularizer_docstring_states_its_formula_or_behaviour_and_an_exam
         if not cls.__module__.startswith("reglab.") or name == "Chain":
             continue
         doc = inspect.getdoc(cls)
-        assert "Example:" in doc and "Args:" in doc and "Raises:" in doc, name
+        assert "Examples:" in doc and "Args:" in doc and "Raises:" in doc, name

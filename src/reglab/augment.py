@@ -56,7 +56,7 @@ def gaussian_noise(
     Adding input noise is equivalent to Tikhonov regularization for small noise
     (Bishop 1995, https://doi.org/10.1162/neco.1995.7.1.108).
 
-    Example:
+    Examples:
         >>> gaussian_noise(torch.zeros(3), 0.1, torch.Generator().manual_seed(0))
     """
     noise = torch.randn(
@@ -100,7 +100,7 @@ def random_crop(
     One ``gather`` over the padded batch, no per-sample loop (measured 6x faster than advanced
     indexing, and as fast as kornia's RandomCrop).
 
-    Example:
+    Examples:
         >>> random_crop(torch.rand(8, 3, 32, 32), 4, torch.Generator().manual_seed(0)).shape
         torch.Size([8, 3, 32, 32])
     """
@@ -276,10 +276,16 @@ class ImageAugment(_ImageTransform):
 
     Args:
         crop_padding: pixels of zero padding before the crop, ``>= 0``.
-        hflip, vflip: flip probabilities in ``[0, 1]``; ``True`` means 1.0 (always flip),
+        hflip: horizontal flip probability in ``[0, 1]``; ``True`` means 1.0 (always flip),
             ``False`` 0.0.
-        degrees, translate, scale: affine ranges, ``>= 0`` (``translate`` and ``scale`` < 1).
-        brightness, contrast, saturation, hue: color jitter ranges, ``>= 0`` (hue <= 0.5).
+        vflip: vertical flip probability, as ``hflip``.
+        degrees: rotation range in degrees, ``>= 0``.
+        translate: translation range as a fraction of the size, in ``[0, 1)``.
+        scale: scaling range, in ``[0, 1)``.
+        brightness: color jitter range, ``>= 0``.
+        contrast: color jitter range, ``>= 0``.
+        saturation: color jitter range, ``>= 0``.
+        hue: color jitter range, in ``[0, 0.5]``.
         erase: random-erasing probability in ``[0, 1]``.
         image_shape: ``(C, H, W)`` when batches come as flat rows (the lab sets it).
 
@@ -287,7 +293,7 @@ class ImageAugment(_ImageTransform):
         ConfigError: for a value out of range; on the first batch, flat rows without
             ``image_shape`` or color jitter on images without 3 channels.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.ImageAugment(crop_padding=4, hflip=0.5, erase=0.25))
     """
 
@@ -363,7 +369,7 @@ class Cutout(_ImageTransform):
     Raises:
         ConfigError: for a size below 1.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.Cutout(8))
     """
 
@@ -391,7 +397,7 @@ class GaussianNoise(_Random):
     Raises:
         ConfigError: for a negative ``std``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.GaussianNoise(0.1, relative=True))
     """
 
@@ -445,7 +451,7 @@ class FeatureDropout(_Random):
     Raises:
         ConfigError: for ``p`` outside ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.FeatureDropout(0.1))
     """
 

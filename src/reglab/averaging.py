@@ -113,7 +113,7 @@ class EMA(_Averaging):
     Raises:
         ConfigError: for ``decay`` outside ``(0, 1)``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.L2(1e-4), reglab.EMA(0.99))
     """
 
@@ -162,7 +162,7 @@ class SWA(_Averaging):
     Raises:
         ConfigError: for ``start < 1``, ``lr <= 0`` or ``bn_samples < 1``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.SWA(start=50, lr=1e-3))
     """
 

@@ -139,7 +139,7 @@ class Checkpoint:
     Raises:
         ConfigError: for a negative ``every``.
 
-    Example:
+    Examples:
         >>> ckpt = reglab.Checkpoint("runs/a.pt", every=30)
         >>> history = reglab.fit(model, (X, y), epochs=500, checkpoint=ckpt)  # rerun to resume
     """

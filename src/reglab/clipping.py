@@ -20,7 +20,7 @@ def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
     """The L2 norm of each output unit (over every dimension but the first, kept for
     broadcasting); of the whole tensor for biases and other 1-D parameters (as timm's AGC).
 
-    Example:
+    Examples:
         >>> unitwise_norm(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
         tensor([[5.],
                 [1.]])
@@ -46,7 +46,7 @@ def adaptive_clip_grad_(
     Returns:
         A boolean scalar tensor: whether any unit was clipped.
 
-    Example:
+    Examples:
         >>> clipped = adaptive_clip_grad_(model.parameters(), 0.01)
     """
     clipped = None  # on the parameters' device: no host round trip
@@ -107,7 +107,7 @@ class ClipGradNorm(_Clip):
     Raises:
         ConfigError: for ``max_norm <= 0`` or ``norm_type <= 0``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.L2(1e-4), reglab.ClipGradNorm(1.0))
     """
 
@@ -141,7 +141,7 @@ class ClipGradValue(_Clip):
     Raises:
         ConfigError: for ``value <= 0``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.L2(1e-4), reglab.ClipGradValue(0.5))
     """
 
@@ -174,7 +174,7 @@ class AdaptiveClip(_Clip):
     Raises:
         ConfigError: for ``clip_factor <= 0`` or ``eps <= 0``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.AdaptiveClip(0.05))
     """
 

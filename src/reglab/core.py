@@ -77,7 +77,7 @@ class ElementwiseTerms:
     gradient; with ``proximal``, ``on_after_step`` soft-thresholds ``w`` by ``lr * l1``. A term
     that is None is absent; ``names`` are the selected parameters (known after ``attach``).
 
-    Example:
+    Examples:
         >>> reg = reglab.L1(1e-3); reg.attach(model, optimizer)
         >>> reg.elementwise_terms()
         ElementwiseTerms(names=('0.weight', ...), decay=None, l2=None, l1=0.001, proximal=True)
@@ -221,7 +221,7 @@ class Regularizer:
         """Whether this regularizer does something at ``hook`` (one of :data:`HOOKS`): its class
         overrides it; a chain asks its members.
 
-        Example:
+        Examples:
             >>> l2 = reglab.L2(1e-4)
             >>> l2.implements("on_after_backward"), l2.implements("on_batch")
             (True, False)
@@ -330,7 +330,7 @@ class Chain(Regularizer):
     def members_with(self, hook: str) -> list[Regularizer]:
         """The members that implement ``hook`` (one of :data:`HOOKS`), in chain order.
 
-        Example:
+        Examples:
             >>> reglab.chain(reglab.L2(1e-4), reglab.Mixup(0.2)).members_with("on_batch")
             [Mixup(alpha=0.2)]
         """
@@ -416,7 +416,7 @@ class Chain(Regularizer):
 def chain(*regularizers: Regularizer) -> Chain:
     """Compose regularizers into one, applied in the order given.
 
-    Example:
+    Examples:
         >>> recipe = chain(L2(1e-4), Dropout(0.3), ClipGradNorm(1.0), EarlyStopping(patience=5))
     """
     return Chain(*regularizers)

@@ -67,7 +67,7 @@ def prepare_targets(y: torch.Tensor, task: str) -> torch.Tensor:
     """Targets as ``fit``'s loss takes them: class indices as ``long`` for classification;
     floats ``(N, 1)`` (a column when ``y`` is 1-D) in the default dtype for regression.
 
-    Example:
+    Examples:
         >>> prepare_targets(torch.tensor([1.0, 2.0]), "regression").shape
         torch.Size([2, 1])
     """

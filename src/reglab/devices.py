@@ -55,7 +55,7 @@ def resolve_device(spec: str | torch.device | None, owner: str = "fit") -> torch
     Raises:
         ConfigError: for an unknown name, or a device this machine does not have.
 
-    Example:
+    Examples:
         >>> resolve_device("auto")
         device(type='cpu')
     """

@@ -85,7 +85,7 @@ def dropout_factors_(u: torch.Tensor, keep: float | torch.Tensor) -> torch.Tenso
     Returns:
         ``u``, now the factors.
 
-    Example:
+    Examples:
         >>> dropout_factors_(torch.tensor([0.1, 0.7]), 0.5)
         tensor([2., 0.])
     """
@@ -113,7 +113,7 @@ def dropout(
     Returns:
         A tensor shaped like ``x``.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> y = dropout(torch.ones(1000), 0.5, generator=g)  # zeros and twos, mean ~1
     """
@@ -147,7 +147,7 @@ def channel_dropout(
     Returns:
         A tensor shaped like ``x``; within a channel, every value is kept or dropped together.
 
-    Example:
+    Examples:
         >>> y = channel_dropout(torch.ones(8, 16, 4, 4), 0.25)
     """
     if _check_p("channel_dropout", p, allow_one=True) and training:
@@ -179,7 +179,7 @@ def gaussian_dropout(
     Returns:
         A tensor shaped like ``x``.
 
-    Example:
+    Examples:
         >>> y = gaussian_dropout(torch.ones(1000), 0.5)  # mean ~1, std ~1
     """
     _check_p("gaussian_dropout", p, allow_one=False)
@@ -213,7 +213,7 @@ def alpha_dropout(
     Returns:
         A tensor shaped like ``x``.
 
-    Example:
+    Examples:
         >>> y = alpha_dropout(torch.randn(1000), 0.1)  # mean ~0, std ~1
     """
     if _check_p("alpha_dropout", p, allow_one=True) and training:
@@ -247,7 +247,7 @@ def drop_connect(
     Returns:
         The masked weights, scaled by ``1/(1-p)``.
 
-    Example:
+    Examples:
         >>> w = drop_connect(torch.ones(4, 3), 0.5)
     """
     _check_p("drop_connect", p, allow_one=False)
@@ -276,7 +276,7 @@ def drop_path(
     Returns:
         A tensor shaped like ``x``; each sample kept or zeroed whole.
 
-    Example:
+    Examples:
         >>> y = drop_path(torch.ones(16, 8), 0.2)
     """
     if _check_p("drop_path", p, allow_one=True) and training:
@@ -332,7 +332,7 @@ def drop_block(
     Raises:
         ConfigError: for input that is not 4-D.
 
-    Example:
+    Examples:
         >>> y = drop_block(torch.ones(2, 4, 16, 16), 0.1, block_size=5)
     """
     _check_p("drop_block", p, allow_one=False)
@@ -380,7 +380,7 @@ class DropoutLayer(DropLayer):
     regularizer's ``attach`` does); when None, draws come from the global RNG like
     ``torch.nn.Dropout``.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), DropoutLayer(0.2), nn.Linear(8, 2))
     """
 
@@ -391,7 +391,7 @@ class DropoutLayer(DropLayer):
 class ChannelDropoutLayer(DropLayer):
     """A module around :func:`channel_dropout` (whole channels of each sample).
 
-    Example:
+    Examples:
         >>> layer = ChannelDropoutLayer(0.1)
     """
 
@@ -402,7 +402,7 @@ class ChannelDropoutLayer(DropLayer):
 class GaussianDropoutLayer(DropLayer):
     """A module around :func:`gaussian_dropout` (multiplicative ``N(1, p/(1-p))`` noise).
 
-    Example:
+    Examples:
         >>> layer = GaussianDropoutLayer(0.3)
     """
 
@@ -413,7 +413,7 @@ class GaussianDropoutLayer(DropLayer):
 class AlphaDropoutLayer(DropLayer):
     """A module around :func:`alpha_dropout`, for SELU networks.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Linear(8, 8), nn.SELU(), AlphaDropoutLayer(0.05))
     """
 
@@ -426,7 +426,7 @@ class AlphaDropoutLayer(DropLayer):
 class DropPathLayer(DropLayer):
     """A module around :func:`drop_path`; put it at the end of a residual branch.
 
-    Example:
+    Examples:
         >>> branch = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), DropPathLayer(0.1))
     """
 
@@ -437,7 +437,7 @@ class DropPathLayer(DropLayer):
 class DropBlockLayer(DropLayer):
     """A module around :func:`drop_block`, for ``(N, C, H, W)`` feature maps.
 
-    Example:
+    Examples:
         >>> layer = DropBlockLayer(0.1, block_size=3)
     """
 
@@ -464,7 +464,7 @@ class DropConnectLinear(nn.Linear):
     Built from an existing layer with :meth:`from_linear`, it *shares* that layer's ``weight``
     and ``bias`` parameters, so parameter names and an optimizer built earlier stay valid.
 
-    Example:
+    Examples:
         >>> layer = DropConnectLinear.from_linear(nn.Linear(8, 4), p=0.5)
     """
 

@@ -54,7 +54,7 @@ def close_epoch(
     Returns:
         True when training ends at this epoch.
 
-    Example:
+    Examples:
         >>> if close_epoch(history, record, recipe, lr=1e-3, seconds=0.2):
         ...     break
     """
@@ -110,7 +110,7 @@ def resume(
     Raises:
         Interrupted: a stop was requested before training started.
 
-    Example:
+    Examples:
         >>> saved = resume(checkpoint, "fit", state, restore)
         >>> first = 1 if saved is None else int(saved["epoch"]) + 1
     """

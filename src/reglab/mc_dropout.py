@@ -54,7 +54,7 @@ def mc_predict(
         ConfigError: for ``samples < 2``, a model without dropout modules, or
             ``probabilities=True`` on a model with a single output.
 
-    Example:
+    Examples:
         >>> mean, std = reglab.mc_predict(model, x_test, samples=50)
         >>> uncertain = std.gather(1, mean.argmax(1, keepdim=True))
     """

@@ -127,7 +127,7 @@ class Mixup(_Mixing):
     Raises:
         ConfigError: for a negative ``alpha``; at ``attach``, no number of classes.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.Mixup(0.2))
     """
 
@@ -157,7 +157,7 @@ class CutMix(_Mixing, _ImageTransform):
     Raises:
         ConfigError: for a negative ``alpha``; at ``attach``, no number of classes.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.CutMix(1.0))
     """
 

@@ -34,7 +34,7 @@ def make_norm(kind: str, channels: int, spatial: bool) -> nn.Module:
     Returns:
         ``BatchNorm1d``/``BatchNorm2d``, ``LayerNorm`` or ``GroupNorm(1, C)``.
 
-    Example:
+    Examples:
         >>> make_norm("batch", 16, spatial=True)
         BatchNorm2d(16, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
     """
@@ -65,7 +65,7 @@ class InsertNorm(Regularizer):
     Raises:
         ConfigError: for an unknown ``kind``; when no layer matched or a layer has a norm.
 
-    Example:
+    Examples:
         >>> model = reglab.InsertNorm("batch").transform_model(
         ...     nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)))
     """
@@ -112,7 +112,7 @@ class ReplaceNorm(Regularizer):
         ConfigError: for an unknown ``kind``; when no norm layer matched; for a ``LayerNorm``
             over more than one dimension.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.ReplaceNorm("layer"))
     """
 
@@ -192,7 +192,7 @@ class WeightNorm(_Reparametrize):
     Raises:
         ConfigError: when no layer matched or one is already reparametrized.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.WeightNorm())
     """
 
@@ -220,7 +220,7 @@ class SpectralNorm(_Reparametrize):
         ConfigError: for ``n_power_iterations < 1``; when no layer matched or one is already
             reparametrized.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.SpectralNorm())
     """
 

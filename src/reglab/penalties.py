@@ -231,7 +231,7 @@ class L2(_ElementwisePenalty):
     Raises:
         ConfigError: for a negative strength or an unknown convention.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.L2(1e-4))
     """
 
@@ -267,7 +267,7 @@ class L1(_ElementwisePenalty):
         ConfigError: for a negative strength or an unknown method; at ``attach``, a proximal
             L1 without an optimizer.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.L1(1e-4))  # exact zeros
     """
 
@@ -297,7 +297,7 @@ class ElasticNet(_ElementwisePenalty):
     Raises:
         ConfigError: for a negative strength, ``l1_ratio`` outside ``[0, 1]``, an unknown method.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.ElasticNet(1e-3, l1_ratio=0.5))
     """
 
@@ -338,7 +338,7 @@ class GroupLasso(_ParamRegularizer):
     Raises:
         ConfigError: for a negative strength or an unknown method.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.GroupLasso(1e-3))  # whole hidden units switch off
     """
 
@@ -393,7 +393,7 @@ class MaxNorm(_ParamRegularizer):
     Raises:
         ConfigError: for ``max_norm <= 0``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.Dropout(0.5), reglab.MaxNorm(3.0))
     """
 
@@ -424,7 +424,7 @@ class WeightDecay(_ParamRegularizer):
     Raises:
         ConfigError: for a negative rate; at ``attach``, no optimizer.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.WeightDecay(0.05))
     """
 

@@ -22,7 +22,7 @@ def soft_threshold_(w: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
     ``t`` (per-member thresholds that broadcast) it is ``w - clamp(w, -t, t)``. Both give the same
     numbers, exactly zero where ``|w| <= t``.
 
-    Example:
+    Examples:
         >>> soft_threshold_(torch.tensor([1.0, -0.05, 0.02]), 0.1)
         tensor([0.9000, 0.0000, 0.0000])
     """
@@ -47,7 +47,7 @@ def group_soft_threshold_(w: torch.Tensor, t: float | torch.Tensor) -> torch.Ten
     """Block soft-thresholding of each unit: ``w_u <- w_u * max(0, 1 - t / ||w_u||)``, the
     proximal operator of ``t * sum_u ||w_u||_2``; a unit with ``||w_u|| <= t`` becomes exactly 0.
 
-    Example:
+    Examples:
         >>> group_soft_threshold_(torch.tensor([[3.0, 4.0], [0.3, 0.4]]), 1.0)
         tensor([[2.4000, 3.2000],
                 [0.0000, 0.0000]])
@@ -59,7 +59,7 @@ def group_soft_threshold_(w: torch.Tensor, t: float | torch.Tensor) -> torch.Ten
 def max_norm_(w: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
     """Project each unit onto the ball ``||w_u||_2 <= max_norm``: rescale only units above it.
 
-    Example:
+    Examples:
         >>> max_norm_(torch.tensor([[3.0, 4.0], [0.3, 0.4]]), 1.0)
         tensor([[0.6000, 0.8000],
                 [0.3000, 0.4000]])

@@ -88,7 +88,7 @@ def select_params(
     Raises:
         ConfigError: if ``params`` is malformed or matches no parameter.
 
-    Example:
+    Examples:
         >>> sel = select_params(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)))
         >>> sel.names, sel.describe()
         (('0.weight',), '1 tensors, 12 elements')
@@ -135,7 +135,7 @@ def param_groups(
         ``[{"params": selected, "weight_decay": weight_decay}, {"params": rest,
         "weight_decay": 0.0}]``, leaving out an empty group.
 
-    Example:
+    Examples:
         >>> opt = torch.optim.AdamW(param_groups(model, weight_decay=0.05), lr=1e-3)
     """
     check_param("param_groups", "weight_decay", weight_decay, Interval(float, 0, None))

@@ -63,7 +63,7 @@ def recipe_specs(recipe: Regularizer) -> list[dict[str, Any]]:
     study file's ``[recipes]`` holds; :func:`recipe_from_specs` reads it back); arguments left
     at None are omitted.
 
-    Example:
+    Examples:
         >>> recipe_specs(reglab.chain(reglab.L2(1e-4)))
         [{'type': 'L2', 'strength': 0.0001, 'convention': 'reglab'}]
     """
@@ -113,7 +113,7 @@ def save_recipe(recipe: Regularizer, path: str | Path) -> None:
     Raises:
         ConfigError: for an argument TOML cannot hold (a callable, a tensor of several values).
 
-    Example:
+    Examples:
         >>> reglab.save_recipe(reglab.chain(reglab.L2(1e-4), reglab.Dropout(0.3)), "recipe.toml")
     """
     Path(path).write_text(recipe_to_toml(recipe))
@@ -125,7 +125,7 @@ def load_recipe(path: str | Path) -> Chain:
     Raises:
         ConfigError: for a TOML syntax error, an unknown regularizer or a bad argument.
 
-    Example:
+    Examples:
         >>> recipe = reglab.load_recipe("recipe.toml")
     """
     return recipe_from_toml(Path(path).read_text())
@@ -147,7 +147,7 @@ def recipes_toml(recipes: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """Recipes (name -> :func:`recipe_specs`) as a study file's ``[recipes]`` table, one line
     of inline tables per recipe, as a person writes it (``tomli_w`` writes arrays of tables).
 
-    Example:
+    Examples:
         >>> print(recipes_toml({"l2": [{"type": "L2", "strength": 0.01}]}))
         [recipes]
         l2 = [{ type = "L2", strength = 0.01 }]

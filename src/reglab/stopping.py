@@ -87,7 +87,7 @@ class EarlyStopping(Regularizer):
         ConfigError: for a bad argument; at the first epoch end, a ``monitor`` that is not among
             the logged metrics (the message lists them).
 
-    Example:
+    Examples:
         >>> stopper = reglab.EarlyStopping("val_loss", patience=10, stopping_threshold=0.01)
         >>> stopper.stop_reason, stopper.best_epoch
         (<StopReason.NOT_STOPPED: 'not_stopped'>, None)
@@ -296,7 +296,7 @@ def stop_message(recipe: Regularizer) -> str:
     """The ``message`` of the first member of ``recipe`` (a chain or one regularizer) that
     stopped training (its ``stop_reason`` is not ``NOT_STOPPED``), or ``""``.
 
-    Example:
+    Examples:
         >>> stop_message(recipe)  # after fit: "val_loss did not improve ... for 5 epochs; ..."
     """
     for reg in getattr(recipe, "regularizers", (recipe,)):

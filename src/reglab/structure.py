@@ -93,7 +93,7 @@ class Residual(nn.Module):
     Args:
         branch: the residual branch; its output must have the input's shape.
 
-    Example:
+    Examples:
         >>> block = Residual(nn.Sequential(nn.Linear(16, 16), nn.ReLU()))
     """
 
@@ -243,7 +243,7 @@ class Dropout(_AfterActivation):
         ConfigError: for ``p`` outside ``[0, 1)``; from ``transform_model`` when no activation
             matched.
 
-    Example:
+    Examples:
         >>> model = reglab.Dropout(0.3).transform_model(nn.Sequential(nn.Linear(4, 8), nn.ReLU(),
         ...                                                           nn.Linear(8, 2)))
     """
@@ -262,7 +262,7 @@ class GaussianDropout(_AfterActivation):
     Raises:
         ConfigError: for ``p`` outside ``[0, 1)``; when no activation matched.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.GaussianDropout(0.3))
     """
 
@@ -280,7 +280,7 @@ class AlphaDropout(_AfterActivation):
     Raises:
         ConfigError: for ``p`` outside ``[0, 1)``; when no activation matched.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.AlphaDropout(0.05))
     """
 
@@ -299,7 +299,7 @@ class ChannelDropout(_AfterActivation):
     Raises:
         ConfigError: for ``p`` outside ``[0, 1)``; when no activation matched.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.ChannelDropout(0.1))
     """
 
@@ -322,7 +322,7 @@ class DropBlock(_AfterActivation):
         ConfigError: for ``p`` outside ``[0, 1)`` or ``block_size < 1``; when no activation
             matched.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.DropBlock(0.1, block_size=3))
     """
 
@@ -353,7 +353,7 @@ class DropConnect(_Inserting):
     Raises:
         ConfigError: for ``p`` outside ``[0, 1)``; when no linear layer matched.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.DropConnect(0.3))
     """
 
@@ -393,7 +393,7 @@ class DropPath(_Inserting):
     Raises:
         ConfigError: for ``p`` outside ``[0, 1)``; when no branch matched.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.DropPath(0.1))  # on a model built from reglab.Residual
     """
 

@@ -71,7 +71,7 @@ def smooth_labels(
     Returns:
         Soft targets for ``torch.nn.functional.cross_entropy``.
 
-    Example:
+    Examples:
         >>> smooth_labels(torch.tensor([0]), 0.1, 2)
         tensor([[0.9500, 0.0500]])
     """
@@ -100,7 +100,7 @@ class LabelSmoothing(Regularizer):
     Raises:
         ConfigError: for ``eps`` outside ``[0, 1]``; at ``attach``, no number of classes.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.LabelSmoothing(0.1))
     """
 
@@ -136,7 +136,7 @@ def confidence_penalty(logits: torch.Tensor) -> torch.Tensor:
     Returns:
         A scalar tensor, differentiable.
 
-    Example:
+    Examples:
         >>> confidence_penalty(torch.zeros(1, 4))  # uniform: -log 4
         tensor(-1.3863)
     """
@@ -156,7 +156,7 @@ class ConfidencePenalty(Regularizer):
     Raises:
         ConfigError: for ``beta < 0``.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.ConfidencePenalty(0.5))
     """
 

@@ -29,7 +29,7 @@ def scalar_tag(key: str) -> str:
     -> ``val/accuracy``, and the rest (``objective``, ``penalty``, ``lr``, ``clip_fraction``,
     ``seconds``, what a recipe logs) under ``fit/``.
 
-    Example:
+    Examples:
         >>> scalar_tag("val_loss"), scalar_tag("clip_fraction")
         ('val/loss', 'fit/clip_fraction')
     """
@@ -67,12 +67,13 @@ class EpochWriter:
 
     Args:
         log_dir: the run's folder (created when the first record is written).
-        owner, argument: who asked, for the error when tensorboard is not installed.
+        owner: who asked, named in the error when tensorboard is not installed.
+        argument: the argument that asked for it, named in that error.
 
     Raises:
         ConfigError: the tensorboard package is not installed (checked at construction).
 
-    Example:
+    Examples:
         >>> writer = EpochWriter("runs/l2/seed-0")
         >>> writer.write({"epoch": 1, "train_loss": 0.7, "val_loss": 0.8, "lr": 1e-3})
         >>> writer.close()

@@ -257,7 +257,7 @@ def fit(
         Interrupted: :func:`reglab.checkpoint.request_stop` was called: the run saved its
             checkpoint at the epoch end and stopped (a ``KeyboardInterrupt``).
 
-    Example:
+    Examples:
         >>> history = reglab.fit(model, (X, y), (Xv, yv), epochs=20,
         ...                      recipe=reglab.chain(reglab.L2(1e-4), reglab.EarlyStopping()))
         >>> history.status, history["val_loss"][-1]

@@ -72,7 +72,7 @@ class Regularize(pl.Callback):
             without :class:`RegularizedModule`; at the first step, output penalties whose
             ``regularized_loss`` was never called.
 
-    Example:
+    Examples:
         >>> recipe = reglab.chain(reglab.L2(1e-4), reglab.Dropout(0.2),
         ...                       reglab.EarlyStopping("val_loss", patience=5))
         >>> trainer = L.Trainer(max_epochs=100, callbacks=[Regularize(recipe)])
@@ -267,7 +267,7 @@ class RegularizedModule:
     smoothing, mixup), which ``torch.nn.functional.cross_entropy`` accepts. Further items of a
     batch tuple are passed through unchanged.
 
-    Example:
+    Examples:
         >>> class Net(RegularizedModule, L.LightningModule):
         ...     def training_step(self, batch, batch_idx):
         ...         x, y = batch

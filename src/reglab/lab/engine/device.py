@@ -81,7 +81,7 @@ def members_that_fit(free_bytes: int, per_member_bytes: int, most: int) -> int:
     """How many members of ``per_member_bytes`` fit in ``GPU_MEMORY_SHARE`` of
     ``free_bytes``, between 1 and ``most``.
 
-    Example:
+    Examples:
         >>> members_that_fit(8 * 2**30, 100 * 2**20, 256)  # 8 GiB free, 100 MiB a member
         57
     """

@@ -62,7 +62,7 @@ def population_reason(model: nn.Module, recipe: Regularizer | None) -> str | Non
     multiplicative dropout-family layers inserted by reglab; and when no member of its recipe is
     in :data:`UNBATCHABLE`. Neither argument is changed (the check transforms copies).
 
-    Example:
+    Examples:
         >>> population_reason(model, reglab.chain(reglab.SWA(start=10)))
         "SWA: it changes the optimizer's learning rate and recomputes BatchNorm statistics"
     """

@@ -87,8 +87,13 @@ def fit_population(
 
     Args:
         members: the members; their models are transformed and trained in place.
-        epochs, optimizer, lr, batch_size, task, num_classes, divergence_threshold: as
-            :func:`reglab.fit` (``optimizer`` must be a name).
+        epochs: as :func:`reglab.fit`.
+        optimizer: as :func:`reglab.fit`, a name only (``'adam'``, ``'adamw'``, ``'sgd'``).
+        lr: as :func:`reglab.fit`.
+        batch_size: as :func:`reglab.fit`.
+        task: as :func:`reglab.fit`, given (``'classification'`` or ``'regression'``).
+        num_classes: as :func:`reglab.fit`.
+        divergence_threshold: as :func:`reglab.fit`.
         on_epoch: called with (epoch, members still training) after every epoch.
         on_done: called with (member index, its History) as soon as a member finishes.
         should_stop: called with (member index, that epoch's record) after each batched
@@ -110,7 +115,7 @@ def fit_population(
     Raises:
         ConfigError: for a bad argument.
 
-    Example:
+    Examples:
         >>> histories = fit_population([Member(m, chain(L2(s)), (X, y), (Xv, yv), seed=0)
         ...                             for m, s in zip(models, (0.0, 1e-3, 1e-2))], epochs=20)
     """

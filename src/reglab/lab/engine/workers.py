@@ -121,7 +121,7 @@ def start_server() -> None:
     """Start the forkserver (with :data:`PRELOAD`) if it is not running; a no-op where
     workers are spawned. A study's pool calls it, and :func:`warm_up`.
 
-    Example:
+    Examples:
         >>> start_server()  # returns at once; the server imports PRELOAD in the background
         >>> ready()
         True
@@ -140,7 +140,7 @@ def ready() -> bool:
     imported :data:`PRELOAD`. Where workers are spawned, or before, a worker would spend
     seconds importing PyTorch: False.
 
-    Example:
+    Examples:
         >>> ready()  # False in a fresh process; True once warm_up() or a study has run
         False
     """
@@ -156,7 +156,7 @@ def tune_allocator() -> bool:
     Returns:
         Whether it applied (False on other platforms or C libraries, where it does nothing).
 
-    Example:
+    Examples:
         >>> tune_allocator()  # first thing in a process of the lab's own
         True
     """

@@ -372,7 +372,7 @@ def load_dataset(
         ConfigError: for an unknown name, a bad size or fraction, or unusable data
             (:class:`DataError`).
 
-    Example:
+    Examples:
         >>> data = load_dataset("digits", seed=0, train_size=300, label_noise=0.3)
     """
     check_param("compare", "label_noise", label_noise, Interval(float, 0, 1, "left"))

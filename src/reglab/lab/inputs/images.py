@@ -39,7 +39,7 @@ class ImageFolder(TorchDataset):
         DataError: a folder with no class sub-folders, fewer than two classes, a class without
             images, or an image Pillow cannot read.
 
-    Example:
+    Examples:
         >>> data = ImageFolder("shapes/", image_size=(32, 32))
         >>> x, y = data[0]  # (C, 32, 32) float32 in [0, 1], class index
     """

@@ -173,7 +173,7 @@ def model_from_factory(
         ConfigError: the function cannot be loaded, raises, or returns something that is not
             an ``nn.Module``.
 
-    Example:
+    Examples:
         >>> model_from_factory("examples/residual_cnn.py:residual_cnn", (1, 16, 16), 10)
     """
     factory = load_function(spec, "model")

@@ -25,7 +25,7 @@ class NoisyLabels(TorchDataset):
     (modulo ``num_classes``): a shift in ``1..K-1`` always gives a different class, and the
     wrapper needs no label in advance. Inputs and the other labels are read as they are.
 
-    Example:
+    Examples:
         >>> noisy = NoisyLabels(train, {3: 1, 8: 4}, num_classes=10)
     """
 

@@ -179,7 +179,7 @@ def read_table(
             missing values with ``missing='error'`` (every column named with its count), a
             text column with too many values, a column of another type (dates, lists).
 
-    Example:
+    Examples:
         >>> table = read_table(Path("houses.csv"), "price", features=["rooms", "city"])
         >>> table.names  # ('rooms', 'city=Lyon', 'city=Paris')
     """

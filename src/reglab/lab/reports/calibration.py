@@ -56,7 +56,7 @@ def mc_rows(n_test: int, n_train: int, n_val: int, epochs: int) -> int:
     most :data:`MC_MAX_ROWS` (and never more than the test set). It depends on the study's
     sizes only, so every recipe of a seed is measured on the same rows.
 
-    Example:
+    Examples:
         >>> mc_rows(n_test=60_000, n_train=100_000, n_val=40_000, epochs=3)
         4400
     """
@@ -114,7 +114,7 @@ def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, bins: int =
     Returns:
         The ECE in ``[0, 1]``; 0 for a perfectly calibrated model.
 
-    Example:
+    Examples:
         >>> expected_calibration_error(torch.tensor([[0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 1]))
         0.25
     """

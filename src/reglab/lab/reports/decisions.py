@@ -63,7 +63,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
     and do not count as tests (the same numbers as statsmodels' ``multipletests(method=
     'holm')``, which a test checks).
 
-    Example:
+    Examples:
         >>> holm([0.01, 0.04, 0.03])
         [0.03, 0.06, 0.06]
     """
@@ -83,7 +83,7 @@ def bh(p_values: Sequence[float]) -> list[float]:
     NaN entries stay NaN and do not count as tests (statsmodels' ``multipletests(method=
     'fdr_bh')``, which a test checks).
 
-    Example:
+    Examples:
         >>> bh([0.01, 0.04, 0.03])
         [0.03, 0.04, 0.04]
     """
@@ -129,7 +129,7 @@ def correct(p_values: Sequence[float], correction: str, alpha: float = ALPHA) ->
     Raises:
         ConfigError: an unknown correction.
 
-    Example:
+    Examples:
         >>> correct([0.001, 0.2, 0.02], "bh").decided
         [True, False, True]
     """
@@ -166,7 +166,7 @@ def schedule(max_seeds: int) -> list[int]:
     2 more) each round, the last one at ``max_seeds`` (a round of one seed is merged into the
     one before).
 
-    Example:
+    Examples:
         >>> schedule(10), schedule(20), schedule(3)
         ([4, 6, 10], [4, 6, 9, 14, 20], [3])
     """
@@ -189,7 +189,7 @@ class Design:
             come in the rounds of :func:`schedule` up to this many.
         alpha: the error rate controlled.
 
-    Example:
+    Examples:
         >>> Design("bh", max_seeds=10).spend([4, 6, 10])
         [0.02, 0.01, 0.02]
     """

@@ -222,7 +222,7 @@ def numeric_rows(summary: Sequence[RecipeSummary], task: str) -> list[dict[str, 
     difference observed), ``seeds`` (the seeds the verdict took) and ``decided`` (1.0 or
     0.0). A figure that does not apply is NaN.
 
-    Example:
+    Examples:
         >>> numeric_rows(summary, "classification")[1]["Δ (test acc)"]
         0.046
     """

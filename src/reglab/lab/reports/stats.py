@@ -153,7 +153,7 @@ class Paired:
 def p_text(p: float) -> str:
     """A p-value after ``p``: ``=0.045``, ``<0.001`` or ``=n/a``.
 
-    Example:
+    Examples:
         >>> "p" + p_text(0.00002)
         'p<0.001'
     """
@@ -168,7 +168,7 @@ def seeds_for_power(d_z: float, level: float = ALPHA, power: float = POWER) -> i
     the noncentral t) reaches it, found by bisection; None for an effect of 0 or NaN; at most
     :data:`MAX_SEEDS`.
 
-    Example:
+    Examples:
         >>> seeds_for_power(0.5)  # a medium effect, 5% level, 80% power
         34
     """
@@ -192,7 +192,7 @@ def t_power(d_z: float, n: int, level: float) -> float:
     """The power of a two-sided paired t-test on ``n`` pairs at ``level`` against a standardized
     effect ``d_z`` (the noncentral t distribution; 0 for fewer than two pairs).
 
-    Example:
+    Examples:
         >>> round(t_power(1.0, 10, 0.05), 3)
         0.803
     """
@@ -219,7 +219,7 @@ def paired_test(
     With fewer than two pairs the p-value is NaN; with identical differences it is 0 if they are
     non-zero and 1 if they are zero.
 
-    Example:
+    Examples:
         >>> paired_test({0: 0.81, 1: 0.79, 2: 0.84}, {0: 0.75, 1: 0.77, 2: 0.78}).diff.mean
         0.0466...
     """
@@ -279,7 +279,7 @@ def summarize(
     Returns:
         Summaries in the order recipes first appear.
 
-    Example:
+    Examples:
         >>> rows = summarize(trials, ["test_accuracy"], ["test_accuracy"], "baseline")
         >>> rows[1].versus_baseline["test_accuracy"].significant
         True
@@ -330,7 +330,7 @@ def decide(
     Returns:
         One :class:`Paired` per comparison, in order.
 
-    Example:
+    Examples:
         >>> decide([({0: 0.9, 1: 0.8, 2: 0.85}, {0: 0.7, 1: 0.72, 2: 0.69})], Design(), 3)[0]
         Paired(diff=Estimate(mean=0.1466..., half_width=0.1517..., n=3), p_value=0.0532...)
     """
@@ -410,7 +410,7 @@ def null_false_positive_rate(
     the seeds so far as if their number had been fixed in advance (a repeated test at
     the full ``alpha``, stopping at the first decision): the error that alpha spending avoids.
 
-    Example:
+    Examples:
         >>> null_false_positive_rate(Design("bh", max_seeds=10), studies=200)
         0.045
     """

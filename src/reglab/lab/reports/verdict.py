@@ -132,7 +132,7 @@ def verdict(
     Returns:
         A :class:`Verdict`.
 
-    Example:
+    Examples:
         >>> v = verdict(comparison(results, "classification", "baseline"), "classification")
         >>> print("\\n".join(v.answer))
     """

@@ -192,7 +192,7 @@ def compare(
         StorageUnavailable: the shared study's database stayed unreachable ``storage_retry``
             seconds.
 
-    Example:
+    Examples:
         >>> run = reglab.lab.compare(model=my_factory, data={"train": tr, "val": va},
         ...                          recipes={"baseline": reglab.chain(),
         ...                                   "l2": reglab.chain(reglab.L2(1e-4))},

@@ -72,7 +72,7 @@ class StudyConfig:
     Raises:
         ConfigError: for any value outside its constraint (checked at construction).
 
-    Example:
+    Examples:
         >>> StudyConfig(data="wine", recipes=["baseline", "l2"], seeds=5)
     """
 

@@ -53,7 +53,7 @@ def hold(point: str, folder: str | Path) -> None:
     Raises:
         ConfigError: ``REGLAB_HOLD_AT`` is set to a name that is not a hold point.
 
-    Example:
+    Examples:
         >>> hold("report", out)  # a no-op unless REGLAB_HOLD_AT=report
     """
     wanted = os.environ.get(VARIABLE)

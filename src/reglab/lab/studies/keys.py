@@ -28,7 +28,7 @@ class TrialSettings(Mapping[str, Any]):
     Args:
         values: each setting's plain value (numbers, strings, lists, tables, None).
 
-    Example:
+    Examples:
         >>> TrialSettings({"epochs": 150, "lr": 1e-3})["epochs"]
         150
     """

@@ -211,7 +211,7 @@ def edge_note(choice: dict[str, Any], strongest: float, weakest: float) -> str |
     """:attr:`PathRun.edge` for a :func:`choose` result on a grid from ``strongest`` down to
     ``weakest``.
 
-    Example:
+    Examples:
         >>> edge_note({"best": 0.1, "one_se": 0.1}, 0.1, 1e-4).endswith("may lie beyond 0.1.")
         True
     """

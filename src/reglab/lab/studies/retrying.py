@@ -84,7 +84,7 @@ def transient(exc: BaseException) -> str | None:
     """Why ``exc`` (or an exception it was raised from) is a transient failure to reach the
     database, as one short line; None when it is not one (a bad query, a finished trial).
 
-    Example:
+    Examples:
         >>> transient(ConnectionRefusedError("[Errno 111] Connection refused"))
         'Connection refused'
     """
@@ -140,7 +140,7 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         notify: called with one line when the database becomes unreachable and when it is
             back (None: silent, as in worker processes).
 
-    Example:
+    Examples:
         >>> storage = RetryingStorage(cached, "postgresql://ann:***@db/lab", retry=60)
         >>> study = optuna.load_study(study_name="grid", storage=storage)
     """

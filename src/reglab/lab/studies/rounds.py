@@ -60,7 +60,7 @@ def run_rounds(
         The last round's :class:`StudyRun` (every finished trial of every round), with
         ``rounds`` the seeds of each look run and ``config`` the study as given.
 
-    Example:
+    Examples:
         >>> run = run_rounds(StudyConfig(data="wine", seeds="auto", max_seeds=6), "runs/w")
         >>> run.rounds
         [4, 6]

@@ -107,7 +107,7 @@ def board_for(settings: Mapping[str, Any], *run: str) -> dict[str, Any]:
     TensorBoard run ``run`` (e.g. ``("l2", "seed-0")``) under the study's folder; none when
     the study writes no TensorBoard runs.
 
-    Example:
+    Examples:
         >>> board_for(settings, "l2", "seed-0")
         {'log_dir': '/home/me/runs/compare/tensorboard/l2/seed-0'}
     """
@@ -206,7 +206,7 @@ def datasets_to_hand(settings: Mapping[str, Any], seeds: Sequence[int]) -> dict[
         The data sets by their cache key; empty for other kinds of data (files, image
         folders, a user's function), which each worker reads itself, as before.
 
-    Example:
+    Examples:
         >>> handed = datasets_to_hand(settings, [0, 1, 2])  # then run_jobs(..., prepare=
         >>> # (adopt_datasets, handed)) calls adopt_datasets(handed) in each worker
     """
@@ -275,7 +275,7 @@ def build(
     recipe) and the recipe built from ``spec`` for that data. Trials, tune's trials, path's
     points and the study's pre-flight all build through it.
 
-    Example:
+    Examples:
         >>> data, model, recipe = build(settings, [{"type": "L2", "strength": 1e-3}], seed=0)
     """
     data = dataset_for(settings, seed) if data is None else data

@@ -16,6 +16,8 @@ GUIDES = {
     "guide/lab.md": "The lab: `reglab compare`",
     "guide/own-model-and-data.md": "Your own model and data",
     "guide/lightning.md": "Inside Lightning",
+    "guide/transformers.md": "Inside the Hugging Face Trainer",
+    "guide/tensorboard.md": "Curves in TensorBoard",
     "guide/tuning.md": "Tuning strengths, regularization paths, studies across machines",
     "guide/development.md": "Development",
 }
@@ -49,8 +51,12 @@ def _links(text: str, depth: int) -> str:
 def on_files(files: Files, config) -> Files:
     opening, found = sections(README.read_text())
     missing = [h for h in GUIDES.values() if h not in found]
-    if missing:
-        raise ValueError(f"README.md has no section {missing}: update docs/hooks.py GUIDES")
+    unused = [h for h in found if h not in GUIDES.values()]
+    if missing or unused:
+        raise ValueError(
+            f"README.md's sections and docs/hooks.py's GUIDES differ: not in the README "
+            f"{missing}, not in GUIDES {unused}; update GUIDES and mkdocs.yml's nav"
+        )
     pages = {"index.md": _links(opening, 0)}
     for uri, heading in GUIDES.items():
         pages[uri] = f"# {heading}\n\n" + _links(found[heading], uri.count("/"))

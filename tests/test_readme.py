@@ -90,3 +90,32 @@ def test_readme_lightning_example_runs(tmp_path, monkeypatch):
     namespace = {"torch": torch, "train": loader, "val": loader}
     exec(compile(filled, "README.md", "exec"), namespace)
     assert namespace["recipe"].regularizers[0].penalty() > 0
+
+
+def test_readme_transformers_example_runs(tmp_path, monkeypatch):
+    """The Hugging Face example on a tiny BERT built from a config, with the data it leaves to
+    the user, for 2 epochs."""
+    import pytest
+
+    pytest.importorskip("transformers", reason="pip install reglab[transformers]")
+    pytest.importorskip("accelerate", reason="pip install reglab[transformers]")
+    from transformers import BertConfig, BertForSequenceClassification
+
+    monkeypatch.chdir(tmp_path)
+    block = re.findall(
+        r"```python\n(.*?)```", _section("Inside the Hugging Face Trainer"), flags=re.S
+    )[0]
+    assert len([line for line in block.splitlines() if line.strip()]) <= 15
+    filled = block.replace(
+        "num_train_epochs=20,", "num_train_epochs=2, use_cpu=True, report_to=[],"
+    )
+    assert filled != block
+    config = BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=8, num_labels=2)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 32, (64, 8), generator=g)
+    rows = [{"input_ids": i, "labels": int((i == 3).any())} for i in ids]
+    namespace = {"model": BertForSequenceClassification(config), "train": rows, "val": rows}
+    exec(compile(filled, "README.md", "exec"), namespace)
+    assert namespace["trainer"].state.global_step == 16
+    assert any(type(m).__name__ == "DropoutLayer" for m in namespace["model"].modules())

@@ -21,13 +21,15 @@ import torch
 
 pytestmark = pytest.mark.slow
 
-# the default study with 2 seeds: 20 trials in two populations of 10, 150 epochs; a checkpoint
-# every second (not part of a trial's key)
-DEFAULT = ["compare", "--seeds", "2", "--checkpoint-every", "1"]
+# the default study with 2 seeds and 60 epochs: 20 trials in two populations of 10; a
+# checkpoint at every epoch end (not part of a trial's key). Each kill is at a state, so the
+# number of epochs only has to leave room for the states: fewer make the tests shorter.
+EPOCHS = 60
+DEFAULT = ["compare", "--seeds", "2", "--epochs", str(EPOCHS), "--checkpoint-every", "0"]
 SEQUENTIAL = ["compare", "--recipes", "baseline,l2,dropout,mixup", "--seeds", "2"]
-SEQUENTIAL += ["--epochs", "150", "--engine", "sequential", "--checkpoint-every", "0"]
-SINGLE = ["compare", "--recipes", "l2", "--seeds", "1", "--epochs", "600"]
-SINGLE += ["--checkpoint-every", "1"]
+SEQUENTIAL += ["--epochs", "60", "--engine", "sequential", "--checkpoint-every", "0"]
+SINGLE = ["compare", "--recipes", "l2", "--seeds", "1", "--epochs", "300"]
+SINGLE += ["--checkpoint-every", "0"]
 
 
 def _command(args, out):
@@ -110,8 +112,8 @@ STATES = {
     "first_checkpoint": lambda out: len(_populations(out)) >= 1,
     # both populations are checkpointed mid-training
     "both_checkpointed": lambda out: len(_populations(out)) >= 2,
-    # both populations are checkpointed past half of their 150 epochs, before either ends
-    "late": lambda out: len(_populations(out)) >= 2 and min(_saved_epochs_now(out)) >= 75,
+    # both populations are checkpointed past half of their epochs, before either ends
+    "late": lambda out: len(_populations(out)) >= 2 and min(_saved_epochs_now(out)) >= EPOCHS // 2,
 }
 
 
@@ -124,7 +126,7 @@ def test_default_study_killed_at_a_state_resumes_to_the_same_results(
     assert code == -signal.SIGKILL
     saved = _saved_epochs(tmp_path)
     written = list((tmp_path / "trials").glob("*.json"))
-    assert saved and all(0 < e < 150 for e in saved), saved
+    assert saved and all(0 < e < EPOCHS for e in saved), saved
     assert not written and not (tmp_path / "results.csv").exists()
     rerun, stdout = _timed(DEFAULT, tmp_path)
     # the rerun went on from each checkpoint, not from scratch
@@ -245,21 +247,31 @@ def test_sequential_study_killed_midway_resumes_to_the_same_results(tmp_path):
     assert len(list((killed / "trials").glob("*.json"))) == 8
 
 
+def _trial_epoch(out):
+    """The epoch the running trial's checkpoint was saved at (0: none readable yet)."""
+    for path in (Path(out) / "checkpoints").glob("*.pt"):
+        try:
+            return int(torch.load(path, weights_only=True)["state"]["epoch"])
+        except (FileNotFoundError, EOFError, RuntimeError, KeyError):
+            return 0
+    return 0
+
+
 def test_single_long_trial_killed_midway_resumes_where_it_was(tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     _timed(SINGLE, clean)
-    # killed well into the trial (about 10 s of training), after its first checkpoints
-    _interrupted(SINGLE, killed, pattern="*.pt", extra=3)
+    # killed well into the trial: once its checkpoint holds a third of its epochs
+    _interrupted(SINGLE, killed, lambda out: _trial_epoch(out) >= 100)
     _timed(SINGLE, killed)
     assert (killed / "results.csv").read_text() == (clean / "results.csv").read_text()
     trial = json.loads(next((killed / "trials").glob("*.json")).read_text())
-    assert [r["epoch"] for r in trial["history"]] == list(range(1, 601))
-    assert trial["resumed_from"] > 0
+    assert [r["epoch"] for r in trial["history"]] == list(range(1, 301))
+    assert trial["resumed_from"] >= 100
 
 
 def test_ctrl_c_exits_130_within_seconds_and_the_rerun_resumes(tmp_path):
-    args = ["compare", "--recipes", "baseline,l2,dropout", "--seeds", "2", "--epochs", "300"]
-    args += ["--checkpoint-every", "1"]
+    args = ["compare", "--recipes", "baseline,l2,dropout", "--seeds", "2", "--epochs", "150"]
+    args += ["--checkpoint-every", "0"]
     clean, stopped = tmp_path / "clean", tmp_path / "stopped"
     _timed(args, clean)
     code, took, output = _interrupted(args, stopped, sig=signal.SIGINT, pattern="population-*.pt")
@@ -278,7 +290,7 @@ def _path_rows(out):
 
 def test_path_killed_midway_continues_each_chain_where_it_was(tmp_path):
     args = ["path", "--recipe", "l2", "--param", "strength=1e-4:1", "--points", "4"]
-    args += ["--seeds", "2", "--epochs", "150", "--workers", "2"]
+    args += ["--seeds", "2", "--epochs", "75", "--workers", "2"]
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     _timed(args, clean)
     _interrupted(args, killed, pattern="path-*-seed*.pt")  # a chain has finished a point
@@ -296,7 +308,7 @@ def test_tune_killed_midway_keeps_its_trials_and_their_values(tmp_path):
     from reglab.lab.studies.tune import TuneConfig, evaluate_trial
 
     args = ["tune", "--recipe", "l2", "--param", "strength=1e-4:1", "--trials", "4"]
-    args += ["--workers", "1", "--epochs", "200", "--no-pruning", "--engine", "sequential"]
+    args += ["--workers", "1", "--epochs", "100", "--no-pruning", "--engine", "sequential"]
     args += ["--checkpoint-every", "0"]
     started = time.monotonic()
     _interrupted(args, tmp_path, pattern="tune-*.pt", extra=1.0)
@@ -307,11 +319,11 @@ def test_tune_killed_midway_keeps_its_trials_and_their_values(tmp_path):
     )
     study = optuna.load_study(study_name="l2-digits", storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4  # none lost or added
-    config = TuneConfig("l2", ["strength=1e-4:1"], StudyConfig(epochs=200), trials=4)
-    _, settings, *_ = plan(StudyConfig(epochs=200, recipes={"l2": config.spec}, seeds=1, workers=1))
+    config = TuneConfig("l2", ["strength=1e-4:1"], StudyConfig(epochs=100), trials=4)
+    _, settings, *_ = plan(StudyConfig(epochs=100, recipes={"l2": config.spec}, seeds=1, workers=1))
     payload = {"settings": settings, "seed": 0, "spec": config.spec, "dims": config.dims}
     payload["pruning"] = False
     torch.set_num_threads(1)  # as in a worker
     for trial in study.trials:
-        assert sorted(trial.intermediate_values) == list(range(1, 201))
+        assert sorted(trial.intermediate_values) == list(range(1, 101))
         assert evaluate_trial(FixedTrial(trial.params), payload).value == trial.value

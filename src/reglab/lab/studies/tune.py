@@ -256,7 +256,7 @@ def evaluate_trial(trial: Any, payload: dict[str, Any], reports: Reports | None 
 
 def _run_name(trial: Any, payload: dict[str, Any]) -> tuple[str, str]:
     """An Optuna trial's TensorBoard run: ``(study name, 'trial-N')``."""
-    return payload["name"], f"trial-{trial.number}"
+    return payload.get("name", "tune"), f"trial-{trial.number}"
 
 
 def _discard(checkpoint: Checkpoint | None) -> None:

@@ -34,17 +34,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 
-from ..core import Chain, ConfigError, Interval, Predicate, Regularizer, chain, check_param
+from ..core import ConfigError, Regularizer
+from .common import checked_recipe, recipe_generator
 
 __all__ = ["Regularize", "RegularizedModule"]
-
-_CONSTRAINTS = {
-    "recipe": Predicate(
-        lambda r: isinstance(r, Regularizer), "a Regularizer (e.g. reglab.chain(...))"
-    ),
-    "num_classes": Interval(int, 2, None, allow_none=True),
-    "seed": Interval(int, 0, None),
-}
 
 
 class Regularize(pl.Callback):
@@ -82,9 +75,7 @@ class Regularize(pl.Callback):
     def __init__(
         self, recipe: Regularizer, *, num_classes: int | None = None, seed: int = 0
     ) -> None:
-        for name, value in (("recipe", recipe), ("num_classes", num_classes), ("seed", seed)):
-            check_param("Regularize", name, value, _CONSTRAINTS[name])
-        self.recipe = recipe if isinstance(recipe, Chain) else chain(recipe)
+        self.recipe = checked_recipe(recipe, num_classes, seed)
         self.num_classes, self.seed = num_classes, seed
         self._transformed: set[int] = set()
         self._stepped = False
@@ -135,8 +126,7 @@ class Regularize(pl.Callback):
                 "The 'recipe' parameter of Regularize needs an optimizer from "
                 "configure_optimizers(). Got none."
             )
-        generator = torch.Generator(pl_module.device)
-        generator.manual_seed(self.seed * 1_000_003 + 1 + trainer.global_rank)
+        generator = recipe_generator(pl_module.device, self.seed, trainer.global_rank)
         self.recipe.attach(
             pl_module, trainer.optimizers[0], num_classes=self.num_classes, generator=generator
         )

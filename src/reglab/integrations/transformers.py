@@ -42,17 +42,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from ..core import Chain, ConfigError, Interval, Predicate, Regularizer, chain, check_param
+from ..core import ConfigError, Regularizer
+from .common import checked_recipe, recipe_generator
 
 __all__ = ["INPUT_KEYS", "Regularize", "RegularizedTrainer", "epoch_metrics"]
 
-_CONSTRAINTS = {
-    "recipe": Predicate(
-        lambda r: isinstance(r, Regularizer), "a Regularizer (e.g. reglab.chain(...))"
-    ),
-    "num_classes": Interval(int, 2, None, allow_none=True),
-    "seed": Interval(int, 0, None),
-}
 
 #: The inputs a model's forward pass takes its main tensor from, in the order they are looked
 #: for: the tensor a batch hook (noise, mixup, augmentation) changes.
@@ -94,9 +88,7 @@ class Regularize(TrainerCallback):
     def __init__(
         self, recipe: Regularizer, *, num_classes: int | None = None, seed: int = 0
     ) -> None:
-        for name, value in (("recipe", recipe), ("num_classes", num_classes), ("seed", seed)):
-            check_param("Regularize", name, value, _CONSTRAINTS[name])
-        self.recipe = recipe if isinstance(recipe, Chain) else chain(recipe)
+        self.recipe = checked_recipe(recipe, num_classes, seed)
         self.num_classes, self.seed = num_classes, seed
         self._prepared: set[int] = set()
         self.trainer_checked = False  # set by RegularizedTrainer when it holds this callback
@@ -144,8 +136,8 @@ class Regularize(TrainerCallback):
                 "from reglab.integrations.transformers.RegularizedTrainer. Got a plain Trainer."
             )
         device = next(model.parameters()).device
-        generator = torch.Generator(device)
-        generator.manual_seed(self.seed * 1_000_003 + 1 + int(getattr(args, "process_index", 0)))
+        rank = int(getattr(args, "process_index", 0))
+        generator = recipe_generator(device, self.seed, rank)
         num_classes = self.num_classes
         if num_classes is None:
             labels = getattr(getattr(model, "config", None), "num_labels", None)

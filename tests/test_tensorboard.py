@@ -112,6 +112,39 @@ def test_a_population_writes_each_members_run_as_fit_would(toy_data, tmp_path):
         assert [s for s, _ in got["val/loss"]] == list(range(1, history.epochs_run + 1))
 
 
+def test_a_resumed_population_continues_each_members_run_without_a_duplicate_step(
+    toy_data, tmp_path
+):
+    (x, y), val = toy_data
+
+    def members():
+        return [
+            Member(_model(k), reglab.chain(reglab.Dropout(0.2)), (x, y), val, k,
+                   log_dir=str(tmp_path / f"m{k}"))
+            for k in range(2)
+        ]  # fmt: skip
+
+    clean = fit_population(
+        [Member(m.model, m.recipe, m.train, m.val, m.seed) for m in members()],
+        epochs=6, batch_size=16,
+    )  # fmt: skip
+    checkpoint = reglab.Checkpoint(tmp_path / "population.pt", every=0)
+
+    def crash_at_4(epoch, alive):
+        if epoch == 4:
+            raise Kill  # epoch 4 is logged; the last checkpoint is epoch 3's
+
+    with pytest.raises(Kill):
+        fit_population(members(), epochs=6, batch_size=16, checkpoint=checkpoint,
+                       on_epoch=crash_at_4)  # fmt: skip
+    resumed = fit_population(members(), epochs=6, batch_size=16, checkpoint=checkpoint)
+    assert [h.resumed_from for h in resumed] == [3, 3]
+    for k in range(2):
+        got = _read(tmp_path / f"m{k}")
+        assert [s for s, _ in got["val/loss"]] == [1, 2, 3, 4, 5, 6]
+        assert _without_seconds(got) == _without_seconds(_expected(clean[k].epochs))
+
+
 def test_the_log_dir_without_tensorboard_installed_is_one_line(toy_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.raises(reglab.ConfigError) as caught:

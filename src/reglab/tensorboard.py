@@ -84,12 +84,14 @@ class EpochWriter:
     ) -> None:
         self.log_dir = os.fspath(log_dir)
         self._make = summary_writer(owner, argument)
+        from tensorboard.compat.proto.summary_pb2 import Summary  # importable: checked above
+
+        self._summary = Summary
         self._writer: Any = None
 
     def write(self, record: Mapping[str, float]) -> None:
         """Write one epoch's record and flush it."""
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
+        Summary = self._summary
         step = int(record["epoch"])
         if self._writer is None:
             self._writer = self._make(self.log_dir, purge_step=step)
@@ -101,11 +103,6 @@ class EpochWriter:
         ]
         self._writer._get_file_writer().add_summary(Summary(value=values), step)
         self._writer.flush()
-
-    def write_all(self, records: Any) -> None:
-        """Write every record of a finished run (a :class:`reglab.History`'s ``epochs``)."""
-        for record in records:
-            self.write(record)
 
     def close(self) -> None:
         """Close the event file (nothing happens when nothing was written)."""

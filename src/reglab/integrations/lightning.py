@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 
 from ..core import ConfigError, Regularizer
-from .common import checked_recipe, recipe_generator
+from .common import checked_recipe, epoch_end, recipe_generator, scalar_metrics
 
 __all__ = ["Regularize", "RegularizedModule"]
 
@@ -168,14 +168,8 @@ class Regularize(pl.Callback):
         Run by :class:`_AfterTheModule`, after the module's own ``on_train_epoch_end``."""
         if trainer.sanity_checking:
             return
-        metrics: dict[str, float] = {"epoch": trainer.current_epoch + 1}
-        for key, value in trainer.callback_metrics.items():
-            scalar = isinstance(value, torch.Tensor) and value.numel() == 1
-            if scalar or isinstance(value, (int, float)):
-                metrics[key] = float(value)
-        metrics["penalty"] = self.recipe.penalty()
-        metrics.update(self.recipe.logs())
-        stop = bool(self.recipe.on_epoch_end(metrics))
+        record = {"epoch": trainer.current_epoch + 1, **scalar_metrics(trainer.callback_metrics)}
+        stop = epoch_end(self.recipe, record)
         stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
         if stop:
             trainer.should_stop = True

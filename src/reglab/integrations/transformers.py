@@ -43,7 +43,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..core import ConfigError, Regularizer
-from .common import checked_recipe, recipe_generator
+from .common import checked_recipe, epoch_end, recipe_generator, scalar_metrics
 
 __all__ = ["INPUT_KEYS", "Regularize", "RegularizedTrainer", "epoch_metrics"]
 
@@ -190,10 +190,7 @@ class Regularize(TrainerCallback):
         if state.global_step == 0 or self.stopped_epoch is not None:
             return  # an evaluation before training, or after the stop
         self.evaluations += 1
-        metrics = epoch_metrics(kwargs.get("metrics") or {}, self.evaluations)
-        metrics["penalty"] = self.recipe.penalty()
-        metrics.update(self.recipe.logs())
-        if self.recipe.on_epoch_end(metrics):
+        if epoch_end(self.recipe, epoch_metrics(kwargs.get("metrics") or {}, self.evaluations)):
             control.should_training_stop = True
             self.stopped_epoch = self.evaluations
 
@@ -211,12 +208,10 @@ def epoch_metrics(metrics: Mapping[str, Any], epoch: int) -> dict[str, float]:
         {'epoch': 2, 'eval_loss': 0.4, 'val_loss': 0.4}
     """
     record: dict[str, float] = {"epoch": epoch}
-    for key, value in metrics.items():
-        if key == "epoch" or not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        record[key] = float(value)
+    for key, value in scalar_metrics(metrics).items():
+        record[key] = value
         if key.startswith("eval_"):
-            record.setdefault(f"val_{key[5:]}", float(value))
+            record.setdefault(f"val_{key[5:]}", value)
     return record
 
 

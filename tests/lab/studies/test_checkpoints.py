@@ -44,10 +44,10 @@ def _timed(args, out):
     return time.monotonic() - started, done.stdout
 
 
-def _interrupted(args, out, until=None, sig=signal.SIGKILL, pattern=None, extra=0.0):
-    """Start, and send ``sig`` to the whole process group once ``until(out)`` is true (or
-    ``extra`` seconds after a file matching ``pattern`` appears in ``out/checkpoints``); the
-    exit code, the seconds from the signal to the exit, and the output."""
+def _interrupted(args, out, until=None, sig=signal.SIGKILL, pattern=None):
+    """Start, and send ``sig`` to the whole process group once ``until(out)`` is true (or a
+    file matching ``pattern`` appears in ``out/checkpoints``); the exit code, the seconds from
+    the signal to the exit, and the output."""
     proc = subprocess.Popen(
         _command(args, out),
         stdout=subprocess.PIPE,
@@ -62,7 +62,6 @@ def _interrupted(args, out, until=None, sig=signal.SIGKILL, pattern=None, extra=
         assert proc.poll() is None, f"ended first: {proc.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "the state never appeared"
         time.sleep(0.05)
-    time.sleep(extra)
     assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1][-2000:]}"
     sent = time.monotonic()
     os.killpg(proc.pid, sig)
@@ -311,7 +310,8 @@ def test_tune_killed_midway_keeps_its_trials_and_their_values(tmp_path):
     args += ["--workers", "1", "--epochs", "100", "--no-pruning", "--engine", "sequential"]
     args += ["--checkpoint-every", "0"]
     started = time.monotonic()
-    _interrupted(args, tmp_path, pattern="tune-*.pt", extra=1.0)
+    # killed mid-trial: once a trial's checkpoint holds 10 epochs
+    _interrupted(args, tmp_path, lambda out: _trial_epoch(out) >= 10)
     _timed(args, tmp_path)
     print(f"tune killed and rerun in {time.monotonic() - started:.1f} s")
     storage = optuna.storages.JournalStorage(
